@@ -1,0 +1,254 @@
+"""Typed configuration, validated once at the YAML boundary.
+
+A config has one section per concern (data, split, window, models, training, tracking). Unknown
+keys anywhere are an error (`ConfigError`) naming the key and where it sits, so a typo never
+silently falls back to a default. The resolved config is logged with every run and saved with
+every model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from forecasting.errors import ConfigError
+
+Role = Literal["past", "future", "static"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RepairPolicy(_Section):
+    """Repairs applied to the input, each only when asked for. The default repairs nothing."""
+
+    sort: bool = False
+    drop_duplicates: bool = False  # exact duplicate rows only; conflicting duplicates always raise
+    fill_gaps: Literal["ffill", "interpolate", "zero"] | None = None
+    max_gap: int = Field(0, ge=0, description="longest run of missing steps that is filled")
+    trim_nan: bool = False  # drop leading/trailing rows whose target is NaN
+
+    @model_validator(mode="after")
+    def _gap_needs_method(self) -> RepairPolicy:
+        if self.max_gap > 0 and self.fill_gaps is None:
+            raise ValueError("max_gap > 0 needs fill_gaps: ffill, interpolate or zero")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the table is and what each column means.
+
+    Long format: ``id_column`` names the series and ``target`` is one column.
+    Wide format: ``target`` is a list of columns, each one a series (ETT's seven columns).
+    """
+
+    path: Path
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    time_column: str = "t"
+    target: str | list[str] = "y"
+    id_column: str | None = None
+    covariates: dict[str, Role] = Field(default_factory=dict)
+    freq: str | None = None  # pandas offset alias ("h", "15min", "D"); inferred when absent
+    timezone: str | None = None  # IANA zone of naive local timestamps ("Europe/Berlin")
+    repair: RepairPolicy = RepairPolicy()
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    @property
+    def is_wide(self) -> bool:
+        return not isinstance(self.target, str)
+
+    def covariates_with(self, role: Role) -> list[str]:
+        return [c for c, r in self.covariates.items() if r == role]
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> DataConfig:
+        if self.is_wide and self.id_column is not None:
+            raise ValueError("a list of targets (wide format) cannot be combined with id_column")
+        if not self.targets:
+            raise ValueError("target must name at least one column")
+        clash = set(self.targets) & set(self.covariates)
+        if clash:
+            raise ValueError(f"columns {sorted(clash)} are declared both target and covariate")
+        for col in (self.time_column, self.id_column):
+            if col is not None and (col in self.targets or col in self.covariates):
+                raise ValueError(f"column {col!r} has two roles")
+        return self
+
+
+class SplitConfig(_Section):
+    """Train/val/test by time, per series.
+
+    ``borders``: absolute end rows of train, val and test (the ETT protocol: 8640, 11520, 14400).
+    ``fractions``: train and test fractions of each series, val is the rest (0.7 / 0.2).
+    Validation and test windows start ``lookback`` rows early so their first window has full
+    history; their first *target* lies on the border.
+    """
+
+    method: Literal["borders", "fractions"] = "fractions"
+    borders: tuple[int, int, int] | None = None
+    train_fraction: float = Field(0.7, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.method == "borders":
+            if self.borders is None:
+                raise ValueError("method 'borders' needs borders: [train_end, val_end, test_end]")
+            a, b, c = self.borders
+            if not 0 < a < b < c:
+                raise ValueError(f"borders must increase: got {list(self.borders)}")
+        elif self.train_fraction + self.test_fraction >= 1:
+            raise ValueError("train_fraction + test_fraction must leave room for validation")
+        return self
+
+
+class WindowConfig(_Section):
+    lookback: int = Field(96, ge=1)
+    horizon: int = Field(96, ge=1)
+    stride: int = Field(1, ge=1, description="step between training windows")
+
+
+class ModelSpec(_Section):
+    """One model to train: a registry name and that family's own settings."""
+
+    name: str
+    label: str | None = None  # run name; defaults to the registry name
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        return self.label or self.name
+
+
+class TrainingConfig(_Section):
+    """The one torch training loop's settings (shared by every deep family)."""
+
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="base learning rate at base_batch_size")
+    base_batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(128, ge=1)
+    scale_lr: bool = True  # lr = base_lr * batch_size / base_batch_size
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    step_every_fraction: float = Field(0.33, gt=0, le=1)  # step decay: fraction of steps per drop
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    patience: int | None = Field(3, ge=1)
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    num_threads: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    amp: bool = False  # bf16 autocast on CUDA
+    max_train_windows: int | None = Field(None, ge=1)  # subsample windows per epoch
+    progress: bool = True
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str | None = None  # default: sqlite:///<project>/mlruns/mlflow.db
+    experiment: str = "forecasting"
+    registered_model: str = "forecaster"
+    selection_metric: str = "val_mse"
+    log_models: bool = True
+
+
+class Config(_Section):
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    window: WindowConfig = WindowConfig()
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="naive")])
+    training: TrainingConfig = TrainingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _unique_labels(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        seen: set[str] = set()
+        for m in models:
+            if m.run_name in seen:
+                raise ValueError(f"two models share the name {m.run_name!r}; give one a label")
+            seen.add(m.run_name)
+        return models
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<top>"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key {loc!r}")
+        elif e["type"] == "missing":
+            problems.append(f"missing key {loc!r}")
+        else:
+            problems.append(f"{loc}: {e['msg']}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config", base_dir: Path | None = None) -> Config:
+    """Validate a raw mapping. Relative data paths resolve against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+    if base_dir is not None and not cfg.data.path.is_absolute():
+        data = cfg.data.model_copy(update={"path": (base_dir / cfg.data.path).resolve()})
+        cfg = cfg.model_copy(update={"data": data})
+    _check_model_params(cfg, source)
+    return cfg
+
+
+def _check_model_params(cfg: Config, source: str) -> None:
+    # Imported here: the registry imports torch, which the data layer alone does not need.
+    from forecasting.models.registry import validate_model_spec
+
+    for i, spec in enumerate(cfg.models):
+        validate_model_spec(spec, where=f"{source}: models[{i}]")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config; ``overrides`` (nested mapping) win over the file.
+
+    Relative ``data.path`` values are resolved against the config file's folder.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror or err}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if overrides:
+        raw = _merge(raw, overrides)
+    return config_from_dict(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,98 @@
+"""Per-series standard scaling, fitted on the training split only and invertible.
+
+Pure functions over frames; the fitted statistics serialise to plain JSON so that a saved model
+carries them without pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from forecasting.errors import ConstantSeriesError, UnknownSeriesError, format_rows
+
+SERIES, TARGET = "series_id", "y"
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Mean and population standard deviation per series and column."""
+
+    columns: list[str]
+    mean: pd.DataFrame  # index: series_id, columns: self.columns
+    std: pd.DataFrame
+
+    def _stats_for(
+        self, frame: pd.DataFrame, unseen: Literal["raise", "fit"]
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ids = pd.unique(frame[SERIES])
+        missing = [s for s in ids if s not in self.mean.index]
+        mean, std = self.mean, self.std
+        if missing:
+            if unseen == "raise":
+                raise UnknownSeriesError(
+                    f"no scaling statistics for series {format_rows(missing)}; they were not in training"
+                )
+            extra = fit_scaler(frame[frame[SERIES].isin(missing)], self.columns)
+            mean, std = pd.concat([mean, extra.mean]), pd.concat([std, extra.std])
+        return mean, std
+
+    def transform(self, frame: pd.DataFrame, unseen: Literal["raise", "fit"] = "raise") -> pd.DataFrame:
+        """Scale ``columns`` of a canonical frame; NaN (future rows without y) stays NaN."""
+        mean, std = self._stats_for(frame, unseen)
+        out = frame.copy()
+        m = mean.loc[frame[SERIES], self.columns].to_numpy()
+        s = std.loc[frame[SERIES], self.columns].to_numpy()
+        out[self.columns] = (frame[self.columns].to_numpy(dtype=np.float64) - m) / s
+        return out
+
+    def inverse_y(self, values: np.ndarray, series_ids: np.ndarray, history: pd.DataFrame | None = None) -> np.ndarray:
+        """Undo the target's scaling; ``values`` has shape (N, ...) with one series id per row."""
+        mean, std = self.mean, self.std
+        if history is not None:
+            mean, std = self._stats_for(history, "fit")
+        m = mean.loc[series_ids, TARGET].to_numpy()
+        s = std.loc[series_ids, TARGET].to_numpy()
+        shape = (-1,) + (1,) * (values.ndim - 1)
+        return values * s.reshape(shape) + m.reshape(shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "series": [str(s) for s in self.mean.index],
+            "mean": self.mean[self.columns].to_numpy().tolist(),
+            "std": self.std[self.columns].to_numpy().tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scaler:
+        index = pd.Index(d["series"], name=SERIES)
+        return cls(
+            columns=list(d["columns"]),
+            mean=pd.DataFrame(d["mean"], index=index, columns=d["columns"]),
+            std=pd.DataFrame(d["std"], index=index, columns=d["columns"]),
+        )
+
+
+def fit_scaler(train: pd.DataFrame, columns: list[str]) -> Scaler:
+    """Fit per-series mean/std (population) on the training rows.
+
+    A constant training target cannot be scaled: ``ConstantSeriesError``. A constant covariate
+    is left unscaled in spread (std 1) since it carries no information to distort.
+    """
+    grouped = train.groupby(SERIES, sort=False)[columns]
+    mean = grouped.mean()
+    std = grouped.std(ddof=0)
+    if TARGET in columns:
+        flat = std[TARGET].to_numpy() == 0
+        if flat.any():
+            raise ConstantSeriesError(
+                f"series {format_rows(list(std.index[flat]))}: the target is constant on the training "
+                "split, so it cannot be scaled; drop the series or move the split"
+            )
+    std = std.where(std > 0, 1.0).fillna(1.0)
+    mean = mean.fillna(0.0)
+    return Scaler(columns=list(columns), mean=mean, std=std)

@@ -1,0 +1,153 @@
+"""Lookback/horizon windows over strided views of the scaled series.
+
+All series are concatenated into flat float32 arrays with per-series offsets. A window is just a
+start index into those arrays; a batch is gathered by fancy-indexing a ``sliding_window_view``,
+so memory stays at one copy of the data plus one batch, never N x (L + H) copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch.utils.data import Dataset
+
+SERIES, TIME, TARGET = "series_id", "t", "y"
+
+
+@dataclass(frozen=True)
+class SeriesArrays:
+    """Every series of a frame, concatenated. Row ``i`` of series ``k`` is ``offsets[k] + i``."""
+
+    series_ids: np.ndarray  # (S,) str
+    offsets: np.ndarray  # (S + 1,) int64
+    t: np.ndarray  # (T,) datetime64
+    y: np.ndarray  # (T,) float32
+    x_past: np.ndarray  # (T, Cp + Cf) float32: every covariate known up to the present
+    x_future: np.ndarray  # (T, Cf) float32: the future-known covariates
+    static: np.ndarray  # (S, Cs) float32
+
+    @property
+    def n_series(self) -> int:
+        return len(self.series_ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def to_arrays(
+    frame: pd.DataFrame, past: list[str] = (), future: list[str] = (), static: list[str] = ()
+) -> SeriesArrays:
+    """Flatten a canonical (sorted, series-contiguous) frame into ``SeriesArrays``."""
+    past, future, static = list(past), list(future), list(static)
+    codes, uniques = pd.factorize(frame[SERIES], sort=False)
+    counts = np.bincount(codes, minlength=len(uniques)) if len(codes) else np.zeros(0, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    first_rows = offsets[:-1]
+    values = lambda cols: frame[cols].to_numpy(dtype=np.float32).reshape(len(frame), len(cols))  # noqa: E731
+    return SeriesArrays(
+        series_ids=np.asarray(uniques, dtype=object),
+        offsets=offsets,
+        t=frame[TIME].to_numpy(),
+        y=frame[TARGET].to_numpy(dtype=np.float32),
+        x_past=values(past + future),
+        x_future=values(future),
+        static=values(static)[first_rows] if len(frame) else np.zeros((0, len(static)), np.float32),
+    )
+
+
+def window_starts(arrays: SeriesArrays, lookback: int, horizon: int, stride: int = 1) -> np.ndarray:
+    """Global start index of every full window (L inputs then H targets) inside each series.
+
+    The last window of each series always ends on the series' last row, so that with
+    ``stride=1`` the count per series is ``length - L - H + 1``.
+    """
+    span = lookback + horizon
+    starts = []
+    for k in range(arrays.n_series):
+        lo, hi = arrays.offsets[k], arrays.offsets[k + 1]
+        last = hi - span
+        if last < lo:
+            continue
+        s = np.arange(last, lo - 1, -stride, dtype=np.int64)[::-1]
+        starts.append(s)
+    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+
+
+def series_of(arrays: SeriesArrays, starts: np.ndarray) -> np.ndarray:
+    """Series index (into ``arrays.series_ids``) of each window start."""
+    return np.searchsorted(arrays.offsets, starts, side="right") - 1
+
+
+class Windows(Dataset):
+    """A torch ``Dataset`` of windows; ``batch(idx)`` gathers many windows at once.
+
+    Items are dicts of arrays: ``y`` (L,), ``x_past`` (L, Cp+Cf), ``x_future`` (H, Cf),
+    ``static`` (Cs,), ``target`` (H,), ``series`` () index into ``arrays.series_ids``.
+    """
+
+    def __init__(self, arrays: SeriesArrays, lookback: int, horizon: int, stride: int = 1):
+        self.arrays = arrays
+        self.lookback = lookback
+        self.horizon = horizon
+        self.starts = window_starts(arrays, lookback, horizon, stride)
+        self.series = series_of(arrays, self.starts)
+        span = lookback + horizon
+        n = len(arrays.y)
+        # Views, not copies: (T - span + 1, span) and (T - span + 1, C, span).
+        self._y = sliding_window_view(arrays.y, span) if n >= span else np.zeros((0, span), np.float32)
+        self._xp = sliding_window_view(arrays.x_past, lookback, axis=0) if n >= lookback else None
+        self._xf = sliding_window_view(arrays.x_future, horizon, axis=0) if n >= horizon else None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.batch(np.array([i])).items()}
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        s = self.starts[idx]
+        L = self.lookback
+        window = self._y[s]  # (B, L + H) copy of this batch only
+        out = {
+            "y": window[:, :L],
+            "target": window[:, L:],
+            "series": self.series[idx],
+            "static": self.arrays.static[self.series[idx]],
+        }
+        out["x_past"] = (
+            np.swapaxes(self._xp[s], 1, 2) if self._xp is not None else np.zeros((len(s), L, 0), np.float32)
+        )  # (B, L, Cp+Cf)
+        out["x_future"] = (
+            np.swapaxes(self._xf[s + L], 1, 2)
+            if self._xf is not None
+            else np.zeros((len(s), self.horizon, 0), np.float32)
+        )  # (B, H, Cf)
+        return out
+
+    def target_times(self, idx: np.ndarray) -> np.ndarray:
+        """Timestamps of the H targets of each window: (B, H)."""
+        s = self.starts[idx] + self.lookback
+        return self.arrays.t[s[:, None] + np.arange(self.horizon)[None, :]]
+
+    def iter_batches(
+        self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None
+    ) -> Iterator[np.ndarray]:
+        """Index arrays of consecutive (or shuffled) batches."""
+        order = np.arange(len(self))
+        if shuffle:
+            (rng or np.random.default_rng()).shuffle(order)
+        for i in range(0, len(order), batch_size):
+            yield order[i : i + batch_size]
+
+
+def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in batch.items():
+        t = torch.from_numpy(np.ascontiguousarray(v))
+        out[k] = t.to(device, non_blocking=True)
+    return out

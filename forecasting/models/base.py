@@ -1,0 +1,272 @@
+"""The one small contract every model family follows (scikit-learn / Darts style).
+
+- ``__init__`` stores settings only; fitted attributes end in ``_``.
+- ``fit(train, val=None) -> self`` on canonical frames (``series_id, t, y, covariates``),
+  already scaled by the pipeline.
+- ``predict(history, horizon) -> DataFrame(series_id, t, yhat)``; ``history`` may hold rows after
+  the last observed ``y`` carrying future-known covariates for the horizon.
+- ``predict_windows(batch) -> (N, H)`` scores many windows at once; evaluation uses it so that
+  every family is scored on identical windows.
+- ``save(dir)`` / ``load(dir)`` without pickle: JSON for settings, family files for state.
+
+A family implements ``_fit``, ``_predict_windows`` and, if it has state, ``_save_state`` and
+``_load_state``. Everything else (checks, windows, future-covariate alignment) lives here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from forecasting.config import TrainingConfig
+from forecasting.data.windows import Windows, to_arrays
+from forecasting.errors import (
+    FutureCovariateError,
+    MissingColumnError,
+    ModelLoadError,
+    NotFittedError,
+    SeriesTooShortError,
+    format_rows,
+)
+
+SERIES, TIME, TARGET = "series_id", "t", "y"
+FORMAT_VERSION = 1
+
+# Called after every epoch with (epoch, metrics); tracking uses it without the loop importing mlflow.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model knows of its data: window sizes and covariate roles (saved with the model)."""
+
+    lookback: int
+    horizon: int
+    past: list[str] = field(default_factory=list)
+    future: list[str] = field(default_factory=list)
+    static: list[str] = field(default_factory=list)
+
+    @property
+    def covariates(self) -> list[str]:
+        return [*self.past, *self.future, *self.static]
+
+
+class Forecaster(ABC):
+    """Base class of every model family. Subclasses set ``name`` and ``Settings``."""
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type] = object
+    # Can it forecast series it has not seen in training? (global models can)
+    handles_unseen_series: ClassVar[bool] = True
+    uses_training_loop: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        settings: Any = None,
+        *,
+        spec: DataSpec,
+        training: TrainingConfig | None = None,
+    ):
+        self.settings = settings if settings is not None else self.Settings()
+        self.spec = spec
+        self.training = training or TrainingConfig()
+
+    # --- public API ------------------------------------------------------------------------
+    def fit(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame | None = None,
+        callbacks: Sequence[EpochCallback] = (),
+    ) -> Forecaster:
+        self._check_columns(train, "training data")
+        train_w = self.make_windows(train, stride=self._train_stride())
+        if len(train_w) == 0:
+            raise SeriesTooShortError(
+                f"no training window fits: every series needs at least lookback + horizon = "
+                f"{self.spec.lookback + self.spec.horizon} rows"
+            )
+        val_w = None
+        if val is not None:
+            self._check_columns(val, "validation data")
+            val_w = self.make_windows(val)
+        self.freq_ = _infer_freq(train)
+        self.series_ = [str(s) for s in pd.unique(train[SERIES])]
+        self._fit(train, train_w, val_w, list(callbacks))
+        self.fitted_ = True
+        return self
+
+    def predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Forecast a batch of windows (see ``Windows.batch``): returns (N, H) float64."""
+        self._check_fitted()
+        return np.asarray(self._predict_windows(batch), dtype=np.float64)
+
+    def predict(self, history: pd.DataFrame, horizon: int | None = None) -> pd.DataFrame:
+        """Forecast the ``horizon`` steps after the last observed ``y`` of every series."""
+        self._check_fitted()
+        horizon = self.spec.horizon if horizon is None else int(horizon)
+        if not 1 <= horizon <= self.spec.horizon:
+            raise ValueError(f"horizon must be in 1..{self.spec.horizon} (trained for {self.spec.horizon})")
+        self._check_columns(history, "history")
+        batch, times, ids = self.prediction_batch(history)
+        yhat = self.predict_windows(batch)[:, :horizon]
+        return pd.DataFrame(
+            {
+                SERIES: np.repeat(ids, horizon),
+                TIME: times[:, :horizon].reshape(-1),
+                "yhat": yhat.reshape(-1),
+            }
+        )
+
+    def save(self, path: str | Path) -> Path:
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "family": self.name,
+            "settings": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else {},
+            "spec": dataclasses.asdict(self.spec),
+            "training": self.training.model_dump(mode="json"),
+            "freq": self.freq_,
+            "series": self.series_,
+        }
+        (path / "model.json").write_text(json.dumps(meta, indent=2))
+        self._save_state(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Forecaster:
+        """Rebuild any family from a saved folder (dispatches on the saved family name)."""
+        from forecasting.models.registry import get_model_class
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / "model.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"{path}: no readable model.json ({err})") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelLoadError(f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+        klass = get_model_class(meta["family"])
+        model = klass(
+            klass.Settings(**meta["settings"]),
+            spec=DataSpec(**meta["spec"]),
+            training=TrainingConfig(**meta["training"]),
+        )
+        model.freq_ = meta["freq"]
+        model.series_ = meta["series"]
+        model._load_state(path)
+        model.fitted_ = True
+        return model
+
+    # --- helpers shared by every family -------------------------------------------------------
+    def make_windows(self, frame: pd.DataFrame, stride: int = 1) -> Windows:
+        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static)
+        return Windows(arrays, self.spec.lookback, self.spec.horizon, stride)
+
+    def prediction_batch(self, history: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The last full window of every series, with future covariates for the horizon.
+
+        Returns (batch, target timestamps (S, H), series ids (S,)).
+        """
+        L, H = self.spec.lookback, self.spec.horizon
+        offset = to_offset(self.freq_)
+        ys, xps, xfs, sts, times, ids = [], [], [], [], [], []
+        for sid, part in history.groupby(SERIES, sort=False):
+            observed = np.flatnonzero(part[TARGET].notna().to_numpy())
+            if observed.size == 0:
+                raise SeriesTooShortError(f"series {sid!r} has no observed y in the history")
+            last = observed[-1]
+            if last + 1 < L:
+                raise SeriesTooShortError(
+                    f"series {sid!r} has {last + 1} rows of history; the model needs lookback = {L}"
+                )
+            ctx = part.iloc[last + 1 - L : last + 1]
+            if ctx[TARGET].isna().any():
+                bad = ctx.loc[ctx[TARGET].isna(), TIME].tolist()
+                raise SeriesTooShortError(f"series {sid!r}: the last {L} rows have missing y at {format_rows(bad)}")
+            t_last = part[TIME].iloc[last]
+            horizon_t = pd.date_range(t_last, periods=H + 1, freq=offset)[1:]
+            xf = np.zeros((H, len(self.spec.future)), np.float32)
+            if self.spec.future:
+                fut = part.iloc[last + 1 :].set_index(TIME)
+                fut = fut[~fut.index.duplicated()].reindex(horizon_t)[self.spec.future]
+                missing = fut.index[fut.isna().any(axis=1).to_numpy()]
+                if len(missing):
+                    raise FutureCovariateError(
+                        f"series {sid!r}: future covariate(s) {self.spec.future} must cover the "
+                        f"{H} forecast steps; missing at {format_rows([str(m) for m in missing])}"
+                    )
+                xf = fut.to_numpy(np.float32)
+            ys.append(ctx[TARGET].to_numpy(np.float32))
+            xps.append(ctx[self.spec.past + self.spec.future].to_numpy(np.float32))
+            xfs.append(xf)
+            sts.append(ctx[self.spec.static].iloc[-1].to_numpy(np.float32))
+            times.append(horizon_t.to_numpy())
+            ids.append(sid)
+        batch = {
+            "y": np.stack(ys),
+            "x_past": np.stack(xps),
+            "x_future": np.stack(xfs),
+            "static": np.stack(sts),
+            "series": self._series_index(ids),
+        }
+        return batch, np.stack(times), np.asarray(ids, dtype=object)
+
+    def _series_index(self, ids: Sequence[str]) -> np.ndarray:
+        """Index of each id in the training series (-1 for unseen series)."""
+        lookup = {s: i for i, s in enumerate(self.series_)}
+        return np.array([lookup.get(str(s), -1) for s in ids], dtype=np.int64)
+
+    def _check_columns(self, frame: pd.DataFrame, what: str) -> None:
+        need = [SERIES, TIME, TARGET, *self.spec.covariates]
+        missing = [c for c in need if c not in frame.columns]
+        if missing:
+            raise MissingColumnError(f"{what} lacks column(s) {missing} that model {self.name!r} needs")
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"model {self.name!r} is not fitted: call fit() (or load()) before predict()")
+
+    def _train_stride(self) -> int:
+        return self.training_stride if hasattr(self, "training_stride") else 1
+
+    @property
+    def n_params(self) -> int:
+        return 0
+
+    # --- what a family writes ---------------------------------------------------------------
+    @abstractmethod
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        train_windows: Windows,
+        val_windows: Windows | None,
+        callbacks: list[EpochCallback],
+    ) -> None: ...
+
+    @abstractmethod
+    def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def _save_state(self, path: Path) -> None:  # noqa: B027 - stateless families write nothing
+        pass
+
+    def _load_state(self, path: Path) -> None:  # noqa: B027
+        pass
+
+
+def _infer_freq(frame: pd.DataFrame) -> str:
+    first = frame[SERIES].iloc[0]
+    t = pd.DatetimeIndex(frame.loc[frame[SERIES] == first, TIME].head(100))
+    alias = pd.infer_freq(t) if len(t) >= 3 else None
+    if alias is None:
+        alias = to_offset(pd.Series(t).diff().dropna().mode().iloc[0]).freqstr
+    return alias

@@ -1,0 +1,88 @@
+"""Shared fixtures: small synthetic series with known answers, and a sandboxed environment.
+
+Nothing a test does may write into the user's home: Prefect, MLflow and matplotlib are pointed at
+temporary folders before any of them is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SANDBOX = Path(tempfile.mkdtemp(prefix="forecasting-tests-"))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ["PREFECT_HOME"] = str(_SANDBOX / "prefect")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ["MPLCONFIGDIR"] = str(_SANDBOX / "matplotlib")
+os.environ["MPLBACKEND"] = "Agg"
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+
+
+def _torch_threads() -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+_torch_threads()
+
+
+def make_frame(y: np.ndarray, series_id: str = "s0", start: str = "2024-01-01", freq: str = "h",
+               **covariates: np.ndarray) -> pd.DataFrame:
+    """A canonical frame for one series."""
+    t = pd.date_range(start, periods=len(y), freq=freq)
+    data = {"series_id": series_id, "t": t, "y": np.asarray(y, dtype=np.float64)}
+    data.update({k: np.asarray(v, dtype=np.float64) for k, v in covariates.items()})
+    return pd.DataFrame(data)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def sine_frame(rng: np.random.Generator) -> pd.DataFrame:
+    """Three noisy sines of period 24 with different phases and levels (learnable, not naive)."""
+    n = 600
+    parts = []
+    for k in range(3):
+        t = np.arange(n)
+        y = 2.0 * np.sin(2 * np.pi * t / 24 + k) + 0.5 * k + 0.1 * rng.standard_normal(n)
+        parts.append(make_frame(y, series_id=f"s{k}"))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture
+def ar2_frame(rng: np.random.Generator) -> pd.DataFrame:
+    """One AR(2) series: y_t = 0.5 + 0.6 y_{t-1} - 0.3 y_{t-2} + e_t, e ~ N(0, 0.1^2)."""
+    n = 3000
+    y = np.zeros(n)
+    e = 0.1 * rng.standard_normal(n)
+    for i in range(2, n):
+        y[i] = 0.5 + 0.6 * y[i - 1] - 0.3 * y[i - 2] + e[i]
+    return make_frame(y[200:])
+
+
+@pytest.fixture
+def gap_frame() -> pd.DataFrame:
+    """An hourly series with three missing hours."""
+    frame = make_frame(np.sin(np.arange(200) / 5.0))
+    return frame.drop(index=[50, 51, 120]).reset_index(drop=True)
+
+
+@pytest.fixture
+def etth1_path() -> Path:
+    return ETTH1
