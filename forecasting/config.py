@@ -153,6 +153,10 @@ class TrainingConfig(_Section):
     amp: bool = False  # bf16 autocast on CUDA
     max_train_windows: int | None = Field(None, ge=1)  # subsample windows per epoch
     progress: bool = True
+    # Checkpoint after every epoch into this folder (one file per family); with ``resume`` a run
+    # continues from the checkpoint it finds there (and starts afresh when there is none).
+    checkpoint_dir: Path | None = None
+    resume: bool = False
 
 
 class TrackingConfig(_Section):
@@ -163,6 +167,32 @@ class TrackingConfig(_Section):
     log_models: bool = True
 
 
+class ScheduleSpec(_Section):
+    """A cron-scheduled deployment served by `forecast serve` (and declared in prefect.yaml)."""
+
+    flow: Literal["forecast_pipeline", "train", "batch_predict"]
+    cron: str
+    name: str | None = None
+    timezone: str = "UTC"
+
+
+class OrchestrationConfig(_Section):
+    """How the flows run: one machine by default, Dask when an address or local cluster is given."""
+
+    max_workers: int | None = Field(None, ge=1)  # concurrent training tasks; default: 1 per 2 cores
+    dask_address: str | None = None  # tcp://host:8786 of a running dask.distributed scheduler
+    dask_local_workers: int | None = Field(None, ge=1)  # start a LocalCluster of this many processes
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+
+
+class PredictConfig(_Section):
+    """Batch prediction defaults (``forecast predict`` options override them)."""
+
+    model: str | None = None  # NAME, NAME@alias or NAME/version; default: registered_model@champion
+    input: Path | None = None  # default: the training data
+    output: Path = Path("outputs/forecast.csv")
+
+
 class Config(_Section):
     data: DataConfig
     split: SplitConfig = SplitConfig()
@@ -170,6 +200,8 @@ class Config(_Section):
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="naive")])
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    predict: PredictConfig = PredictConfig()
 
     @field_validator("models")
     @classmethod
@@ -219,6 +251,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config", base_dir: P
     if base_dir is not None and not cfg.data.path.is_absolute():
         data = cfg.data.model_copy(update={"path": (base_dir / cfg.data.path).resolve()})
         cfg = cfg.model_copy(update={"data": data})
+    if base_dir is not None and cfg.predict.input is not None and not cfg.predict.input.is_absolute():
+        predict = cfg.predict.model_copy(update={"input": (base_dir / cfg.predict.input).resolve()})
+        cfg = cfg.model_copy(update={"predict": predict})
     _check_model_params(cfg, source)
     return cfg
 

@@ -18,6 +18,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["MPLCONFIGDIR"] = str(_SANDBOX / "matplotlib")
 os.environ["MPLBACKEND"] = "Agg"
+# One throwaway MLflow store for the session; tests that need their own set their own.
+(_SANDBOX / "mlruns").mkdir()
+MLFLOW_URI = f"sqlite:///{_SANDBOX / 'mlruns' / 'mlflow.db'}"
+os.environ["MLFLOW_TRACKING_URI"] = MLFLOW_URI
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -86,3 +93,26 @@ def gap_frame() -> pd.DataFrame:
 @pytest.fixture
 def etth1_path() -> Path:
     return ETTH1
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_open():
+    """Fail any test that leaves an MLflow run active or RUNNING in the session store."""
+    yield
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        mlflow.end_run("KILLED")
+        pytest.fail(f"test left MLflow run {active.info.run_id} active")
+    if not (_SANDBOX / "mlruns" / "mlflow.db").exists():
+        return
+    client = mlflow.MlflowClient(MLFLOW_URI)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'") if experiments else []
+    if running:
+        for run in running:
+            client.set_terminated(run.info.run_id, "KILLED")
+        pytest.fail(f"test left {len(running)} MLflow run(s) RUNNING: {[r.info.run_name for r in running]}")

@@ -266,7 +266,7 @@ class Forecaster(ABC):
 def _infer_freq(frame: pd.DataFrame) -> str:
     first = frame[SERIES].iloc[0]
     t = pd.DatetimeIndex(frame.loc[frame[SERIES] == first, TIME].head(100))
-    alias = pd.infer_freq(t) if len(t) >= 3 else None
-    if alias is None:
-        alias = to_offset(pd.Series(t).diff().dropna().mode().iloc[0]).freqstr
-    return alias
+    inferred = pd.infer_freq(t) if len(t) >= 3 else None
+    if inferred is None:
+        return to_offset(pd.Series(t).diff().dropna().mode().iloc[0]).freqstr
+    return to_offset(inferred).freqstr  # infer_freq returns a str today and an offset in pandas 4

@@ -5,24 +5,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pydantic import ValidationError
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from forecasting.config import ModelSpec, TrainingConfig
 from forecasting.errors import ConfigError, UnknownModelError
 from forecasting.models.base import DataSpec, Forecaster
 
 _REGISTRY: dict[str, type[Forecaster]] = {}
-# Modules whose import registers families (imported lazily: torch is heavy).
-_FAMILY_MODULES = (
-    "forecasting.models.baselines",
-    "forecasting.models.ar",
-    "forecasting.models.recurrent",
-    "forecasting.models.tcn",
-    "forecasting.models.transformer",
-    "forecasting.models.linear",
-)
-_loaded = False
+# Where each family lives; a module is imported the first time one of its names is asked for.
+_FAMILY_MODULES = {
+    "naive": "forecasting.models.baselines",
+    "seasonal_naive": "forecasting.models.baselines",
+    "ar": "forecasting.models.ar",
+    "rnn": "forecasting.models.recurrent",
+    "lstm": "forecasting.models.recurrent",
+    "gru": "forecasting.models.recurrent",
+    "tcn": "forecasting.models.tcn",
+    "transformer": "forecasting.models.transformer",
+    "linear": "forecasting.models.linear",
+}
 
 
 def register(cls: type[Forecaster]) -> type[Forecaster]:
@@ -33,26 +34,16 @@ def register(cls: type[Forecaster]) -> type[Forecaster]:
     return cls
 
 
-def _load_families() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for module in _FAMILY_MODULES:
-        importlib.import_module(module)
-    _loaded = True
-
-
 def available_models() -> list[str]:
-    _load_families()
-    return sorted(_REGISTRY)
+    return sorted(_FAMILY_MODULES)
 
 
 def get_model_class(name: str) -> type[Forecaster]:
-    _load_families()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+    if name not in _FAMILY_MODULES:
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    if name not in _REGISTRY:
+        importlib.import_module(_FAMILY_MODULES[name])
+    return _REGISTRY[name]
 
 
 def parse_settings(cls: type[Forecaster], params: dict[str, Any], where: str) -> Any:

@@ -1,0 +1,1 @@
+"""Prefect flows: thin, typed parameters -> library calls (no maths, no mlflow calls)."""

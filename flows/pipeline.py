@@ -1,0 +1,225 @@
+"""The forecasting flows: ingest, train (fanned out per model), select_champion, batch_predict,
+and forecast_pipeline chaining them.
+
+Every flow takes a config path and optional overrides. Retries with exponential backoff apply
+to tasks that do I/O, never to a bad-input error. Training tasks run on Prefect's thread pool
+(capped to the machine) or, when the config gives a Dask address or asks for a local cluster, on
+Dask workers through prefect-dask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from forecasting import pipeline as lib
+from forecasting.config import Config, ModelSpec, load_config
+from forecasting.errors import InputValidationError
+
+
+# --- retry policy ---------------------------------------------------------------------------
+def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O failures; a validation error will fail the same way again, so never retry it."""
+    try:
+        state.result(raise_on_failure=True)
+    except InputValidationError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else (I/O, a busy server) is worth another try
+        return True
+    return False
+
+
+IO_RETRIES = dict(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.2,
+    retry_condition_fn=retry_unless_bad_input,
+)
+
+
+def _ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Cache ingest on the data file's content and the data config (not on paths or mtimes)."""
+    cfg: Config = parameters["cfg"]
+    h = hashlib.sha256(cfg.data.model_dump_json(exclude={"path"}).encode())
+    h.update(cfg.split.model_dump_json().encode() + cfg.window.model_dump_json().encode())
+    with open(cfg.data.path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return f"ingest-{h.hexdigest()[:32]}"
+
+
+# --- tasks ----------------------------------------------------------------------------------
+@task(name="ingest", cache_key_fn=_ingest_cache_key, persist_result=True, **IO_RETRIES)
+def ingest_task(cfg: Config) -> lib.Prepared:
+    return lib.prepare(cfg)
+
+
+@task(name="train-model", task_run_name="train-{spec.name}")
+def train_task(
+    prepared: lib.Prepared, spec: ModelSpec, parent_run_id: str | None, threads: int, flow_run_id: str | None
+) -> lib.ModelResult:
+    from forecasting.tracking import Tracker
+
+    _limit_threads(threads)
+    tracker = Tracker(prepared.cfg.tracking)
+    tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
+    result = lib.train_model(prepared, spec, tracker, parent_run_id, tags=tags)
+    result.model = None  # the model lives in MLflow; don't ship weights back between workers
+    return result
+
+
+@task(name="select-champion", **IO_RETRIES)
+def select_task(prepared: lib.Prepared, results: list[lib.ModelResult], parent_run_id: str | None) -> lib.ChampionDecision:
+    from forecasting.tracking import Tracker
+
+    return lib.select_champion(Tracker(prepared.cfg.tracking), prepared, results, parent_run_id)
+
+
+@task(name="batch-predict", **IO_RETRIES)
+def predict_task(cfg: Config, model_ref: str | None, input_path: str | None, output_path: str | None) -> dict[str, Any]:
+    return lib.batch_predict(cfg, model_ref, input_path, output_path)
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+# --- task runners ---------------------------------------------------------------------------
+def _workers_and_threads(cfg: Config) -> tuple[int, int]:
+    cores = os.cpu_count() or 1
+    workers = cfg.orchestration.max_workers or max(1, cores // 2)
+    workers = min(workers, len(cfg.models)) or 1
+    return workers, max(1, cores // workers)
+
+
+def task_runner_for(cfg: Config) -> Any:
+    """Dask when configured (prefect-dask, optional extra), else a capped thread pool."""
+    orch = cfg.orchestration
+    if orch.dask_address or orch.dask_local_workers:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise InputValidationError(
+                "orchestration asks for Dask but prefect-dask is not installed: pip install '.[dask]'"
+            ) from None
+        if orch.dask_address:
+            return DaskTaskRunner(address=orch.dask_address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={"n_workers": orch.dask_local_workers, "threads_per_worker": 1, "processes": True},
+        )
+    workers, _ = _workers_and_threads(cfg)
+    return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def _threads_per_task(cfg: Config) -> int:
+    orch = cfg.orchestration
+    if orch.dask_address or orch.dask_local_workers:
+        return cfg.training.num_threads or 1
+    return _workers_and_threads(cfg)[1]
+
+
+def _load(config_path: str, overrides: dict[str, Any] | None, data_path: str | None) -> Config:
+    overrides = dict(overrides or {})
+    if data_path:
+        overrides.setdefault("data", {})["path"] = str(Path(data_path).resolve())
+    return load_config(config_path, overrides)
+
+
+# --- flows ----------------------------------------------------------------------------------
+@flow(name="ingest", log_prints=True)
+def ingest(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read + validate + repair report + dataset hash; returns the summary."""
+    prepared = ingest_task(_load(config_path, overrides, data_path))
+    return prepared.data.summary()
+
+
+def _train(cfg: Config, prepared: lib.Prepared, parent_run_id: str | None) -> list[lib.ModelResult]:
+    threads = _threads_per_task(cfg)
+    flow_id = flow_run.get_id()
+    futures = [train_task.submit(prepared, spec, parent_run_id, threads, flow_id) for spec in cfg.models]
+    results = [f.result() for f in futures]
+    failed = [r for r in results if r.status != "FINISHED"]
+    if failed:
+        get_run_logger().warning("models failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed))
+    return results
+
+
+@flow(name="train", log_prints=True)
+def train(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Train every configured model (one task each) under one parent MLflow run."""
+    cfg = _load(config_path, overrides, data_path)
+    return [r for r in _run(cfg, select=False)["leaderboard"]]
+
+
+@flow(name="select_champion", log_prints=True)
+def select_champion(config_path: str, parent_run_id: str, data_path: str | None = None,
+                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register the best model of a finished pipeline run and gate the `champion` alias."""
+    from forecasting.tracking import Tracker
+
+    cfg = _load(config_path, overrides, data_path)
+    prepared = ingest_task(cfg)
+    results = lib.results_from_runs(Tracker(cfg.tracking), parent_run_id)
+    decision = select_task(prepared, results, parent_run_id)
+    return lib.asdict(decision)
+
+
+@flow(name="batch_predict", log_prints=True)
+def batch_predict(config_path: str, model: str | None = None, input_path: str | None = None,
+                  output_path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Forecast every series of the input with a registered model (default: the champion)."""
+    cfg = _load(config_path, overrides, None)
+    return predict_task(cfg, model, input_path, output_path)
+
+
+@flow(name="forecast_pipeline", log_prints=True)
+def forecast_pipeline(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None,
+                      predict: bool = True) -> dict[str, Any]:
+    """ingest -> train (fan-out) -> select_champion -> batch_predict."""
+    cfg = _load(config_path, overrides, data_path)
+    outcome = _run(cfg, select=True)
+    if predict and outcome["decision"] is not None:
+        outcome["prediction"] = predict_task(cfg, None, data_path, None)
+    return outcome
+
+
+def _run(cfg: Config, select: bool) -> dict[str, Any]:
+    """The body shared by `train` and `forecast_pipeline`, on the configured task runner."""
+    from forecasting.tracking import Tracker
+
+    prepared = ingest_task(cfg)
+    tracker = Tracker(cfg.tracking)
+    flow_id = flow_run.get_id()
+
+    @flow(name="train-models", task_runner=task_runner_for(cfg))
+    def fan_out(parent_run_id: str) -> list[lib.ModelResult]:
+        return _train(cfg, prepared, parent_run_id)
+
+    with tracker.run("pipeline", tags=lib.pipeline_tags(prepared, flow_id)) as parent:
+        parent.log_params({"config": cfg.model_dump(mode="json", exclude={"models"}),
+                           "models": [m.run_name for m in cfg.models]})
+        try:
+            results = fan_out(parent.run_id)
+        finally:
+            tracker.end_stale_runs(parent.run_id)  # a crashed worker must not leave RUNNING runs
+        board = lib.leaderboard(results, cfg.tracking.selection_metric)
+        lib.log_pipeline_summary(parent, prepared, results, board)
+        decision = select_task(prepared, results, parent.run_id) if select else None
+        if decision is not None:
+            parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
+    return {
+        "parent_run_id": parent.run_id,
+        "leaderboard": board.to_dict(orient="records"),
+        "decision": lib.asdict(decision) if decision is not None else None,
+    }

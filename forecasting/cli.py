@@ -1,0 +1,240 @@
+"""The `forecast` command. Every user-facing failure is one line on stderr:
+
+    error: <ErrorName>: <message>
+
+and a non-zero exit status (2 for bad input or config, 1 otherwise); ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from forecasting.errors import ForecastingError, InputValidationError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, compare, register and serve time-series forecasters.",
+)
+console = Console()
+_state = {"debug": False, "quiet": False}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _state["quiet"] = quiet
+
+
+def _overrides(data: Path | None) -> dict:
+    return {"data": {"path": str(data.resolve())}} if data is not None else {}
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML config.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data file replacing data.path.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Ingest and validate the data; print a summary (series, rows, frequency, span, repairs)."""
+    from forecasting.config import load_config
+    from forecasting.data.ingest import ingest
+    from forecasting.data.splits import split_frame
+
+    cfg = load_config(config, _overrides(data))
+    result = ingest(cfg.data)
+    split = split_frame(result.frame, cfg.split, cfg.window)
+    summary = result.summary()
+    summary["path"] = str(cfg.data.path)
+    summary["split_rows"] = {
+        "train": int(len(split.train)),
+        "val": int(len(split.val)),
+        "test": int(len(split.test)),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table(title=f"[bold]{cfg.data.path.name}[/] is valid", show_header=False)
+    for key in ("series", "rows", "freq", "start", "end", "min_length", "max_length"):
+        table.add_row(key, str(summary[key]))
+    table.add_row("covariates", ", ".join(f"{c} ({r})" for c, r in cfg.data.covariates.items()) or "none")
+    table.add_row("split rows", ", ".join(f"{k} {v}" for k, v in summary["split_rows"].items()))
+    repairs = summary["repairs"]
+    table.add_row("repairs", ", ".join(f"{k}: {v}" for k, v in repairs.items()) if repairs else "none")
+    table.add_row("dataset hash", result.dataset_hash)
+    console.print(table)
+    for note in result.report.notes:
+        console.print(f"  repaired {note}")
+
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def _setup_environment() -> None:
+    """Embedded defaults: Prefect's home inside the project, quiet telemetry, capped threads."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _print_leaderboard(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("model", "status", "val_mse", "val_mae", "test_mse", "test_mae", "fit_seconds"):
+        table.add_column(col, justify="left" if col in ("model", "status") else "right")
+    for row in rows:
+        cells = []
+        for col in ("model", "status", "val_mse", "val_mae", "test_mse", "test_mae", "fit_seconds"):
+            v = row.get(col)
+            cells.append(f"{v:.4f}" if isinstance(v, float) and col != "fit_seconds" else
+                         f"{v:.1f}" if isinstance(v, float) else str(v))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict:
+    _setup_environment()
+    from forecasting.tracking import install_sigterm_handler
+
+    install_sigterm_handler()
+    from forecasting.config import load_config
+
+    load_config(config, _overrides(data))  # fail fast on a bad config, before any flow starts
+    from flows.pipeline import forecast_pipeline
+
+    with console.status("running the forecast pipeline (Prefect flow)...", spinner="dots") if not _state["quiet"] else _nullcontext():
+        outcome = forecast_pipeline(str(config), str(data.resolve()) if data else None, predict=predict)
+    return outcome
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _report(outcome: dict) -> None:
+    _print_leaderboard(outcome["leaderboard"], "leaderboard (best validation MSE first; scaled units)")
+    decision = outcome.get("decision")
+    if decision:
+        console.print(
+            f"registered [bold]{decision['model']}[/] as version {decision['version']} -> alias "
+            f"[bold]{decision['alias']}[/] (gate MSE {decision['candidate_score']:.4f}"
+            + (f" vs incumbent {decision['incumbent_score']:.4f})" if decision.get("incumbent_score") is not None else ")")
+        )
+    prediction = outcome.get("prediction")
+    if prediction:
+        console.print(f"forecasts: [bold]{prediction['output']}[/] ({prediction['rows']} rows, model {prediction['model']})")
+    console.print("compare the runs in the MLflow UI: [bold]forecast ui[/] (or make ui), then open http://127.0.0.1:5000")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data file replacing data.path.")] = None,
+    predict: Annotated[bool, typer.Option("--predict/--no-predict", help="Batch-predict with the champion.")] = True,
+) -> None:
+    """Run the forecast pipeline flow: ingest, train every model, select the champion, predict."""
+    _report(_run_pipeline(config, data, predict))
+
+
+@app.command()
+def demo() -> None:
+    """The main job on the embedded default: bundled ETTh1, local MLflow store, local Prefect API."""
+    _report(_run_pipeline(DEMO_CONFIG, None, True))
+
+
+@app.command()
+def leaderboard(
+    config: Annotated[Path, typer.Option("--config", help="Config naming the experiment.")] = DEMO_CONFIG,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="A pipeline (parent) run id.")] = None,
+) -> None:
+    """Show the leaderboard of the latest (or a given) pipeline run, read back from MLflow."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.pipeline import leaderboard_from_mlflow
+
+    cfg = load_config(config)
+    run_id, rows = leaderboard_from_mlflow(cfg.tracking, run_id)
+    _print_leaderboard(rows, f"leaderboard of pipeline run {run_id}")
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the project's store (bound to 127.0.0.1 by default)."""
+    import os
+    import subprocess
+
+    _setup_environment()
+    from forecasting.config import TrackingConfig
+    from forecasting.tracking import resolve_tracking_uri
+
+    uri, artifacts = resolve_tracking_uri(TrackingConfig())
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def _fail(err: BaseException, code: int) -> int:
+    if _state["debug"]:
+        import traceback
+
+        traceback.print_exception(err)
+    message = " ".join(str(err).split()) or "(no message)"
+    print(f"error: {type(err).__name__}: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except InputValidationError as err:
+        return _fail(err, 2)
+    except ForecastingError as err:
+        return _fail(err, 1)
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.ClickException as err:
+        err.show()
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("error: Interrupted: stopped by the user", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI never shows a raw traceback without --debug
+        return _fail(err, 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

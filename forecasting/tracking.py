@@ -1,0 +1,314 @@
+"""Everything MLflow, in one place: runs, parameters, metrics, artifacts, datasets, registry.
+
+Layout (one experiment per pipeline):
+- one parent run per pipeline run, holding the leaderboard, the comparison plot and the best
+  model's name as a tag;
+- one child run per model with the same keys for every family, so the compare view lines up.
+
+A run whose work raises ends ``FAILED`` (the error goes into the ``error`` tag); a run stopped
+by Ctrl-C or SIGTERM ends ``KILLED``; none is left ``RUNNING``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+
+from forecasting.config import TrackingConfig
+from forecasting.errors import TrackingError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAM_LEN = 6000
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so open runs end KILLED (not RUNNING)."""
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into ``Terminated`` (main thread only; a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def default_store(root: Path = PROJECT_ROOT) -> tuple[str, str]:
+    """The embedded default: SQLite under ``<project>/mlruns`` with artifacts beside it."""
+    store = root / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> tuple[str, str | None]:
+    """(tracking URI, artifact root for new experiments or None for the server's default).
+
+    The config wins, then ``MLFLOW_TRACKING_URI``, then the embedded SQLite default.
+    """
+    if cfg.tracking_uri:
+        return cfg.tracking_uri, None
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env, None
+    return default_store()
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> dotted keys with string values (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value, default=str) if not isinstance(value, str) else value
+            out[name] = text[:_MAX_PARAM_LEN]
+    return out
+
+
+@dataclass
+class RunLogger:
+    """Logging into one run through the client API (safe from any thread or process)."""
+
+    client: MlflowClient
+    run_id: str
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flat = flatten(params)
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = _now_ms()
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None and isinstance(v, int | float) and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500], synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    def epoch_callback(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Per-epoch curves with step = epoch (train_loss, val_loss, lr)."""
+        self.log_metrics(metrics, step=epoch)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        self._log_bytes(buf.getvalue(), artifact_file)
+
+    def log_frame(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        buf = io.BytesIO()
+        if artifact_file.endswith(".parquet"):
+            frame.to_parquet(buf, index=False)
+        else:
+            frame.to_csv(buf, index=False)
+        self._log_bytes(buf.getvalue(), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._log_bytes(text.encode(), artifact_file)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(data, indent=2, default=str), artifact_file)
+
+    def _log_bytes(self, payload: bytes, artifact_file: str) -> None:
+        path = Path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / path.name
+            local.write_bytes(payload)
+            parent = str(path.parent) if str(path.parent) != "." else None
+            self.client.log_artifact(self.run_id, str(local), parent)
+
+    def log_dataset(self, frame: pd.DataFrame, source: str, name: str, digest: str, context: str) -> None:
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest, targets="y")
+        entity = DatasetInput(
+            dataset=dataset._to_mlflow_entity(), tags=[InputTag(key="mlflow.data.context", value=context)]
+        )
+        self.client.log_inputs(self.run_id, datasets=[entity])
+
+    @contextmanager
+    def activated(self) -> Iterator[None]:
+        """Make this run the fluent active run in this thread (for ``mlflow.pyfunc.log_model``)."""
+        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            yield
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """The pipeline's handle on an MLflow tracking store and model registry."""
+
+    def __init__(self, cfg: TrackingConfig):
+        self.cfg = cfg
+        self.uri, artifact_root = resolve_tracking_uri(cfg)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        try:
+            exp = self.client.get_experiment_by_name(cfg.experiment)
+            self.experiment_id = (
+                exp.experiment_id
+                if exp is not None
+                else self.client.create_experiment(cfg.experiment, artifact_location=artifact_root)
+            )
+        except MlflowException as err:
+            raise TrackingError(f"tracking store {self.uri!r} refused experiment {cfg.experiment!r}: {err}") from None
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def start(self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None) -> RunLogger:
+        all_tags = {"code_version": code_version(), **(tags or {})}
+        if parent_id:
+            all_tags[PARENT_TAG] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+        return RunLogger(self.client, run.info.run_id)
+
+    def finish(self, run: RunLogger, status: str = "FINISHED", error: BaseException | None = None) -> None:
+        if error is not None:
+            run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        self.client.set_terminated(run.run_id, status=status)
+
+    @contextmanager
+    def run(
+        self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> Iterator[RunLogger]:
+        """A run that always ends: FINISHED, FAILED on an exception, KILLED on an interrupt."""
+        run = self.start(name, parent_id, tags)
+        try:
+            yield run
+        except Exception as err:
+            self.finish(run, RunStatus.to_string(RunStatus.FAILED), err)
+            raise
+        except BaseException as err:  # KeyboardInterrupt, SIGTERM (Terminated), SystemExit
+            self.finish(run, RunStatus.to_string(RunStatus.KILLED), err)
+            raise
+        else:
+            self.finish(run)
+
+    def resume(self, run_id: str) -> RunLogger:
+        return RunLogger(self.client, run_id)
+
+    def child_runs(self, parent_id: str) -> pd.DataFrame:
+        """The child runs of a pipeline run as a frame (params, metrics, tags columns)."""
+        return mlflow.search_runs(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+            output_format="pandas",
+        )
+
+    def pipeline_runs(self, max_results: int = 10) -> list[str]:
+        """Ids of the latest pipeline (parent) runs, newest first."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string="tags.role = 'pipeline'", max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [r.info.run_id for r in runs]
+
+    def end_stale_runs(self, parent_id: str) -> int:
+        """End any child of ``parent_id`` still RUNNING as KILLED (after a crashed worker)."""
+        runs = self.child_runs(parent_id)
+        stale = runs[runs["status"] == "RUNNING"] if len(runs) else runs
+        for run_id in stale.get("run_id", []):
+            self.client.set_terminated(run_id, status="KILLED")
+        return len(stale)
+
+    # --- registry -----------------------------------------------------------------------------
+    def register(self, model_uri: str, run_id: str, tags: Mapping[str, Any] | None = None) -> str:
+        """Register ``model_uri`` as a new version of the configured model; returns the version."""
+        name = self.cfg.registered_model
+        try:
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(
+                    name, description="Forecasts chosen by validation score; alias 'champion' serves."
+                )
+            version = self.client.create_model_version(
+                name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
+            )
+        except MlflowException as err:
+            raise TrackingError(f"could not register {model_uri!r} as {name!r}: {err}") from None
+        return str(version.version)
+
+    def alias_version(self, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.cfg.registered_model, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
+
+    def tag_version(self, version: str, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
+
+    def version_info(self, version: str) -> Any:
+        return self.client.get_model_version(self.cfg.registered_model, version)
+
+    def resolve_model(self, ref: str) -> tuple[str, str, str, str]:
+        """``NAME``, ``NAME@alias`` or ``NAME/version`` -> (name, version, run_id, models:/ URI).
+
+        A bare name means its ``champion``. The alias is resolved to a version once, so a batch
+        is scored by one version even if the alias moves meanwhile.
+        """
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            getter = lambda: self.client.get_model_version_by_alias(name, alias)  # noqa: E731
+        elif "/" in ref:
+            name, number = ref.rsplit("/", 1)
+            getter = lambda: self.client.get_model_version(name, number)  # noqa: E731
+        else:
+            name, alias = ref, "champion"
+            getter = lambda: self.client.get_model_version_by_alias(name, alias)  # noqa: E731
+        try:
+            mv = getter()
+        except MlflowException as err:
+            from forecasting.errors import InputValidationError
+
+            raise InputValidationError(f"no registered model version for {ref!r}: {err.message}") from None
+        return name, str(mv.version), str(mv.run_id), f"models:/{name}/{mv.version}"
