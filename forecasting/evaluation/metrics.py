@@ -1,0 +1,199 @@
+"""Forecast accuracy metrics (pure functions of arrays) and the scoring of a model on windows.
+
+No I/O, no logging. Every metric takes ``y_true`` and ``y_pred`` of the same shape, usually (N, H)
+(N windows, H steps), and returns one float averaged over every scored entry.
+
+Missing values: an entry whose ``y_true`` is NaN is not scored (an unobserved target); a NaN in
+``y_pred`` is a model failure and makes the metric NaN, so it can never look good. With no scored
+entry at all the metric is NaN. Ratios follow IEEE division when their denominator is 0 (x/0 = inf,
+0/0 = NaN), except sMAPE, whose term is 0 where both the truth and the forecast are 0.
+
+Units: MSE in squared units of y, MAE/RMSE in units of y, MASE unit-free, sMAPE and WAPE in percent.
+
+``evaluate_windows`` scores one fitted model on every window of a ``Windows``, so that every model
+is scored on identical windows, and returns the metrics and a long frame of predictions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from forecasting.errors import ConfigError
+
+if TYPE_CHECKING:  # the data layer imports torch; metrics stay light
+    from forecasting.data.scaling import Scaler
+    from forecasting.data.windows import Windows
+    from forecasting.models.base import Forecaster
+
+SERIES, TIME, TARGET = "series_id", "t", "y"
+
+METRIC_KEYS = ("mse", "mae", "rmse", "mase", "smape", "wape")
+
+
+def _scored(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float arrays and the mask of scored entries (y_true observed)."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}")
+    return y_true, y_pred, ~np.isnan(y_true)
+
+
+def _mean(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(values[mask].mean()) if mask.any() else float("nan")
+
+
+def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean squared error."""
+    y_true, y_pred, mask = _scored(y_true, y_pred)
+    return _mean((y_true - y_pred) ** 2, mask)
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute error."""
+    y_true, y_pred, mask = _scored(y_true, y_pred)
+    return _mean(np.abs(y_true - y_pred), mask)
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error (the root of the pooled MSE, not a mean of per-window roots)."""
+    return float(np.sqrt(mse(y_true, y_pred)))
+
+
+def mase_scale(y_train: np.ndarray, season: int = 1) -> float:
+    """In-sample MAE of the seasonal-naive forecast y_t = y_{t-m} on one training series (T,).
+
+    NaN pairs are skipped; a series no longer than ``season`` has no such pair and gives NaN.
+    A constant series gives 0 (its MASE is then inf, or NaN for an exact forecast).
+    """
+    if season < 1:
+        raise ValueError(f"season must be >= 1, got {season}")
+    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    diff = np.abs(y[season:] - y[:-season])
+    diff = diff[~np.isnan(diff)]
+    return float(diff.mean()) if diff.size else float("nan")
+
+
+def mase(y_true: np.ndarray, y_pred: np.ndarray, scale: float | np.ndarray) -> float:
+    """Mean absolute scaled error: mean over scored entries of |y - yhat| / scale of their series.
+
+    ``scale`` is a float or one value per row (N,) from ``mase_scale`` on each window's series, so
+    series of different sizes weigh alike (as in M4). Seasonality enters through the scale.
+    """
+    y_true, y_pred, mask = _scored(y_true, y_pred)
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim == 1:
+        if y_true.ndim < 1 or len(scale) != len(y_true):
+            raise ValueError(f"scale has {len(scale)} values but y_true has {len(y_true)} rows")
+        scale = scale.reshape((-1,) + (1,) * (y_true.ndim - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.abs(y_true - y_pred) / scale
+    return _mean(np.broadcast_to(scaled, y_true.shape), mask)
+
+
+def smape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Symmetric MAPE in percent (0..200): mean of 200 |y - yhat| / (|y| + |yhat|).
+
+    A term with y = yhat = 0 is 0 (an exact forecast), not 0/0.
+    """
+    y_true, y_pred, mask = _scored(y_true, y_pred)
+    num = 2.0 * np.abs(y_true - y_pred)
+    den = np.abs(y_true) + np.abs(y_pred)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where((num == 0) & (den == 0), 0.0, num / den)
+    return 100.0 * _mean(term, mask)
+
+
+def wape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Weighted absolute percentage error in percent: 100 * sum |y - yhat| / sum |y|."""
+    y_true, y_pred, mask = _scored(y_true, y_pred)
+    if not mask.any():
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(100.0 * np.abs(y_true - y_pred)[mask].sum() / np.abs(y_true[mask]).sum())
+
+
+def score(
+    y_true: np.ndarray, y_pred: np.ndarray, scale: float | np.ndarray | None = None
+) -> dict[str, float]:
+    """Every metric under the keys of ``METRIC_KEYS``; ``mase`` is NaN when no ``scale`` is given."""
+    return {
+        "mse": mse(y_true, y_pred),
+        "mae": mae(y_true, y_pred),
+        "rmse": rmse(y_true, y_pred),
+        "mase": mase(y_true, y_pred, scale) if scale is not None else float("nan"),
+        "smape": smape(y_true, y_pred),
+        "wape": wape(y_true, y_pred),
+    }
+
+
+def evaluate_windows(
+    model: Forecaster,
+    windows: Windows,
+    scaler: Scaler | None = None,
+    batch_size: int = 4096,
+    *,
+    train: pd.DataFrame | None = None,
+    season: int = 1,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Forecast every window of ``windows`` with a fitted ``model`` and score the forecasts.
+
+    ``windows`` hold the scaled series (as the model saw them); metrics on that scale are keyed
+    ``mse``, ``mae``, ``rmse``, ``mase``, ``smape``, ``wape``; with ``scaler`` the same metrics on
+    the original scale follow with the suffix ``_orig``. MASE needs the training series: pass the
+    (scaled) ``train`` frame and the season ``season`` (1: naive scale); without it MASE is NaN.
+    ``predict_windows`` is called ``batch_size`` windows at a time.
+
+    Returns (metrics, predictions): one row per window and step with ``series_id``, ``window``
+    (index in ``windows``), ``origin`` (time of the last input), ``t``, ``step`` (1..H), ``y``,
+    ``yhat`` on the model's scale, and ``y_orig``, ``yhat_orig`` with ``scaler``.
+    """
+    if (windows.lookback, windows.horizon) != (model.spec.lookback, model.spec.horizon):
+        raise ConfigError(
+            f"windows of lookback {windows.lookback} / horizon {windows.horizon} do not fit model "
+            f"{model.name!r} (lookback {model.spec.lookback} / horizon {model.spec.horizon})"
+        )
+    n, horizon = len(windows), windows.horizon
+    # Windows number their series in their own frame; the model wants its training index (-1: unseen).
+    position = {str(s): i for i, s in enumerate(getattr(model, "series_", []))}
+    to_model = np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64)
+    y, yhat = np.empty((n, horizon)), np.empty((n, horizon))
+    for idx in windows.iter_batches(batch_size):
+        batch = windows.batch(idx)
+        y[idx] = batch["target"]
+        batch["series"] = to_model[batch["series"]]
+        yhat[idx] = model.predict_windows(batch)
+
+    ids = windows.arrays.series_ids[windows.series]  # (N,)
+    scale = None
+    if train is not None:
+        per_series = train.groupby(SERIES, sort=False)[TARGET].apply(
+            lambda v: mase_scale(v.to_numpy(), season)
+        )
+        per_series.index = per_series.index.astype(str)
+        scale = per_series.reindex(ids.astype(str)).to_numpy(dtype=np.float64)
+    metrics = score(y, yhat, scale)
+
+    starts = windows.starts
+    predictions = pd.DataFrame(
+        {
+            SERIES: np.repeat(ids, horizon),
+            "window": np.repeat(np.arange(n), horizon),
+            "origin": np.repeat(windows.arrays.t[starts + windows.lookback - 1], horizon),
+            TIME: windows.target_times(np.arange(n)).reshape(-1),
+            "step": np.tile(np.arange(1, horizon + 1), n),
+            "y": y.reshape(-1),
+            "yhat": yhat.reshape(-1),
+        }
+    )
+    if scaler is not None:
+        y_orig, yhat_orig = scaler.inverse_y(y, ids), scaler.inverse_y(yhat, ids)
+        # |e| and the seasonal differences both scale by the series' std: MASE is scale-free.
+        scale_orig = None if scale is None else scale * scaler.std.loc[ids, TARGET].to_numpy()
+        metrics |= {f"{k}_orig": v for k, v in score(y_orig, yhat_orig, scale_orig).items()}
+        predictions["y_orig"] = y_orig.reshape(-1)
+        predictions["yhat_orig"] = yhat_orig.reshape(-1)
+    return metrics, predictions

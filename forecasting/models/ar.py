@@ -1,0 +1,434 @@
+"""AR(p) per series, with future-known covariates as contemporaneous exogenous regressors (ARX).
+
+    y_t = b0 + sum_{k=1..p} b_k y_{t-k} + sum_c g_c x_{t,c} + e_t
+
+Each training series gets its own coefficients; the order p is chosen per series by AIC or BIC up to
+``max_lag`` (statsmodels' ``ar_select_order``: every order is fitted on the common sample that holds
+back ``max_lag`` rows, the chosen order is then refitted holding back only ``p`` rows), or fixed.
+A pooled fit on all series together (one intercept, one set of lags, no lag crossing a series
+boundary) forecasts series the model has not seen.
+
+Two solvers give the same coefficients (to ~1e-10 on well-conditioned data):
+
+- ``statsmodels``: ``AutoReg`` / ``ar_select_order`` per series, the reference.
+- ``batched``: per-series least squares for thousands of series at once. The cross-products of the
+  regressors ``[1, x, y_{t-1..t-P}, y_t]`` of every series are window sums of lagged products over
+  the flat concatenated series (O(T * P) in all, ragged lengths for free). A Cholesky
+  factor of each Gram matrix gives the residual sum of squares of every nested order at once, so
+  AIC/BIC are computed exactly as statsmodels does (common sample, ``-2 llf + penalty * k``);
+  the chosen order is then solved on its own sample in one batched ``solve``. Series are centred
+  first (an exact reparametrisation of the intercept) so the normal equations stay well conditioned.
+  A chunk whose Gram matrices are singular falls back to statsmodels.
+
+Covariates: only ``future`` covariates are used, as x_t at the target time; ``batch["x_future"]``
+carries them over the horizon, so the recursion has every regressor it needs. ``past`` covariates
+are not used: a recursive multi-step forecast needs x_{t+h} for every step, and a past-only
+covariate is unknown beyond the forecast origin (lagging it would need a model of its own, a VAR).
+``static`` covariates are absorbed by each series' intercept.
+
+Coefficient layout (the order of statsmodels' ``AutoReg`` params): ``[const, y.L1 .. y.LP, x_1 ..
+x_Cf]``; lags beyond a series' order are 0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as settings_dataclass
+
+from forecasting.data.windows import Windows
+from forecasting.errors import (
+    ConfigError,
+    MissingValueError,
+    ModelLoadError,
+    SeriesTooShortError,
+    UnsortedTimestampsError,
+    format_rows,
+)
+from forecasting.models.base import SERIES, TARGET, TIME, EpochCallback, Forecaster
+from forecasting.models.registry import register
+
+Criterion = Literal["aic", "bic", "fixed"]
+_CHUNK_ROWS = 1 << 20  # rows per batched chunk: bounds memory and the prefix sums' rounding
+_STATE_FILE = "ar.npz"
+
+
+@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ARSettings:
+    ic: Criterion = "aic"  # order selection; "fixed" uses `lags`
+    max_lag: int | None = Field(None, ge=1)  # highest order tried; None: min(lookback, 48)
+    lags: int | None = Field(None, ge=0)  # the order when ic is "fixed" (None: max_lag)
+    solver: Literal["auto", "statsmodels", "batched"] = "auto"
+    batched_above: int = Field(32, ge=0)  # solver "auto": batched when more series than this
+
+    @model_validator(mode="after")
+    def _lags_need_fixed(self) -> ARSettings:
+        if self.lags is not None and self.ic != "fixed":
+            raise ValueError(
+                f"lags={self.lags} is a fixed order: set ic: fixed, or drop lags to select by {self.ic}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class ARFit:
+    """Fitted coefficients of S series: ``coef`` (S, 1 + P + Cf) in the layout above, ``order`` (S,)."""
+
+    coef: np.ndarray
+    order: np.ndarray
+
+
+# --- statsmodels, one series at a time --------------------------------------------------------------
+def fit_statsmodels(
+    y: np.ndarray, x: np.ndarray, offsets: np.ndarray, max_lag: int, ic: Criterion, lags: int | None = None
+) -> ARFit:
+    """AutoReg (trend "c") per series; ``y`` (T,), ``x`` (T, Cf), ``offsets`` (S + 1,) into both."""
+    from statsmodels.tsa.ar_model import AutoReg, ar_select_order
+
+    n_series, n_exog = len(offsets) - 1, x.shape[1]
+    coef = np.zeros((n_series, 1 + max_lag + n_exog))
+    order = np.zeros(n_series, dtype=np.int64)
+    for s in range(n_series):
+        ys = y[offsets[s] : offsets[s + 1]]
+        xs = x[offsets[s] : offsets[s + 1]] if n_exog else None
+        if ic == "fixed":
+            p = max_lag if lags is None else lags
+            res = AutoReg(ys, p, trend="c", exog=xs).fit()
+        else:
+            sel = ar_select_order(ys, max_lag, ic=ic, trend="c", exog=xs)
+            p = len(sel.ar_lags or [])
+            res = sel.model.fit()
+        params = np.asarray(res.params)  # [const, L1..Lp, exog]
+        coef[s, 0] = params[0]
+        coef[s, 1 : 1 + p] = params[1 : 1 + p]
+        coef[s, 1 + max_lag :] = params[1 + p :]
+        order[s] = p
+    return ARFit(coef, order)
+
+
+# --- batched least squares ------------------------------------------------------------------------
+def _columns(n_exog: int, max_lag: int) -> list[tuple[int, int]]:
+    """(signal, lag) of the moment columns ``[1, x_1..x_Cf, y_{t-1}..y_{t-P}, y_t]``.
+
+    Signal 0 is the constant, 1..Cf the covariates, Cf + 1 the target.
+    """
+    cols = [(0, 0)] + [(1 + c, 0) for c in range(n_exog)]
+    return cols + [(1 + n_exog, k) for k in range(1, max_lag + 1)] + [(1 + n_exog, 0)]
+
+
+def lagged_moments(y: np.ndarray, x: np.ndarray, offsets: np.ndarray, max_lag: int) -> np.ndarray:
+    """Cross-products of ``[1, x_t, y_{t-1}, .., y_{t-P}, y_t]`` over the common sample P <= t < n_s.
+
+    ``y`` (T,) and ``x`` (T, Cf) are the concatenated series, ``offsets`` (S + 1,) their bounds
+    (each series longer than P).
+    Returns (S, K, K), K = 2 + Cf + P. Every entry is ``sum_t a[t - i] * b[t - j]``, a window sum
+    of one lagged product ``a[u + d] * b[u]`` (d = j - i, u = t - j): one product and one segmented
+    sum per distinct product, then each further lag moves the window by a row: O(T) per product.
+    """
+    T, n_exog = len(y), x.shape[1]
+    signals = np.vstack([np.ones(T), x.T, y])  # (2 + Cf, T)
+    cols = _columns(n_exog, max_lag)
+    K = len(cols)
+    groups: dict[tuple[int, int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for a in range(K):
+        for b in range(a, K):
+            (sa, la), (sb, lb) = sorted([cols[a], cols[b]], key=lambda c: c[1])
+            groups[(sa, sb, 0 if sa == 0 else lb - la)].append((a, b, lb))
+    lo0, hi0 = offsets[:-1] + max_lag, offsets[1:]  # the window of lag 0: rows P <= t < n
+    out = np.empty((len(lo0), K, K))
+    for (sa, sb, d), pairs in groups.items():
+        prod = np.append(signals[sa, d:] * signals[sb, : T - d], 0.0)  # (T - d + 1,) padded for reduceat
+        lags = [lag for _, _, lag in pairs]
+        j0, j1 = min(lags), max(lags)
+        lo, hi = lo0 - j0, hi0 - j0  # u = t - lag runs over [lo0 - lag, hi0 - lag)
+        base = np.add.reduceat(prod, np.column_stack([lo, hi]).reshape(-1))[::2]  # (S,) lag j0
+        # One lag more moves the window a row back: it gains the row before it, loses its last row.
+        back = np.arange(1, j1 - j0 + 1)
+        gained = np.cumsum(prod[lo[:, None] - back], axis=1)  # (S, j1 - j0)
+        lost = np.cumsum(prod[hi[:, None] - back], axis=1)
+        for a, b, lag in pairs:
+            k = lag - j0 - 1
+            out[:, a, b] = out[:, b, a] = base if k < 0 else base + gained[:, k] - lost[:, k]
+    return out
+
+
+def held_back_moments(
+    y: np.ndarray, x: np.ndarray, offsets: np.ndarray, start: np.ndarray, max_lag: int
+) -> np.ndarray:
+    """The cross-products of ``lagged_moments`` over the held-back rows start_s <= t < P: (S, K, K).
+
+    Added to the common sample's, they give the sample of an order p fitted alone (AutoReg holds
+    back p rows). Entries for lags beyond ``start_s`` reach before the series and are meaningless.
+    """
+    T = len(y)
+    signals = np.vstack([np.ones(T), x.T, y])
+    rows = offsets[:-1, None] + np.arange(max_lag)[None, :]  # (S, P) row t of each series
+    cols = _columns(x.shape[1], max_lag)
+    z = np.empty((*rows.shape, len(cols)))
+    for c, (sig, lag) in enumerate(cols):
+        z[:, :, c] = signals[sig, np.clip(rows - lag, 0, T - 1)]
+    keep = np.arange(max_lag)[None, :, None] >= start[:, None, None]
+    return np.matmul(np.swapaxes(z * keep, 1, 2), z)  # (S, K, K)
+
+
+def information_criteria(moments: np.ndarray, nobs: np.ndarray, n_exog: int, ic: str) -> np.ndarray:
+    """AIC or BIC of every order 0..P on the moments' sample, as ``ar_select_order`` computes them.
+
+    ``moments`` (S, K, K) from ``lagged_moments``; ``nobs`` (S,). Returns (S, P + 1). With the
+    Cholesky factor L of the Gram matrix and c = L^-1 X'y, the residual sum of squares of the
+    first k regressors is y'y - sum_{j<k} c_j^2, so one factorisation scores every nested order.
+    """
+    gram, xty, yty = moments[:, :-1, :-1], moments[:, :-1, -1], moments[:, -1, -1]
+    chol = np.linalg.cholesky(gram)
+    c = np.linalg.solve(chol, xty[..., None])[..., 0]  # (S, k)
+    k0 = 1 + n_exog
+    ssr = yty[:, None] - np.cumsum(c**2, axis=1)[:, k0 - 1 :]  # (S, P + 1)
+    nobs = nobs.astype(np.float64)[:, None]
+    llf = -nobs / 2 * (np.log(2 * np.pi * ssr / nobs) + 1)
+    n_regressors = k0 + np.arange(ssr.shape[1])
+    penalty = 2.0 if ic == "aic" else np.log(nobs)
+    return -2 * llf + penalty * n_regressors
+
+
+def solve_orders(moments: np.ndarray, order: np.ndarray, n_exog: int) -> np.ndarray:
+    """OLS of each series on its first ``order_s`` lags: (S, k) in moment order [1, x, lags].
+
+    Unused lags get an identity block, so one batched solve serves every order and yields 0 there.
+    """
+    gram, xty = moments[:, :-1, :-1].copy(), moments[:, :-1, -1].copy()
+    k0, k = 1 + n_exog, gram.shape[1]
+    unused = np.arange(k)[None, :] >= (k0 + order)[:, None]  # (S, k)
+    gram[unused[:, :, None] | unused[:, None, :]] = 0.0
+    diag = np.arange(k)
+    gram[:, diag, diag] = np.where(unused, 1.0, gram[:, diag, diag])
+    xty[unused] = 0.0
+    return np.linalg.solve(gram, xty[..., None])[..., 0]
+
+
+def fit_batched(
+    y: np.ndarray,
+    x: np.ndarray,
+    offsets: np.ndarray,
+    max_lag: int,
+    ic: Criterion,
+    lags: int | None = None,
+    pooled: bool = False,
+) -> ARFit:
+    """The fit of ``fit_statsmodels`` for many series at once (same arguments and result).
+
+    ``pooled=True`` fits one model on all series together (a result of one row).
+    """
+    if pooled:
+        return _fit_group(y, x, offsets, max_lag, ic, lags, pooled=True)
+    fits = []
+    for lo, hi in _chunks(offsets):
+        o = offsets[lo : hi + 1]
+        rows = slice(o[0], o[-1])
+        try:
+            fits.append(_fit_group(y[rows], x[rows], o - o[0], max_lag, ic, lags, pooled=False))
+        except np.linalg.LinAlgError:  # a singular Gram matrix: let statsmodels' pinv decide
+            fits.append(fit_statsmodels(y[rows], x[rows], o - o[0], max_lag, ic, lags))
+    return ARFit(np.concatenate([f.coef for f in fits]), np.concatenate([f.order for f in fits]))
+
+
+def _chunks(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive series ranges [lo, hi) of about ``_CHUNK_ROWS`` rows (at least one series each)."""
+    out, lo, n_series = [], 0, len(offsets) - 1
+    while lo < n_series:
+        hi = int(np.searchsorted(offsets, offsets[lo] + _CHUNK_ROWS, side="right")) - 1
+        hi = min(max(hi, lo + 1), n_series)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _fit_group(
+    y: np.ndarray,
+    x: np.ndarray,
+    offsets: np.ndarray,
+    max_lag: int,
+    ic: Criterion,
+    lags: int | None,
+    pooled: bool,
+) -> ARFit:
+    n_series, n_exog = len(offsets) - 1, x.shape[1]
+    lengths = np.diff(offsets)
+    # Centring is an exact reparametrisation of the intercept that keeps X'X well conditioned;
+    # a pooled model has one intercept, so it is centred once for all series.
+    if pooled:
+        mean_y, mean_x = np.full(n_series, y.mean()), np.tile(x.mean(axis=0), (n_series, 1))
+    else:
+        mean_y = np.add.reduceat(y, offsets[:-1]) / lengths
+        mean_x = (
+            np.add.reduceat(x, offsets[:-1], axis=0) / lengths[:, None] if n_exog else np.zeros((n_series, 0))
+        )
+    row_series = np.repeat(np.arange(n_series), lengths)
+    yc, xc = y - mean_y[row_series], x - mean_x[row_series]
+    k0 = 1 + n_exog
+
+    def pooled_sum(moments: Callable[..., np.ndarray], *args: np.ndarray) -> np.ndarray:
+        # One pooled model: every series' cross-products summed (chunked to bound memory).
+        if not pooled:
+            return moments(yc, xc, offsets, *args, max_lag)
+        total = np.zeros((1, k0 + 1 + max_lag, k0 + 1 + max_lag))
+        for lo, hi in _chunks(offsets):
+            o = offsets[lo : hi + 1]
+            rows = slice(o[0], o[-1])
+            chunk_args = [arg[lo:hi] for arg in args]
+            total += moments(yc[rows], xc[rows], o - o[0], *chunk_args, max_lag).sum(axis=0, keepdims=True)
+        return total
+
+    common = pooled_sum(lagged_moments)  # the sample that holds back max_lag rows
+    if ic == "fixed":
+        order = np.full(1 if pooled else n_series, max_lag if lags is None else lags, dtype=np.int64)
+    else:  # every order on the common sample, as ar_select_order
+        nobs = lengths - max_lag
+        nobs = nobs.sum(keepdims=True) if pooled else nobs
+        crit = information_criteria(common, nobs, n_exog, ic)
+        order = np.argmin(crit, axis=1)  # the first minimum, as statsmodels' stable sort
+    # The chosen order is refitted holding back only its own lags (AutoReg's default hold_back).
+    start = np.full(n_series, order[0]) if pooled else order
+    moments = common + pooled_sum(held_back_moments, start) if order.min() < max_lag else common
+    beta = solve_orders(moments, order, n_exog)  # (S, k): [1, x, lags], centred
+    lag_coef, exog_coef = beta[:, k0:], beta[:, 1:k0]
+    my, mx = (mean_y[:1], mean_x[:1]) if pooled else (mean_y, mean_x)
+    const = beta[:, 0] + my * (1 - lag_coef.sum(axis=1)) - (exog_coef * mx).sum(axis=1)
+    return ARFit(np.column_stack([const, lag_coef, exog_coef]), order.astype(np.int64))
+
+
+# --- forecasting ---------------------------------------------------------------------------------
+def forecast_recursive(y: np.ndarray, coef: np.ndarray, x_future: np.ndarray) -> np.ndarray:
+    """Recursive multi-step forecasts of N windows at once.
+
+    ``y`` (N, L) inputs, ``coef`` (N, 1 + P + Cf) one row per window (P <= L), ``x_future``
+    (N, H, Cf) covariates at the target times. Returns (N, H) float64.
+    """
+    n, horizon, n_exog = x_future.shape
+    p = coef.shape[1] - 1 - n_exog
+    lag_coef = coef[:, p:0:-1]  # (N, P): oldest lag first, to line up with the buffer
+    base = coef[:, :1] + np.einsum("nhc,nc->nh", x_future, coef[:, 1 + p :])  # (N, H)
+    buf = np.empty((n, p + horizon))
+    buf[:, :p] = y[:, y.shape[1] - p :]
+    for h in range(horizon):
+        buf[:, p + h] = base[:, h] + np.einsum("np,np->n", buf[:, h : h + p], lag_coef)
+    return buf[:, p:]
+
+
+# --- the model -------------------------------------------------------------------------------------
+@register
+class AR(Forecaster):
+    """AR(p) / ARX(p) per series (statsmodels AutoReg), pooled coefficients for unseen series."""
+
+    name = "ar"
+    Settings = ARSettings
+
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        train_windows: Windows,
+        val_windows: Windows | None,
+        callbacks: list[EpochCallback],
+    ) -> None:
+        max_lag, fixed = self._orders()
+        y, x, offsets = self._training_arrays(train)
+        self._check_lengths(offsets, max_lag, x.shape[1])
+        s = self.settings
+        batched = s.solver == "batched" or (s.solver == "auto" and len(offsets) - 1 > s.batched_above)
+        fit = (fit_batched if batched else fit_statsmodels)(y, x, offsets, max_lag, s.ic, fixed)
+        pooled = fit_batched(y, x, offsets, max_lag, s.ic, fixed, pooled=True)
+        self.coef_, self.order_ = fit.coef, fit.order
+        self.pooled_coef_, self.pooled_order_ = pooled.coef[0], int(pooled.order[0])
+        self.solver_ = "batched" if batched else "statsmodels"
+
+    def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        idx = np.asarray(batch["series"], dtype=np.int64)
+        n_series = len(self.coef_)
+        table = np.vstack([self.coef_, self.pooled_coef_[None, :]])
+        coef = table[np.where((idx >= 0) & (idx < n_series), idx, n_series)]  # -1: pooled
+        # Only the lags some series uses: the recursion costs O(N * H * P).
+        n_exog = len(self.spec.future)
+        p_max = self.coef_.shape[1] - 1 - n_exog
+        p_used = int(max(self.order_.max(initial=0), self.pooled_order_))
+        coef = np.concatenate([coef[:, : 1 + p_used], coef[:, 1 + p_max :]], axis=1)
+        x_future = np.asarray(batch["x_future"], dtype=np.float64)[:, :, :n_exog]
+        return forecast_recursive(np.asarray(batch["y"], dtype=np.float64), coef, x_future)
+
+    @property
+    def n_params(self) -> int:
+        """Coefficients in use: intercept, p_s lags and the covariates' per series, plus the pooled fit."""
+        if not getattr(self, "fitted_", False):
+            return 0
+        n_exog = len(self.spec.future)
+        per_series = int((1 + self.order_ + n_exog).sum())
+        return per_series + 1 + self.pooled_order_ + n_exog
+
+    def _save_state(self, path: Path) -> None:
+        np.savez(
+            path / _STATE_FILE,
+            coef=self.coef_,
+            order=self.order_,
+            pooled_coef=self.pooled_coef_,
+            pooled_order=np.int64(self.pooled_order_),
+            solver=np.str_(self.solver_),
+        )
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            with np.load(path / _STATE_FILE, allow_pickle=False) as state:
+                self.coef_ = state["coef"]
+                self.order_ = state["order"]
+                self.pooled_coef_ = state["pooled_coef"]
+                self.pooled_order_ = int(state["pooled_order"])
+                self.solver_ = str(state["solver"])
+        except (OSError, KeyError, ValueError) as err:
+            raise ModelLoadError(f"{path}: unreadable AR state {_STATE_FILE} ({err})") from None
+        if self.coef_.shape != (len(self.series_), self._orders()[0] + 1 + len(self.spec.future)):
+            raise ModelLoadError(
+                f"{path}: AR coefficients of shape {self.coef_.shape} do not match model.json"
+            )
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _orders(self) -> tuple[int, int | None]:
+        """(P, fixed order or None): P is the highest lag tried, the width of the coefficient layout."""
+        s, lookback = self.settings, self.spec.lookback
+        max_lag = min(lookback, 48) if s.max_lag is None else s.max_lag
+        if s.ic == "fixed" and s.lags is not None:
+            max_lag = s.lags
+        if max_lag > lookback:
+            raise ConfigError(
+                f"ar: order {max_lag} exceeds lookback {lookback}: the forecast reads its lags from the "
+                "lookback window; lower max_lag / lags or raise window.lookback"
+            )
+        return max_lag, (max_lag if s.ic == "fixed" else None)
+
+    def _training_arrays(self, train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Float64 ``y`` (T,), future covariates ``x`` (T, Cf) and offsets (S + 1,) in ``series_`` order."""
+        codes, _ = pd.factorize(train[SERIES], sort=False)
+        if np.any(np.diff(codes) < 0):
+            raise UnsortedTimestampsError("ar: each series' rows must be contiguous (a canonical frame)")
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(codes))]).astype(np.int64)
+        columns = [TARGET, *self.spec.future]
+        values = train[columns].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            rows = train.loc[bad, [SERIES, TIME]].astype(str).agg(" ".join, axis=1)
+            raise MissingValueError(f"ar: missing or infinite values in {columns} at {format_rows(rows)}")
+        return values[:, 0], values[:, 1:], offsets
+
+    def _check_lengths(self, offsets: np.ndarray, held_back: int, n_exog: int) -> None:
+        # More observations than regressors after holding back the lags, or the fit is undetermined.
+        need = 2 * held_back + n_exog + 2
+        short = np.diff(offsets) < need
+        if short.any():
+            ids = [self.series_[i] for i in np.flatnonzero(short)]
+            raise SeriesTooShortError(
+                f"ar: series {format_rows(ids)} have fewer than {need} training rows for order {held_back}; "
+                "lower max_lag / lags or drop short series"
+            )
