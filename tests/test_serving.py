@@ -1,0 +1,486 @@
+"""The model bundle, the MLflow pyfunc (in process, in a fresh process, behind a real server) and
+batch prediction with atomic output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import make_frame
+
+from forecasting.config import DataConfig, ModelSpec
+from forecasting.data.scaling import fit_scaler
+from forecasting.errors import (
+    ConfigError,
+    CovariateNotFoundError,
+    FrequencyMismatchError,
+    FutureCovariateError,
+    MissingColumnError,
+    MissingValueError,
+    ModelLoadError,
+    NonNumericValueError,
+    SeriesTooShortError,
+)
+from forecasting.models.base import DataSpec
+from forecasting.models.registry import build_model
+from forecasting.serving import (
+    Bundle,
+    batch_predict,
+    example_input,
+    load_bundle,
+    log_pyfunc,
+    model_identity,
+    write_bundle,
+    write_table_atomic,
+)
+
+mlflow = pytest.importorskip("mlflow")
+
+L, H = 24, 6
+VENV_BIN = Path(sys.executable).parent
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth"}
+
+
+# --- data and a fitted bundle ---------------------------------------------------------------------
+def training_frame(n: int = 120) -> pd.DataFrame:
+    """Two hourly series at different levels with a future-known covariate (hour of day)."""
+    t = np.arange(n)
+    parts = [
+        make_frame(10.0 * (k + 1) + np.sin(t / 3.0 + k), series_id=f"s{k}", hour=(t % 24).astype(float))
+        for k in range(2)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def with_future(frame: pd.DataFrame, steps: int = H) -> pd.DataFrame:
+    """Append ``steps`` future rows per series (y empty, hour known)."""
+    parts = []
+    for sid, part in frame.groupby("series_id", sort=False):
+        t = pd.date_range(part["t"].iloc[-1], periods=steps + 1, freq="h")[1:]
+        fut = pd.DataFrame({"series_id": sid, "t": t, "y": np.nan, "hour": t.hour.astype(float)})
+        parts += [part, fut]
+    return pd.concat(parts, ignore_index=True)
+
+
+def to_raw(canon: pd.DataFrame) -> pd.DataFrame:
+    """The canonical frame in the raw format the data config describes (text timestamps)."""
+    return pd.DataFrame(
+        {
+            "ts": canon["t"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "site": canon["series_id"],
+            "load": canon["y"],
+            "hour": canon["hour"],
+        }
+    )
+
+
+def last_values(frame: pd.DataFrame) -> pd.Series:
+    return frame.dropna(subset=["y"]).groupby("series_id")["y"].last()
+
+
+@pytest.fixture(scope="module")
+def data_cfg(tmp_path_factory) -> DataConfig:
+    return DataConfig(
+        path=tmp_path_factory.mktemp("data") / "train.csv",
+        time_column="ts",
+        target="load",
+        id_column="site",
+        covariates={"hour": "future"},
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, data_cfg) -> Path:
+    frame = training_frame()
+    model = build_model(ModelSpec(name="naive"), DataSpec(L, H, future=["hour"]))
+    scaler = fit_scaler(frame, ["y", "hour"])
+    model.fit(scaler.transform(frame))
+    return write_bundle(model, scaler, data_cfg, "h", tmp_path_factory.mktemp("bundle") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir) -> Bundle:
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture
+def history() -> pd.DataFrame:
+    """Canonical history: the last 2*L observed rows of each series plus H future rows."""
+    frame = training_frame(200)
+    return with_future(frame.groupby("series_id").tail(2 * L).reset_index(drop=True))
+
+
+# --- MLflow: a throwaway store, one logged and registered model -------------------------------------
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment_id = mlflow.create_experiment("serving-tests", artifact_location=str(root / "artifacts"))
+    yield {"uri": uri, "experiment_id": experiment_id}
+    running = mlflow.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    mlflow.set_tracking_uri(previous)
+    assert running.empty, f"runs left RUNNING: {list(running.run_id)}"
+
+
+@pytest.fixture(autouse=True)
+def no_open_run():
+    yield
+    if mlflow.active_run() is not None:
+        mlflow.end_run("FAILED")
+        pytest.fail("a test left an MLflow run open")
+
+
+@pytest.fixture(scope="module")
+def logged(tracking, bundle_dir, bundle) -> dict:
+    example = example_input(training_frame(), bundle)
+    with mlflow.start_run(experiment_id=tracking["experiment_id"]) as run:
+        uri = log_pyfunc(bundle_dir, example)
+    version = mlflow.register_model(uri, "forecaster").version
+    return {"uri": uri, "run_id": run.info.run_id, "version": str(version), "example": example}
+
+
+def subprocess_env(tracking) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MLFLOW_TRACKING_URI=tracking["uri"], MLFLOW_DISABLE_TELEMETRY="true")
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def no_pickles(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert path.suffix not in PICKLE_SUFFIXES, path
+            head = path.read_bytes()[:2]
+            assert not (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"), f"pickle in {path}"
+
+
+# --- the bundle --------------------------------------------------------------------------------------
+def test_bundle_holds_everything_to_forecast_without_config(bundle_dir, bundle):
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
+    assert meta["lookback"] == L and meta["horizon"] == H and meta["freq"] == "h"
+    assert meta["covariates"] == {"past": [], "future": ["hour"], "static": []}
+    assert meta["data"]["time_column"] == "ts" and meta["data"]["target"] == "load"
+    assert meta["data"]["id_column"] == "site" and "path" not in meta["data"]
+    assert (bundle_dir / "scaler.json").is_file() and (bundle_dir / "model" / "model.json").is_file()
+    no_pickles(bundle_dir)
+    assert (bundle.lookback, bundle.horizon, bundle.freq) == (L, H, "h")
+    assert bundle.model.name == "naive"
+
+
+def test_forecast_in_original_units(bundle, history):
+    out = bundle.forecast(history)
+    assert list(out.columns) == ["series_id", "t", "yhat"]
+    assert len(out) == 2 * H
+    last = last_values(history)
+    for sid, part in out.groupby("series_id"):
+        np.testing.assert_allclose(part["yhat"], last[sid], rtol=1e-6)  # naive: the last value
+        t_last = history.loc[history.series_id == sid].dropna(subset=["y"])["t"].iloc[-1]
+        assert list(part["t"]) == list(pd.date_range(t_last, periods=H + 1, freq="h")[1:])
+
+
+def test_raw_format_gives_the_same_forecast(bundle, history):
+    raw = to_raw(history)
+    assert raw["load"].isna().sum() == 2 * H
+    pd.testing.assert_frame_equal(bundle.forecast(raw), bundle.forecast(history))
+    # Empty text cells (as a CSV round trip gives them) count as missing y too.
+    text = raw.astype({"load": object}).fillna({"load": ""})
+    pd.testing.assert_frame_equal(bundle.forecast(text), bundle.forecast(history))
+
+
+def test_unseen_series_scaled_with_its_own_history(bundle, history):
+    t = np.arange(3 * L)
+    new = with_future(make_frame(1000.0 + 50 * np.sin(t / 2.0), series_id="new", hour=(t % 24).astype(float)))
+    out = bundle.forecast(pd.concat([history, new], ignore_index=True))
+    assert set(out.series_id) == {"s0", "s1", "new"}
+    np.testing.assert_allclose(out.loc[out.series_id == "new", "yhat"], last_values(new)["new"], rtol=1e-9)
+
+
+def test_overrides_rename_columns(bundle, history):
+    raw = to_raw(history).rename(columns={"ts": "when", "site": "store"})
+    out = bundle.forecast(raw, {"time_column": "when", "id_column": "store"})
+    pd.testing.assert_frame_equal(out, bundle.forecast(history))
+    with pytest.raises(ConfigError, match="covariates"):
+        bundle.forecast(raw, {"covariates": {}})
+    with pytest.raises(ConfigError, match="two roles"):
+        bundle.data_config({"id_column": "load"})
+
+
+def test_input_errors_are_the_named_training_errors(bundle, history):
+    short = history.groupby("series_id").tail(L - 5 + H)
+    with pytest.raises(SeriesTooShortError, match="lookback = 24"):
+        bundle.forecast(short)
+    with pytest.raises(CovariateNotFoundError, match="hour"):
+        bundle.forecast(to_raw(history).drop(columns="hour"))
+    with pytest.raises(MissingColumnError, match="site"):
+        bundle.forecast(to_raw(history).drop(columns="site"))
+    gap = history.copy()
+    gap.loc[5, "y"] = np.nan
+    with pytest.raises(MissingValueError):
+        bundle.forecast(gap)
+    text = to_raw(history).astype({"load": object})
+    text.loc[3, "load"] = "n.a."
+    with pytest.raises(NonNumericValueError, match=r"n\.a\."):
+        bundle.forecast(text)
+    daily = history.assign(
+        t=history.groupby("series_id").cumcount().map(lambda i: pd.Timestamp("2024") + pd.Timedelta(days=i))
+    )
+    with pytest.raises(FrequencyMismatchError):
+        bundle.forecast(daily)
+
+
+def test_future_covariates_must_cover_the_horizon(bundle, history):
+    partial = history.drop(index=history.index[history.y.isna()][-2:])  # s1 lacks its last 2 steps
+    with pytest.raises(FutureCovariateError, match="s1") as err:
+        bundle.forecast(partial)
+    assert str(history["t"].iloc[-1]) in str(err.value)
+    blank = history.copy()
+    blank.loc[blank.index[blank.y.isna()][0], "hour"] = np.nan
+    with pytest.raises(FutureCovariateError, match="s0"):
+        bundle.forecast(blank)
+    with pytest.raises(FutureCovariateError):
+        bundle.forecast(history.dropna(subset=["y"]))
+
+
+def test_write_and_load_bundle_check_their_inputs(tmp_path, bundle, data_cfg):
+    with pytest.raises(ConfigError, match="covariate roles"):
+        write_bundle(
+            bundle.model, bundle.scaler, data_cfg.model_copy(update={"covariates": {}}), "h", tmp_path / "b"
+        )
+    with pytest.raises(ModelLoadError):
+        load_bundle(tmp_path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(FileExistsError):
+        write_bundle(bundle.model, bundle.scaler, data_cfg, "h", tmp_path / "full")
+
+
+# --- the pyfunc ----------------------------------------------------------------------------------------
+def test_pyfunc_is_code_with_signature_example_and_no_pickle(logged, tmp_path):
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged["uri"], dst_path=str(tmp_path)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code
+    assert "python_model" not in flavor  # the key of a pickled PythonModel
+    no_pickles(local)
+    assert (local / "code" / "forecasting" / "serving.py").is_file()  # code_paths: self-contained
+    info = mlflow.models.get_model_info(logged["uri"])
+    assert info.signature.inputs.input_names() == ["series_id", "t", "y", "hour"]
+    assert info.signature.outputs.input_names() == ["series_id", "t", "yhat"]
+    assert info.saved_input_example_info is not None
+    reqs = (local / "requirements.txt").read_text()
+    assert "pandas==" in reqs and "mlflow==" in reqs
+
+
+def test_pyfunc_in_process_matches_bundle(logged, bundle, history):
+    model = mlflow.pyfunc.load_model(logged["uri"])
+    pd.testing.assert_frame_equal(model.predict(history), bundle.forecast(history), check_dtype=False)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="SeriesTooShortError"):
+        model.predict(history.groupby("series_id").tail(H + 3))
+
+
+def test_pyfunc_in_a_fresh_process(logged, bundle, history, tracking, tmp_path):
+    history.to_parquet(tmp_path / "in.parquet")
+    script = f"""
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model({logged["uri"]!r})
+model.predict(pd.read_parquet({str(tmp_path / "in.parquet")!r})).to_parquet({str(tmp_path / "out.parquet")!r})
+import forecasting
+print(forecasting.__file__)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=subprocess_env(tracking),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The model imports the copy of the package it was logged with, not the working tree.
+    assert f"{os.sep}code{os.sep}forecasting{os.sep}" in done.stdout.strip().splitlines()[-1]
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    pd.testing.assert_frame_equal(out, bundle.forecast(history), check_dtype=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop the server and every process it started (its own process group), by its PID."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):  # whatever of the group is still there
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def post(url: str, payload: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_mlflow_models_serve_on_loopback(logged, bundle, history, tracking, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            logged["uri"],
+            "--env-manager",
+            "local",
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+        ],
+        env=subprocess_env(tracking),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer /ping within 120 s"
+            time.sleep(0.3)
+        split = json.loads(history.to_json(orient="split", date_format="iso", index=False))
+        status, body = post(f"{base}/invocations", {"dataframe_split": split})
+        assert status == 200, body
+        got = pd.DataFrame(body["predictions"])
+        want = bundle.forecast(history)
+        assert list(got.columns) == ["series_id", "t", "yhat"]
+        assert list(got.series_id) == list(want.series_id)
+        assert list(pd.to_datetime(got.t)) == list(want.t)
+        np.testing.assert_allclose(got.yhat, want.yhat, rtol=1e-9)
+        short = json.loads(
+            history.groupby("series_id").tail(H + 3).to_json(orient="split", date_format="iso", index=False)
+        )
+        status, body = post(f"{base}/invocations", {"dataframe_split": short})
+        assert status == 400 and "SeriesTooShortError" in body.get("message", ""), body
+    finally:
+        stop_group(proc)
+        log.close()
+
+
+# --- batch prediction -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_batch_predict_raw_file(logged, bundle, history, tmp_path, suffix):
+    src = tmp_path / f"in{suffix}"
+    raw = to_raw(history)
+    raw.to_csv(src, index=False) if suffix == ".csv" else raw.to_parquet(src)
+    out_path = tmp_path / "out" / f"forecast{suffix}"
+    uri = f"models:/forecaster/{logged['version']}"
+    out = batch_predict(uri, src, out_path)
+    assert list(out.columns) == ["series_id", "t", "yhat", "model_name", "model_version", "run_id"]
+    assert (out.model_name == "forecaster").all() and (out.model_version == logged["version"]).all()
+    assert (out.run_id == logged["run_id"]).all()
+    np.testing.assert_allclose(out.yhat, bundle.forecast(history).yhat, rtol=1e-9)
+    back = pd.read_csv(out_path, parse_dates=["t"]) if suffix == ".csv" else pd.read_parquet(out_path)
+    assert len(back) == len(out) and list(back.columns) == list(out.columns)
+    np.testing.assert_allclose(back.yhat, out.yhat)
+    assert sorted(p.name for p in out_path.parent.iterdir()) == [out_path.name]
+
+
+def test_batch_predict_identity_arguments_and_overrides(logged, history, tmp_path):
+    src = tmp_path / "in.csv"
+    to_raw(history).rename(columns={"ts": "when"}).to_csv(src, index=False)
+    out = batch_predict(
+        logged["uri"],
+        src,
+        tmp_path / "f.csv",
+        {"time_column": "when"},
+        model_name="forecaster",
+        model_version=7,
+        run_id="abc",
+    )
+    assert (
+        set(out.model_name) == {"forecaster"}
+        and set(out.model_version) == {"7"}
+        and set(out.run_id) == {"abc"}
+    )
+    canon = tmp_path / "canon.parquet"
+    history.to_parquet(canon)
+    out = batch_predict(logged["uri"], canon, tmp_path / "g.parquet")
+    assert set(out.run_id) == {logged["run_id"]}
+
+
+def test_batch_predict_failure_leaves_no_file(logged, history, tmp_path):
+    out_path = tmp_path / "forecast.parquet"
+    out_path.write_bytes(b"previous forecasts")
+    src = tmp_path / "short.csv"
+    to_raw(history.groupby("series_id").tail(10)).to_csv(src, index=False)
+    with pytest.raises(SeriesTooShortError):
+        batch_predict(logged["uri"], src, out_path)
+    with pytest.raises(ConfigError, match=r"\.csv"):
+        batch_predict(logged["uri"], src, tmp_path / "forecast.xlsx")
+    with pytest.raises(ModelLoadError):
+        batch_predict("models:/no-such-model/1", src, tmp_path / "x.csv")
+    assert out_path.read_bytes() == b"previous forecasts"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forecast.parquet", "short.csv"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_atomic_write_failure_midway(tmp_path, monkeypatch, suffix):
+    frame = pd.DataFrame({"series_id": ["a"], "t": [pd.Timestamp("2024")], "yhat": [1.0]})
+    method = "to_csv" if suffix == ".csv" else "to_parquet"
+
+    def broken(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    target = tmp_path / f"out{suffix}"
+    monkeypatch.setattr(pd.DataFrame, method, broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_table_atomic(frame, target)
+    assert list(tmp_path.iterdir()) == []
+    target.write_text("old")
+    with pytest.raises(OSError):
+        write_table_atomic(frame, target)
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    monkeypatch.undo()
+    write_table_atomic(frame, target)
+    assert (pd.read_csv(target) if suffix == ".csv" else pd.read_parquet(target)).yhat.tolist() == [1.0]
+
+
+def test_model_identity_from_uri():
+    assert model_identity("models:/forecaster/3") == ("forecaster", "3", None)
+    assert model_identity("models:/forecaster@champion", "r1") == ("forecaster", None, "r1")
+    assert model_identity("runs:/abc123/model") == ("model", None, "abc123")
+    assert model_identity("models:/m-0123") == ("m-0123", None, None)
