@@ -104,6 +104,10 @@ class SeriesTooShortError(InputValidationError):
     """A series too short for the lookback, horizon and the validation/test splits."""
 
 
+class StaticCovariateError(InputValidationError):
+    """A covariate declared static whose value changes within a series."""
+
+
 class FutureCovariateError(InputValidationError):
     """Future-known covariates do not cover the whole forecast horizon."""
 

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,7 +163,10 @@ class RunLogger:
     def log_dataset(self, frame: pd.DataFrame, source: str, name: str, digest: str, context: str) -> None:
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest, targets="y")
+        with warnings.catch_warnings():
+            # A local path matches two equivalent source types; MLflow warns and picks one.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest, targets="y")
         entity = DatasetInput(
             dataset=dataset._to_mlflow_entity(), tags=[InputTag(key="mlflow.data.context", value=context)]
         )

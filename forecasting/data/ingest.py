@@ -1,51 +1,75 @@
 """Read a `<t, x, y>` table and turn it into the canonical, validated frame.
 
-Canonical frame: one row per (series_id, t), sorted by series then time, columns
-``series_id`` (str), ``t`` (datetime64, UTC when the input carried zones), ``y`` (float64), then
-the covariates in config order (float64). Nothing here writes anywhere; the input file is only
-read. Every problem is a named ``InputValidationError`` that says what, where and what to do.
+Canonical frame: one row per (series_id, t), sorted by series id then time, columns
+``series_id`` (str), ``t`` (datetime64[us]; UTC when the input carried zones or ``data.timezone``
+is set), ``y`` (float64), then the covariates in config order (float64). Nothing here writes
+anywhere; the input file is only read. Every problem is a named ``InputValidationError`` that
+says what, where and what to do. Row numbers in messages count data rows from 0 (the header is
+not a row), as in ``pandas.read_csv``.
+
+Checks run in this order, and the first failure raises: file and header; columns; series ids;
+timestamps; numeric values; duplicate timestamps (and series mixed without an id column); time
+order; leading/trailing NaN (``trim_nan``); the sampling interval; the grid and its gaps; missing
+values; static covariates; constant series.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import json
 import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.errors import OutOfBoundsDatetime
+from pandas.tseries.api import guess_datetime_format
 
 from forecasting.config import DataConfig
+from forecasting.data.regularity import (
+    check_and_repair_grid,
+    infer_step,
+    listing,
+    series_codes,
+    stamp,
+    time_us,
+    trim_missing_ends,
+)
+from forecasting.data.repair import RepairReport
 from forecasting.errors import (
+    ConfigError,
     ConstantSeriesError,
-    InputValidationError,
-    UnsortedTimestampsError,
     CovariateNotFoundError,
     DSTTransitionError,
     DuplicateColumnError,
     DuplicateTimestampError,
     EmptyDataError,
     MissingColumnError,
+    MissingValueError,
     MixedSeriesError,
     MixedTimezoneError,
     NonFiniteValueError,
     NonNumericValueError,
+    SeriesTooShortError,
+    StaticCovariateError,
     TimestampParseError,
     UnreadableFileError,
-    format_rows,
+    UnsortedTimestampsError,
     names,
 )
-from forecasting.data.regularity import check_and_repair_grid, infer_step
-from forecasting.data.repair import RepairReport
 
 SERIES, TIME, TARGET = "series_id", "t", "y"
 _ROW = "_row"  # original data-row number, kept while validating for error messages
+RESERVED = (SERIES, TIME, TARGET, _ROW)  # columns of the canonical frame a covariate may not take
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
-_TZ_PRESENT = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+_HAS_TZ = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+_NAN_WORDS = ["", "nan", "na", "n/a", "null", "none", "<na>"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,7 @@ class IngestResult:
         lengths = f.groupby(SERIES, sort=False).size()
         return {
             "series": int(lengths.size),
-            "rows": int(len(f)),
+            "rows": len(f),
             "freq": self.freq,
             "start": str(f[TIME].min()),
             "end": str(f[TIME].max()),
@@ -97,8 +121,11 @@ def _detect_format(path: Path, fmt: str) -> str:
     )
 
 
-def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
-    """Read CSV or Parquet into a frame, checking the file and its header. Never writes."""
+def read_table(path: str | Path, fmt: str = "auto", *, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read CSV or Parquet into a frame, checking the file and its header. Never writes.
+
+    ``text_columns`` are read from CSV as text, so that ids such as ``007`` keep their zeros.
+    """
     path = Path(path)
     if not path.exists():
         raise UnreadableFileError(f"data file {str(path)!r} does not exist")
@@ -110,9 +137,10 @@ def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
     if kind == "csv":
         header = _csv_header(path)
         _check_duplicate_columns(header, path)
+        dtype = {c: "str" for c in text_columns if c in header}
         try:
-            frame = pd.read_csv(path, low_memory=False)
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+            frame = pd.read_csv(path, low_memory=False, dtype=dtype or None)
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
             raise UnreadableFileError(f"cannot parse {str(path)!r} as CSV: {err}") from None
     else:
         try:
@@ -138,9 +166,9 @@ def _has_named_index(frame: pd.DataFrame) -> bool:
 def _csv_header(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", newline="", encoding="utf-8") as fh:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
             first = next(csv.reader(fh), None)
-    except (UnicodeDecodeError, OSError, csv.Error) as err:
+    except (UnicodeDecodeError, OSError, csv.Error, EOFError) as err:
         raise UnreadableFileError(f"cannot read the header of {str(path)!r}: {err}") from None
     if not first or all(not c.strip() for c in first):
         raise EmptyDataError(f"data file {str(path)!r} has no header row")
@@ -162,49 +190,37 @@ def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -
     """Validate a raw table against the config and return the canonical frame.
 
     Raises only ``InputValidationError`` subclasses for bad data. Repairs happen only where
-    ``cfg.repair`` allows them, and each is counted in the report.
+    ``cfg.repair`` allows them, and each is counted in the report. ``raw`` is not modified.
     """
-    if len(raw) == 0:
+    if len(raw) == 0 or len(raw.columns) == 0:
         raise EmptyDataError(f"{source} has no data rows")
-    _check_duplicate_columns([str(c) for c in raw.columns], source)
-    _check_columns(raw, cfg, source)
-    report = RepairReport()
-    frame = raw.reset_index(drop=True)
-    frame = frame.assign(**{_ROW: np.arange(len(frame))})
+    columns = [str(c) for c in raw.columns]
+    _check_duplicate_columns(columns, source)
+    frame = raw.set_axis(columns, axis=1).reset_index(drop=True)
+    _check_columns(frame, cfg, source)
+    _check_reserved(cfg, source)
+    rows = pd.Series(np.arange(len(frame)))
 
-    t = parse_timestamps(frame[cfg.time_column], cfg.time_column, cfg.timezone, frame[_ROW])
-    numeric_cols = cfg.targets + list(cfg.covariates)
-    values = {c: _to_numeric(frame[c], c, frame[_ROW], t) for c in numeric_cols}
-
-    if cfg.is_wide:
-        parts = []
-        for target in cfg.targets:
-            part = {SERIES: target, TIME: t, TARGET: values[target], _ROW: frame[_ROW].to_numpy()}
-            part.update({c: values[c] for c in cfg.covariates})
-            parts.append(pd.DataFrame(part))
-        canon = pd.concat(parts, ignore_index=True)
-    else:
-        if cfg.id_column is not None:
-            ids = frame[cfg.id_column]
-            if ids.isna().any():
-                bad = frame.loc[ids.isna(), _ROW].tolist()
-                raise MissingColumnError(
-                    f"column {cfg.id_column!r} (the series id) is empty in rows {format_rows(bad)}"
-                )
-            series = ids.astype(str).to_numpy()
+    ids = _series_ids(frame[cfg.id_column], cfg.id_column, rows) if cfg.id_column else None
+    t = parse_timestamps(frame[cfg.time_column], cfg.time_column, cfg.timezone, rows, series=ids)
+    values = {}
+    for col in [*cfg.targets, *cfg.covariates]:
+        if ids is not None:
+            series: object = ids
+        elif cfg.is_wide:
+            series = col if col in cfg.targets else None  # a wide covariate belongs to every series
         else:
-            series = np.full(len(frame), cfg.targets[0], dtype=object)
-        data = {SERIES: series, TIME: t, TARGET: values[cfg.targets[0]], _ROW: frame[_ROW].to_numpy()}
-        data.update({c: values[c] for c in cfg.covariates})
-        canon = pd.DataFrame(data)
-        if cfg.id_column is None:
-            _check_mixed_series(canon, cfg)
+            series = cfg.targets[0]
+        values[col] = _to_numeric(frame[col], col, rows, t, series=series)
 
+    canon = _build_canonical(cfg, t, values, ids)
+    report = RepairReport()
     canon = _check_order_and_duplicates(canon, cfg, report)
-    step = infer_step(canon, cfg.freq)
+    canon = trim_missing_ends(canon, cfg, report)
+    step = infer_step(canon, cfg.freq, cfg.time_column)
     canon = check_and_repair_grid(canon, step, cfg, report)
     _check_static(canon, cfg)
-    _check_constant(canon)
+    _check_constant(canon, cfg)
     canon = canon.drop(columns=_ROW).reset_index(drop=True)
     return IngestResult(
         frame=canon,
@@ -234,239 +250,495 @@ def _check_columns(raw: pd.DataFrame, cfg: DataConfig, source: str) -> None:
         )
 
 
-def parse_timestamps(
-    col: pd.Series, name: str, timezone: str | None, rows: pd.Series | None = None
-) -> pd.Series:
-    """Parse a timestamp column into datetime64 (UTC if zone-aware input or ``timezone``)."""
-    rows = rows if rows is not None else pd.Series(np.arange(len(col)))
-    if pd.api.types.is_datetime64_any_dtype(col):
-        t = pd.Series(col.to_numpy(), index=col.index) if col.dt.tz is None else col
-        if t.isna().any():
-            bad = rows[t.isna()].tolist()
-            raise TimestampParseError(f"column {name!r} has empty timestamps in rows {format_rows(bad)}")
-    else:
-        t = _parse_text_timestamps(col, name, timezone, rows)
-    if getattr(t.dt, "tz", None) is None and timezone is not None:
-        t = _localize(t, name, timezone, rows)
-    elif getattr(t.dt, "tz", None) is not None:
-        t = t.dt.tz_convert("UTC")
-    return t.reset_index(drop=True)
-
-
-def _parse_text_timestamps(col: pd.Series, name: str, timezone: str | None, rows: pd.Series) -> pd.Series:
-    text = col.astype("string").str.strip()
-    empty = text.isna() | (text == "")
-    if empty.any():
-        raise TimestampParseError(
-            f"column {name!r} has empty timestamps in rows {format_rows(rows[empty].tolist())}"
+def _check_reserved(cfg: DataConfig, source: str) -> None:
+    taken = [c for c in cfg.covariates if c in RESERVED]
+    if taken:
+        raise ConfigError(
+            f"{source}: covariate {names(taken)} uses a name the canonical frame reserves "
+            f"({names(list(RESERVED))}); rename the column"
         )
-    if pd.api.types.is_numeric_dtype(col):
+
+
+def _row_labels(
+    rows: pd.Series | np.ndarray, idx: np.ndarray, series: object = None, **extra: object
+) -> list[str]:
+    """``row 10 (series 'a', t=...)`` labels for the positions ``idx`` (first five only)."""
+    rows = np.asarray(rows)
+    labels = []
+    for k, i in enumerate(idx[:5]):
+        parts = []
+        if isinstance(series, np.ndarray):
+            parts.append(f"series {series[i]!r}")
+        for key, vals in extra.items():
+            value = vals[k].item() if isinstance(vals[k], np.generic) else vals[k]
+            if key == "t":
+                parts.append(f"t={pd.Timestamp(value)}")
+            elif key == "value":
+                parts.append(f"value {value!r}")
+            else:
+                parts.append(str(value))
+        labels.append(f"row {rows[i]}" + (f" ({', '.join(parts)})" if parts else ""))
+    return labels
+
+
+def _series_ids(col: pd.Series, name: str, rows: pd.Series) -> np.ndarray:
+    """The id column as text; empty ids are an error."""
+    col = col.reset_index(drop=True)
+    text = col.astype("string")
+    blank = (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool, na_value=True)
+    if blank.any():
+        bad = np.flatnonzero(blank)
+        raise MissingValueError(
+            f"column {name!r} (the series id) is empty in {bad.size} row(s): "
+            f"{listing(_row_labels(rows, bad), bad.size)}; give every row its series id"
+        )
+    return text.to_numpy(dtype=object)
+
+
+# --- timestamps --------------------------------------------------------------------------------
+def parse_timestamps(
+    col: pd.Series,
+    name: str,
+    timezone: str | None,
+    rows: pd.Series | None = None,
+    *,
+    series: np.ndarray | None = None,
+) -> pd.Series:
+    """Parse a timestamp column into datetime64[us] (UTC if zone-aware input or ``timezone``)."""
+    col = col.reset_index(drop=True)
+    rows = pd.Series(np.arange(len(col))) if rows is None else pd.Series(np.asarray(rows))
+    try:
+        if pd.api.types.is_datetime64_any_dtype(col):
+            nat = col.isna().to_numpy()
+            if nat.any():
+                bad = np.flatnonzero(nat)
+                raise TimestampParseError(
+                    f"column {name!r} has empty timestamps in {bad.size} row(s): "
+                    f"{listing(_row_labels(rows, bad, series), bad.size)}"
+                )
+            t, aware = col, col.dt.tz is not None
+        else:
+            t, aware = _parse_text_timestamps(col, name, timezone, rows, series)
+        if aware:
+            t = t.dt.tz_convert("UTC")
+        elif timezone is not None:
+            t = _localize(t, name, timezone, rows, series)
+        return _as_microseconds(t, name, rows, series)
+    except (OutOfBoundsDatetime, OverflowError) as err:
+        raise TimestampParseError(
+            f"column {name!r} has timestamps out of the supported range: {err}"
+        ) from None
+
+
+def _as_microseconds(t: pd.Series, name: str, rows: pd.Series, series: np.ndarray | None) -> pd.Series:
+    if t.dt.unit == "ns":
+        finer = (t.dt.nanosecond != 0).to_numpy()
+        if finer.any():
+            bad = np.flatnonzero(finer)
+            raise TimestampParseError(
+                f"column {name!r} has timestamps finer than a microsecond in {bad.size} row(s): "
+                f"{listing(_row_labels(rows, bad, series, t=t.to_numpy()[bad[:5]]), bad.size)}"
+            )
+    return t.dt.as_unit("us")
+
+
+def _parse_text_timestamps(
+    col: pd.Series, name: str, timezone: str | None, rows: pd.Series, series: np.ndarray | None
+) -> tuple[pd.Series, bool]:
+    """Parse text (or objects) with the first value's format; returns (timestamps, zone-aware)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.astype(object)
+    text = col.astype("string").str.strip()
+    empty = (text.isna() | (text == "")).to_numpy(dtype=bool, na_value=True)
+    if empty.any():
+        bad = np.flatnonzero(empty)
+        labels = _row_labels(rows, bad, series)
+        raise TimestampParseError(
+            f"column {name!r} has empty timestamps in {bad.size} row(s): {listing(labels, bad.size)}"
+        )
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         raise TimestampParseError(
             f"column {name!r} holds numbers ({text.iloc[0]!r} in row {rows.iloc[0]}), not "
             "timestamps; write them as ISO 8601 (2024-01-31 13:00:00)"
         )
-    aware = text.str.contains(_TZ_PRESENT, regex=True).to_numpy(dtype=bool)
-    if aware.any() and not aware.all():
-        bad = rows[~aware if aware.sum() > (~aware).sum() else aware].tolist()
-        raise MixedTimezoneError(
-            f"column {name!r} mixes timestamps with and without a time zone; rows "
-            f"{format_rows(bad)} differ from the rest; write every timestamp with its offset or none"
-        )
-    if aware.all():
-        offsets = text.str.extract(_TZ_SUFFIX, expand=False).str.replace(":", "", regex=False)
-        offsets = offsets.replace("Z", "+0000")
-        distinct = pd.unique(offsets)
-        if len(distinct) > 1 and timezone is None:
-            first = offsets.iloc[0]
-            bad = rows[offsets != first].tolist()
-            raise MixedTimezoneError(
-                f"column {name!r} mixes UTC offsets {sorted(distinct)[:4]}: rows {format_rows(bad)} "
-                f"differ from the first row's {first}; if these are one zone's daylight-saving "
-                "offsets, set data.timezone (e.g. Europe/Berlin) so they are read as one clock"
-            )
-    parsed = _strict_parse(text, utc=bool(aware.all()))
-    bad_mask = parsed.isna().to_numpy()
-    if bad_mask.any():
-        mixed = pd.to_datetime(text, format="mixed", errors="coerce", utc=bool(aware.all()))
-        unparseable = mixed.isna().to_numpy()
-        if unparseable.any():
-            bad = rows[unparseable].tolist()
-            examples = text[unparseable].head(3).tolist()
+    parsed = _parse_like_first(text)
+    failed = parsed.isna().to_numpy()
+    if failed.any():
+        loose = _parse_loose(text[failed]).isna().to_numpy()
+        if loose.any():
+            bad = np.flatnonzero(failed)[loose]
             raise TimestampParseError(
-                f"column {name!r} has values that are not timestamps in rows {format_rows(bad)}: "
-                f"{examples}"
+                f"column {name!r} has values that are not timestamps: "
+                f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)}"
             )
-        bad = rows[bad_mask].tolist()
+        bad = np.flatnonzero(failed)
         raise TimestampParseError(
-            f"column {name!r} mixes timestamp formats: rows {format_rows(bad)} "
-            f"({text[bad_mask].head(2).tolist()}) differ from row {rows.iloc[0]} "
-            f"({text.iloc[0]!r}); write every timestamp in one format"
+            f"column {name!r} mixes timestamp formats: "
+            f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)} "
+            f"differ from row {rows.iloc[0]} ({text.iloc[0]!r}); write every timestamp in one format"
         )
-    return parsed
+    aware = text.str.contains(_HAS_TZ, regex=True).to_numpy(dtype=bool, na_value=False)
+    if aware.any() and not aware.all():
+        minority = aware if aware.sum() <= (~aware).sum() else ~aware
+        bad = np.flatnonzero(minority)
+        raise MixedTimezoneError(
+            f"column {name!r} mixes timestamps with and without a time zone: "
+            f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)} "
+            "differ from the rest; write every timestamp with its offset or none"
+        )
+    if not aware.any():
+        return parsed.dt.tz_convert(None), False
+    offsets = text.str.extract(_TZ_SUFFIX, expand=False).str.replace(":", "", regex=False)
+    offsets = offsets.replace("Z", "+0000")
+    distinct = sorted(pd.unique(offsets.astype(str)))
+    if len(distinct) > 1 and timezone is None:
+        first = offsets.iloc[0]
+        bad = np.flatnonzero((offsets != first).to_numpy(dtype=bool, na_value=True))
+        raise MixedTimezoneError(
+            f"column {name!r} mixes UTC offsets {distinct[:4]}: "
+            f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)} "
+            f"differ from the first row's {first}; if these are one zone's daylight-saving "
+            "offsets, set data.timezone (e.g. Europe/Berlin) so they are read as one clock"
+        )
+    return parsed, True
 
 
-def _strict_parse(text: pd.Series, utc: bool) -> pd.Series:
-    """Parse with the format of the first value; values in another format become NaT."""
+def _parse_like_first(text: pd.Series) -> pd.Series:
+    """Parse (as UTC) with the format of the first value; values in another format become NaT."""
     first = text.iloc[0]
     try:
-        pd.to_datetime(pd.Series([first]), format="ISO8601", utc=utc)
-        return pd.to_datetime(text, format="ISO8601", errors="coerce", utc=utc)
-    except (ValueError, TypeError):
-        pass
-    from pandas.tseries.api import guess_datetime_format
-
-    fmt = guess_datetime_format(first)
+        pd.to_datetime(pd.Series([first]), format="ISO8601", utc=True)
+        fmt: str | None = "ISO8601"
+    except (ValueError, TypeError, OverflowError):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "dayfirst" hints: the format is what we want
+                fmt = guess_datetime_format(first)
+        except (ValueError, TypeError):
+            fmt = None
     if fmt is None:
-        return pd.to_datetime(text, format="mixed", errors="coerce", utc=utc).where(
-            text == text.iloc[0], pd.NaT
-        ) if len(text) == 1 else pd.Series(pd.NaT, index=text.index)
-    return pd.to_datetime(text, format=fmt, errors="coerce", utc=utc)
-
-
-def _localize(t: pd.Series, name: str, timezone: str, rows: pd.Series) -> pd.Series:
+        return _parse_loose(text)  # no recognisable format: each value on its own
     try:
-        local = t.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-    except Exception as err:  # unknown zone names raise pytz/zoneinfo errors
-        raise MixedTimezoneError(f"data.timezone {timezone!r} is not a known time zone: {err}") from None
-    bad = local.isna().to_numpy() & t.notna().to_numpy()
-    if bad.any():
-        offending = [f"row {r} ({ts})" for r, ts in zip(rows[bad], t[bad], strict=True)]
+        return pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError):
+        return _parse_loose(text)
+
+
+def _parse_loose(text: pd.Series) -> pd.Series:
+    """Parse each value in whatever format it has (UTC); NaT where it is not a timestamp."""
+    try:
+        return pd.to_datetime(text, format="mixed", errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError):
+        out = []
+        for value in text:
+            try:
+                out.append(pd.to_datetime(value, utc=True))
+            except (ValueError, TypeError, OverflowError):
+                out.append(pd.NaT)
+        return pd.Series(pd.DatetimeIndex(out, tz="UTC"), index=text.index)
+
+
+def _localize(
+    t: pd.Series, name: str, timezone: str, rows: pd.Series, series: np.ndarray | None = None
+) -> pd.Series:
+    """Read naive times as local times of ``timezone``; ambiguous or non-existent ones raise."""
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(timezone)
+    except Exception:  # zoneinfo / pytz raise their own types for unknown names
+        raise ConfigError(
+            f"data.timezone {timezone!r} is not a known time zone (e.g. Europe/Berlin)"
+        ) from None
+    local = t.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    bad = np.flatnonzero(local.isna().to_numpy())
+    if bad.size:
+        shifted = t.iloc[bad[:5]].dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward")
+        kinds = ["ambiguous" if pd.isna(s) else "non-existent" for s in shifted]
+        labels = _row_labels(rows, bad, series, t=t.to_numpy()[bad[:5]], kind=kinds)
         raise DSTTransitionError(
-            f"column {name!r}: local times in {timezone} that are ambiguous or do not exist across "
-            f"a daylight-saving change: {format_rows(offending)}; write timestamps in UTC or with "
-            "their UTC offset"
+            f"column {name!r}: local times in {timezone} that are ambiguous (clocks go back) or do "
+            f"not exist (clocks go forward) at a daylight-saving change: {listing(labels, bad.size)}; "
+            "write timestamps in UTC or with their UTC offset"
         )
     return local.dt.tz_convert("UTC")
 
 
-def _to_numeric(col: pd.Series, name: str, rows: pd.Series, t: pd.Series) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(col):
-        values = col.astype("float64").to_numpy()
-    elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_complex_dtype(col):
-        values = col.astype("float64").to_numpy()
+# --- values ------------------------------------------------------------------------------------
+def _to_numeric(
+    col: pd.Series, name: str, rows: pd.Series, t: pd.Series, series: object = None
+) -> np.ndarray:
+    """A numeric column as float64 (NaN for empty cells); text and infinities raise.
+
+    ``series`` names the series of each row (an array) or of the whole column (a string).
+    """
+    col = col.reset_index(drop=True)
+    rows = pd.Series(np.asarray(rows))
+    where = f"column {name!r}" + (f" of series {series!r}" if isinstance(series, str) else "")
+    each = series if isinstance(series, np.ndarray) else None
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.astype(object)
+    kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else ""
+    if (
+        kind in ("m", "M")
+        or pd.api.types.is_datetime64_any_dtype(col)
+        or isinstance(col.dtype, pd.PeriodDtype)
+    ):
+        raise NonNumericValueError(
+            f"{where} must be numeric but holds timestamps or durations ({col.dtype}); check the "
+            "column roles in data.target / data.covariates"
+        )
+    if pd.api.types.is_bool_dtype(col) or (
+        pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_complex_dtype(col)
+    ):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        coerced = pd.to_numeric(col, errors="coerce")
-        if pd.api.types.is_complex_dtype(coerced):
-            coerced = pd.Series(np.nan, index=col.index)
-        text = col.astype("string").str.strip()
-        nan_words = text.str.lower().isin(["nan", "na", "n/a", "null", "none", ""])
-        bad = coerced.isna().to_numpy() & col.notna().to_numpy() & ~nan_words.fillna(True).to_numpy()
-        if bad.any():
-            where_ = [f"row {r} (t={ts}, value {v!r})" for r, ts, v in
-                      zip(rows[bad].head(5), t[bad].head(5), col[bad].head(5), strict=True)]
+        values = _coerce_numbers(col)
+        text = col.astype("string").str.strip().str.lower()
+        blank = (col.isna() | text.isin(_NAN_WORDS)).to_numpy(dtype=bool, na_value=True)
+        bad_mask = np.isnan(values) & ~blank
+        if bad_mask.any():
+            bad = np.flatnonzero(bad_mask)
+            labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]], value=col.to_numpy()[bad[:5]])
             raise NonNumericValueError(
-                f"column {name!r} must be numeric but has non-numeric values at "
-                f"{format_rows(where_ + [''] * max(0, int(bad.sum()) - 5))}"
+                f"{where} must be numeric but has non-numeric values in {bad.size} row(s): "
+                f"{listing(labels, bad.size)}; fix or empty those cells"
             )
-        values = coerced.astype("float64").to_numpy()
     inf = np.isinf(values)
     if inf.any():
-        where_ = [f"row {r} (t={ts}, {v})" for r, ts, v in zip(rows[inf], t[inf], values[inf], strict=True)]
-        raise NonFiniteValueError(f"column {name!r} holds infinite values at {format_rows(where_)}")
+        bad = np.flatnonzero(inf)
+        labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]], value=values[bad[:5]])
+        raise NonFiniteValueError(
+            f"{where} holds infinite values in {bad.size} row(s): {listing(labels, bad.size)}; "
+            "replace them with numbers or empty cells"
+        )
     return values
 
 
-def _check_mixed_series(canon: pd.DataFrame, cfg: DataConfig) -> None:
-    counts = canon.groupby(TIME, sort=False).size()
-    if counts.max() <= 1:
-        return
-    repeated = counts[counts > 1]
-    k = int(counts.mode().iloc[0])
-    # Most timestamps repeated the same number of times: several series stacked together.
-    if k >= 2 and (counts == k).mean() >= 0.5:
-        example = repeated.index[0]
-        rows = canon.loc[canon[TIME] == example, _ROW].tolist()
-        raise MixedSeriesError(
-            f"every timestamp appears about {k} times (e.g. {example} in rows {format_rows(rows)}): "
-            f"this looks like {k} series stacked without an id column; set data.id_column to the "
-            "column that tells them apart, or list them as data.target for wide format"
-        )
+def _coerce_numbers(col: pd.Series) -> np.ndarray:
+    """Text/objects to float64, NaN where a value is not a real number."""
+    try:
+        coerced = pd.to_numeric(col, errors="coerce")
+        if not pd.api.types.is_complex_dtype(coerced):
+            return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    out = np.full(len(col), np.nan)
+    for i, v in enumerate(col.to_numpy(dtype=object)):
+        if isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating, str)):
+            with contextlib.suppress(OverflowError, ValueError):
+                out[i] = float(v.strip() if isinstance(v, str) else v)
+    return out
+
+
+# --- the canonical frame -----------------------------------------------------------------------
+def _build_canonical(
+    cfg: DataConfig, t: pd.Series, values: dict[str, np.ndarray], ids: np.ndarray | None
+) -> pd.DataFrame:
+    """Stack the parsed columns into (series_id, t, y, covariates..., _row), in input order."""
+    n = len(t)
+    tu = time_us(t)
+    row = np.arange(n, dtype=np.int64)
+    if cfg.is_wide:
+        k = len(cfg.targets)
+        series = np.repeat(np.asarray(cfg.targets, dtype=object), n)
+        tu, row = np.tile(tu, k), np.tile(row, k)
+        y = np.concatenate([values[c] for c in cfg.targets])
+        covs = {c: np.tile(values[c], k) for c in cfg.covariates}
+    else:
+        series = ids if ids is not None else np.full(n, cfg.targets[0], dtype=object)
+        y = values[cfg.targets[0]]
+        covs = {c: values[c] for c in cfg.covariates}
+    times = pd.Series(tu.view("datetime64[us]"))
+    if getattr(t.dt, "tz", None) is not None:
+        times = times.dt.tz_localize("UTC")
+    data = {SERIES: pd.array(series, dtype="str"), TIME: times, TARGET: y, **covs, _ROW: row}
+    return pd.DataFrame(data)
+
+
+def _value_columns(canon: pd.DataFrame) -> list[str]:
+    return [c for c in canon.columns if c not in (SERIES, TIME, _ROW)]
 
 
 def _check_order_and_duplicates(canon: pd.DataFrame, cfg: DataConfig, report: RepairReport) -> pd.DataFrame:
-    key = [SERIES, TIME]
-    dup_any = canon.duplicated(key, keep=False)
-    if dup_any.any():
-        value_cols = [c for c in canon.columns if c != _ROW]
-        exact = canon.duplicated(value_cols, keep="first")
-        conflicting = dup_any & ~canon.duplicated(value_cols, keep=False)
-        if conflicting.any():
-            sub = canon[conflicting]
-            sid = sub[SERIES].iloc[0]
-            ts = sub[TIME].iloc[0]
-            rows = canon.loc[(canon[SERIES] == sid) & (canon[TIME] == ts), _ROW].tolist()
+    """Sort rows by series then time; duplicates and rows going back in time need a policy.
+
+    Rows of different series may be interleaved (a long table sorted by time): grouping them by
+    series moves no row within its series and is not a repair.
+    """
+    codes, _ = pd.factorize(canon[SERIES], sort=True)
+    tu = time_us(canon[TIME])
+    rows = canon[_ROW].to_numpy()
+    n = len(canon)
+    in_order = n < 2 or bool(
+        np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (tu[1:] > tu[:-1])))
+    )
+    order = np.arange(n) if in_order else np.lexsort((tu, codes))  # stable: file order on ties
+    c, tt = codes[order], tu[order]
+    dup = np.r_[False, (c[1:] == c[:-1]) & (tt[1:] == tt[:-1])]  # repeats the previous row's key
+    keep = np.ones(n, dtype=bool)
+    if dup.any():
+        vals = canon[_value_columns(canon)].to_numpy(dtype=np.float64)
+        i = np.flatnonzero(dup)
+        a, b = vals[order[i]], vals[order[i - 1]]
+        same = ((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1)
+        conflicting, exact = i[~same], i[same]
+        if conflicting.size:
+            if cfg.id_column is None and not cfg.is_wide:
+                _check_mixed_series(canon, cfg, order, dup, tt)
+            k = conflicting[0]
+            start = k
+            while start > 0 and dup[start]:
+                start -= 1
+            stop = k
+            while stop + 1 < n and dup[stop + 1]:
+                stop += 1
+            group = order[start : stop + 1]
+            keys = len(np.unique((np.cumsum(~dup) - 1)[conflicting]))  # distinct (series, t) keys
             raise DuplicateTimestampError(
-                f"series {sid!r}: timestamp {ts} appears in rows {format_rows(rows)} with different "
-                f"values ({int(conflicting.sum())} conflicting rows in all); keep one row per timestamp"
+                f"column {cfg.time_column!r} of series {canon[SERIES].iloc[group[0]]!r}: timestamp "
+                f"{stamp(tt[k])} appears in rows {listing([str(r) for r in rows[group]], group.size)} "
+                f"with different values ({keys} timestamp(s) with conflicting rows in all); keep one "
+                "row per timestamp"
             )
         if not cfg.repair.drop_duplicates:
-            sub = canon[exact]
-            rows = sub[_ROW].tolist()
+            labels = [
+                f"row {rows[order[j]]} (= row {rows[order[j - 1]]}, t={stamp(tt[j])})" for j in exact[:5]
+            ]
             raise DuplicateTimestampError(
-                f"series {sub[SERIES].iloc[0]!r}: rows {format_rows(rows)} repeat earlier rows exactly "
-                f"(first at t={sub[TIME].iloc[0]}); set data.repair.drop_duplicates: true to drop them"
+                f"column {cfg.time_column!r} of series {canon[SERIES].iloc[order[exact[0]]]!r}: "
+                f"{exact.size} row(s) repeat an earlier row exactly: {listing(labels, exact.size)}; "
+                "set data.repair.drop_duplicates: true to drop them"
             )
-        report.add("dropped_duplicate_rows", int(exact.sum()), f"rows {format_rows(canon.loc[exact, _ROW])}")
-        canon = canon[~exact]
-    # Order by series in first-appearance order, then time within each series.
-    order = pd.Categorical(canon[SERIES], categories=pd.unique(canon[SERIES]))
-    sorted_within = (
-        canon.assign(_cat=order.codes).groupby("_cat", sort=False)[TIME].apply(lambda s: s.is_monotonic_increasing)
-    )
-    contiguous = bool(np.all(np.diff(order.codes) >= 0))
-    if not (sorted_within.all() and contiguous):
-        if not cfg.repair.sort:
-            bad_series = [order.categories[i] for i in sorted_within.index[~sorted_within.to_numpy()]]
-            sid = bad_series[0] if bad_series else order.categories[0]
-            sub = canon[canon[SERIES] == sid]
-            back = sub[TIME].diff() < pd.Timedelta(0) if bad_series else pd.Series(False, index=sub.index)
-            rows = sub.loc[back, _ROW].tolist() if back.any() else sub[_ROW].head(1).tolist()
-            detail = (f"series {sid!r}: rows {format_rows(rows)} go back in time"
-                      if bad_series else "rows of different series are interleaved")
-            raise UnsortedTimestampsError(
-                f"{detail}; sort the file by series and time, or set data.repair.sort: true"
-            )
-        moved = int((canon.assign(_cat=order.codes).sort_values(["_cat", TIME], kind="stable")[_ROW].to_numpy()
-                     != canon[_ROW].to_numpy()).sum())
-        report.add("sorted_rows", moved, "rows moved into time order")
-        canon = canon.assign(_cat=order.codes).sort_values(["_cat", TIME], kind="stable").drop(columns="_cat")
+        report.add(
+            "dropped_duplicate_rows",
+            int(exact.size),
+            f"rows {listing([str(r) for r in rows[order[exact]]], exact.size)}",
+        )
+        keep[order[exact]] = False
+        order = order[~dup]
+    if not in_order:
+        grouped = np.argsort(codes, kind="stable")
+        grouped = grouped[keep[grouped]]  # file order within each series
+        gc, gt = codes[grouped], tu[grouped]
+        back = np.flatnonzero((gc[1:] == gc[:-1]) & (gt[1:] < gt[:-1])) + 1
+        if back.size:
+            if not cfg.repair.sort:
+                sid = canon[SERIES].iloc[grouped[back[0]]]
+                in_series = back[gc[back] == gc[back[0]]]
+                labels = [
+                    f"row {rows[grouped[j]]} ({stamp(gt[j])} after {stamp(gt[j - 1])})" for j in in_series[:5]
+                ]
+                raise UnsortedTimestampsError(
+                    f"column {cfg.time_column!r} of series {sid!r}: time goes backwards at "
+                    f"{listing(labels, in_series.size)}; sort the file by series and time, or set "
+                    "data.repair.sort: true"
+                )
+            moved = int((grouped != order).sum())
+            report.add("sorted_rows", moved, "rows moved into time order within their series")
+        canon = canon.take(order)
+    elif not keep.all():
+        canon = canon[keep]
     return canon.reset_index(drop=True)
 
 
+def _check_mixed_series(
+    canon: pd.DataFrame, cfg: DataConfig, order: np.ndarray, dup: np.ndarray, tt: np.ndarray
+) -> None:
+    """One series with most timestamps repeated the same number of times: several stacked."""
+    exact = np.zeros(len(dup), dtype=bool)  # exact repeats do not count as another series
+    vals = canon[_value_columns(canon)].to_numpy(dtype=np.float64)[order]
+    i = np.flatnonzero(dup)
+    a, b = vals[i], vals[i - 1]
+    exact[i] = ((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1)
+    distinct_t = tt[~exact]
+    _, counts = np.unique(distinct_t, return_counts=True)
+    k_values, k_counts = np.unique(counts, return_counts=True)
+    k = int(k_values[np.argmax(k_counts)])
+    if k < 2 or k_counts.max() / counts.size < 0.5:
+        return
+    example = int(distinct_t[np.argmax(np.isin(distinct_t, np.unique(distinct_t)[counts == k]))])
+    rows = canon[_ROW].to_numpy()[order[(tt == example)]]
+    raise MixedSeriesError(
+        f"column {cfg.targets[0]!r}: most timestamps appear {k} times with different values (e.g. "
+        f"{stamp(example)} in rows {listing([str(r) for r in rows], rows.size)}): this looks like {k} "
+        "series stacked without an id column; set data.id_column to the column that tells them "
+        "apart, or list them as data.target for wide format"
+    )
+
+
 def _check_static(canon: pd.DataFrame, cfg: DataConfig) -> None:
-    for col in cfg.covariates_with("static"):
-        n = canon.groupby(SERIES, sort=False)[col].nunique(dropna=False)
-        if (n > 1).any():
-            sid = n.index[(n > 1).to_numpy()][0]
-            raise InputValidationError(
-                f"static covariate {col!r} changes over time in series {sid!r}; a static covariate "
-                "holds one value per series (declare it 'past' or 'future' instead)"
+    static = cfg.covariates_with("static")
+    if not static or len(canon) == 0:
+        return
+    codes, starts = series_codes(canon)
+    rows = canon[_ROW].to_numpy()
+    for col in static:
+        v = canon[col].to_numpy(dtype=np.float64)
+        differs = v != v[starts][codes]
+        if differs.any():
+            bad = np.flatnonzero(differs)
+            sid = canon[SERIES].iloc[bad[0]]
+            first = starts[codes[bad[0]]]
+            in_series = bad[codes[bad] == codes[bad[0]]]
+            labels = [f"row {rows[i]} ({v[i]})" for i in in_series[:5]]
+            raise StaticCovariateError(
+                f"static covariate {col!r} of series {sid!r} changes over time: "
+                f"{listing(labels, in_series.size)} differ from row {rows[first]} ({v[first]}); a static "
+                "covariate holds one value per series (declare it 'past' or 'future' instead)"
             )
 
 
-def _check_constant(canon: pd.DataFrame) -> None:
-    spread = canon.groupby(SERIES, sort=False)[TARGET].agg(lambda s: float(np.nanmax(s) - np.nanmin(s)))
-    const = spread[spread.to_numpy() == 0]
-    if len(const):
-        sid = const.index[0]
-        value = canon.loc[canon[SERIES] == sid, TARGET].dropna().iloc[0]
+def _check_constant(canon: pd.DataFrame, cfg: DataConfig) -> None:
+    _, starts = series_codes(canon)
+    if len(starts) == 0:
+        return
+    y = canon[TARGET].to_numpy(dtype=np.float64)
+    lengths = np.diff(np.r_[starts, len(canon)])
+    ids = canon[SERIES].to_numpy()[starts]
+    single = np.flatnonzero(lengths < 2)
+    if single.size:
+        raise SeriesTooShortError(
+            f"series {listing([repr(s) for s in ids[single]], single.size)} "
+            f"{'has' if single.size == 1 else 'have'} a single row; a series needs at least two "
+            "rows (and enough for the lookback and horizon): drop it"
+        )
+    spread = np.maximum.reduceat(y, starts) - np.minimum.reduceat(y, starts)
+    flat = np.flatnonzero(spread == 0)
+    if flat.size:
+        sid = ids[flat[0]]
+        target = str(sid) if cfg.is_wide else cfg.targets[0]
+        rows = canon[_ROW].to_numpy()
+        s, e = starts[flat[0]], starts[flat[0]] + lengths[flat[0]] - 1
+        more = listing([repr(x) for x in ids[flat[1:]]], flat.size - 1)
+        others = f" ({flat.size - 1} more constant series: {more})"
         raise ConstantSeriesError(
-            f"series {format_rows(list(const.index))}: the target never changes (e.g. series {sid!r} "
-            f"is {value} throughout); a constant series cannot be scaled or learnt, drop it"
+            f"column {target!r} (the target) of series {sid!r} never changes: it is {y[s]} in all "
+            f"{lengths[flat[0]]} rows (rows {rows[s]}..{rows[e]}){others if flat.size > 1 else ''}; "
+            "a constant series cannot be scaled or learnt: drop it"
         )
 
 
 def dataset_hash(frame: pd.DataFrame, cfg: DataConfig) -> str:
-    """A content hash of the canonical data and the column roles (not the file's path)."""
+    """A content hash of the canonical frame and the column roles.
+
+    Independent of the file's path and format and of the repair policy: the same canonical data
+    with the same roles hashes the same, from CSV or Parquet alike.
+    """
     h = hashlib.sha256()
+    meta = {
+        "columns": [str(c) for c in frame.columns],
+        "dtypes": [str(d) for d in frame.dtypes],
+        "targets": cfg.targets,
+        "id_column": cfg.id_column,
+        "covariates": cfg.covariates,
+    }
+    h.update(json.dumps(meta, sort_keys=True).encode())
     h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    roles = cfg.model_dump(mode="json", exclude={"path"})
-    h.update(json.dumps(roles, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
 def ingest(cfg: DataConfig, path: str | Path | None = None) -> IngestResult:
     """Read and validate the configured file (or ``path`` with the config's column roles)."""
     path = Path(path) if path is not None else cfg.path
-    raw = read_table(path, cfg.format)
+    text = [cfg.id_column] if cfg.id_column else []
+    raw = read_table(path, cfg.format, text_columns=text)
     return prepare_frame(raw, cfg, source=str(path))

@@ -1,16 +1,24 @@
-"""Sampling interval, time grid, gaps and missing values: checked, and repaired under policy."""
+"""Sampling interval, time grid, gaps and missing values: checked, and repaired under policy.
+
+Everything here works on the canonical frame while it is being built: rows sorted by series then
+time, each series contiguous, one row per (series, t), ``t`` in microseconds (naive, or UTC), and
+the ``_ROW`` column holding each row's data-row number in the input (-1 for inserted rows). The
+work is vectorised over all series at once, so many short series cost no more than one long one.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import DateOffset, Tick
+from pandas.tseries.offsets import DateOffset, Day, Tick
 
 from forecasting.config import DataConfig
-from forecasting.data.repair import RepairReport, fill, run_lengths
+from forecasting.data.repair import RepairReport, fill_missing, run_length_at
 from forecasting.errors import (
     ConfigError,
     FrequencyMismatchError,
@@ -18,10 +26,35 @@ from forecasting.errors import (
     IrregularSamplingError,
     MissingValueError,
     SeriesTooShortError,
-    format_rows,
 )
 
 SERIES, TIME, TARGET, _ROW = "series_id", "t", "y", "_row"
+
+
+def listing(items: Iterable[str], total: int, limit: int = 5) -> str:
+    """The first ``limit`` of ``total`` offending items and how many more there are."""
+    shown = ", ".join(list(items)[:limit])
+    return f"{shown} (+{total - limit} more)" if total > limit else shown
+
+
+def series_codes(canon: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Series code of each row (0, 1, ... in frame order) and the first row of each series."""
+    codes, _ = pd.factorize(canon[SERIES], sort=False)
+    codes = codes.astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    return codes, starts
+
+
+def time_us(t: pd.Series) -> np.ndarray:
+    """Timestamps as int64 microseconds since the epoch (UTC wall time for zone-aware input)."""
+    if getattr(t.dt, "tz", None) is not None:
+        t = t.dt.tz_convert(None)
+    return t.to_numpy(dtype="datetime64[us]").view(np.int64)
+
+
+def stamp(us: int | np.integer) -> str:
+    """A timestamp in microseconds as text: ``2016-07-01 10:00:00``."""
+    return str(pd.Timestamp(int(us), unit="us"))
 
 
 @dataclass(frozen=True)
@@ -37,187 +70,381 @@ class Step:
 
     @property
     def delta(self) -> pd.Timedelta | None:
-        return pd.Timedelta(self.offset) if isinstance(self.offset, Tick) else None
+        """The fixed length of a step (Tick offsets, and whole days on naive or UTC clocks)."""
+        if isinstance(self.offset, Tick):
+            return pd.Timedelta(self.offset)
+        if isinstance(self.offset, Day):  # pandas 3: Day is a calendar offset, 24 h in UTC
+            return pd.Timedelta(days=self.offset.n)
+        return None
+
+    @property
+    def delta_us(self) -> int | None:
+        delta = self.delta
+        return None if delta is None else int(delta / pd.Timedelta(microseconds=1))
 
 
-def _alias_of(delta: pd.Timedelta) -> DateOffset:
-    return to_offset(delta)
+def _declared_step(declared: str) -> Step:
+    try:
+        offset = to_offset(declared)
+    except (ValueError, TypeError):
+        raise ConfigError(f"data.freq {declared!r} is not a pandas frequency (e.g. h, 15min, D)") from None
+    step = Step(offset, declared=True)
+    try:
+        delta = step.delta
+    except (OverflowError, ValueError):
+        raise ConfigError(f"data.freq {declared!r} is too long a step") from None
+    if offset.n <= 0 or (delta is not None and delta <= pd.Timedelta(0)):
+        raise ConfigError(f"data.freq {declared!r} must be a positive step")
+    if delta is not None and delta % pd.Timedelta(microseconds=1) != pd.Timedelta(0):
+        raise ConfigError(f"data.freq {declared!r} is finer than the microsecond timestamps support")
+    return step
 
 
-def infer_step(canon: pd.DataFrame, declared: str | None) -> Step:
+def infer_step(canon: pd.DataFrame, declared: str | None, time_column: str = TIME) -> Step:
     """The series' common sampling interval; a declared one must agree with the data."""
-    diffs = canon.groupby(SERIES, sort=False)[TIME].diff().dropna()
-    diffs = diffs[diffs > pd.Timedelta(0)]
+    codes, _ = series_codes(canon)
+    tu = time_us(canon[TIME])
+    same = codes[1:] == codes[:-1]
+    diffs = np.diff(tu)[same]  # (n_steps,) microseconds; > 0 since rows are sorted and unique
+    first_row = np.flatnonzero(same)  # row before each step
+    values, counts = np.unique(diffs, return_counts=True)
     if declared is not None:
-        try:
-            offset = to_offset(declared)
-        except (ValueError, TypeError):
-            raise ConfigError(f"data.freq {declared!r} is not a pandas frequency (e.g. h, 15min, D)") from None
-        if isinstance(offset, Tick) and len(diffs):
-            typical = diffs.mode().iloc[0]
-            if typical != pd.Timedelta(offset):
-                share = float((diffs == typical).mean())
+        step = _declared_step(declared)
+        delta_us = step.delta_us
+        if delta_us is not None and diffs.size:
+            typical = int(values[np.argmax(counts)])
+            if typical != delta_us:
+                i = first_row[np.flatnonzero(diffs != delta_us)[0]]
+                rows = canon[_ROW].to_numpy()
                 raise FrequencyMismatchError(
-                    f"data.freq is {declared!r} ({pd.Timedelta(offset)}) but the data steps by "
-                    f"{typical} in {share:.0%} of rows; fix data.freq or resample the data"
+                    f"data.freq is {declared!r} ({step.delta}) but column {time_column!r} steps by "
+                    f"{pd.Timedelta(typical, unit='us')} in {counts.max() / diffs.size:.0%} of "
+                    f"consecutive rows (e.g. series {canon[SERIES].iloc[i]!r}, rows {rows[i]} -> "
+                    f"{rows[i + 1]}: {stamp(tu[i])} -> {stamp(tu[i + 1])}); fix data.freq or "
+                    "resample the data"
                 )
-        return Step(offset, declared=True)
-    if diffs.empty:
-        raise SeriesTooShortError("every series has a single timestamp; no sampling interval can be inferred")
-    counts = diffs.value_counts()
-    typical, share = counts.index[0], counts.iloc[0] / len(diffs)
-    if share < 0.5:
-        calendar = _calendar_offset(canon)
-        if calendar is not None:
-            return Step(calendar, declared=False)
-        top = ", ".join(f"{d} ({c})" for d, c in counts.head(3).items())
-        raise IrregularSamplingError(
-            f"no regular sampling interval: the most common steps are {top}; resample the data to a "
-            "regular grid or declare data.freq"
+        return step
+    if diffs.size == 0:
+        raise SeriesTooShortError(
+            "every series has a single timestamp; no sampling interval can be inferred "
+            "(declare data.freq or provide longer series)"
         )
-    if typical >= pd.Timedelta(days=28):
+    order = np.argsort(-counts, kind="stable")
+    typical, share = int(values[order[0]]), counts[order[0]] / diffs.size
+    long_step = typical >= pd.Timedelta(days=28) / pd.Timedelta(microseconds=1)
+    if share < 1 or long_step:
+        # Steps of several lengths: months, business days... or a fixed step with gaps.
         calendar = _calendar_offset(canon)
-        if calendar is not None:
+        if calendar is not None and (share < 0.5 or long_step or Step(calendar, False).delta is None):
             return Step(calendar, declared=False)
-    return Step(_alias_of(typical), declared=False)
+    if share < 0.5:
+        top = ", ".join(f"{pd.Timedelta(int(values[k]), unit='us')} ({counts[k]}x)" for k in order[:3])
+        raise IrregularSamplingError(
+            f"column {time_column!r}: no regular sampling interval: the most common steps are {top} "
+            f"in {diffs.size} steps over {len(np.unique(codes))} series; resample the data to a regular "
+            "grid or declare data.freq"
+        )
+    try:
+        offset = to_offset(pd.Timedelta(typical, unit="us"))
+    except (OverflowError, ValueError):
+        raise IrregularSamplingError(
+            f"column {time_column!r}: the sampling interval {pd.Timedelta(typical, unit='us')} is "
+            "too long to be a frequency; declare data.freq"
+        ) from None
+    return Step(offset, declared=False)
 
 
 def _calendar_offset(canon: pd.DataFrame) -> DateOffset | None:
-    """Month/quarter/year-like data whose steps differ in days; None when not calendar-regular."""
+    """Month/quarter/year-like data whose steps differ in length; None when not calendar-regular.
+
+    Judged on the first series: pandas' own inference where it has no gaps, else month-based
+    steps anchored on month starts or ends (gaps are then reported against that grid).
+    """
     first = canon[SERIES].iloc[0]
-    t = canon.loc[canon[SERIES] == first, TIME].head(60)
+    t = canon.loc[canon[SERIES] == first, TIME].head(200)
+    if getattr(t.dt, "tz", None) is not None:
+        t = t.dt.tz_convert(None)
     if len(t) < 3:
         return None
     try:
-        alias = pd.infer_freq(pd.DatetimeIndex(t))
-    except (TypeError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas 3 warns that infer_freq will return an offset
+            alias = pd.infer_freq(pd.DatetimeIndex(t))
+        offset = to_offset(alias) if alias else (_month_offset(t) or _business_day_offset(t))
+    except (TypeError, ValueError, OverflowError):
         return None
-    return to_offset(alias) if alias else None
+    return offset if offset is not None and offset.n > 0 else None
 
 
-def check_and_repair_grid(canon: pd.DataFrame, step: Step, cfg: DataConfig, report: RepairReport) -> pd.DataFrame:
-    """Check every series sits on its grid without gaps or NaN; repair only under policy."""
-    canon = _check_on_grid(canon, step)
-    canon = _fill_gaps(canon, step, cfg, report)
-    canon = _handle_missing_values(canon, cfg, report)
-    return canon
-
-
-def _grid_position(canon: pd.DataFrame, step: Step) -> np.ndarray | None:
-    """Integer step number of each row from its series' first timestamp (fixed steps only)."""
-    delta = step.delta
-    if delta is None:
+def _business_day_offset(t: pd.Series) -> DateOffset | None:
+    """Daily data on weekdays only, skipping weekends (``B``), possibly with gaps."""
+    steps = np.diff(t.to_numpy().astype("datetime64[us]")) / np.timedelta64(1, "D")
+    if not (t.dt.day_of_week < 5).all() or not (steps == 1).any() or not (steps == 3).any():
         return None
-    t0 = canon.groupby(SERIES, sort=False)[TIME].transform("first")
-    elapsed = (canon[TIME] - t0).to_numpy().astype("timedelta64[ns]").astype(np.int64)
-    return elapsed / delta.value
+    return to_offset("B") if (steps == np.round(steps)).all() else None
 
 
-def _check_on_grid(canon: pd.DataFrame, step: Step) -> pd.DataFrame:
-    pos = _grid_position(canon, step)
-    if pos is not None:
-        off = np.abs(pos - np.round(pos)) > 1e-9
+_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+
+
+def _month_offset(t: pd.Series) -> DateOffset | None:
+    """``MS``/``ME``, quarters or years (k months apart, anchored like the first timestamp)."""
+    months = np.diff((t.dt.year * 12 + t.dt.month).to_numpy())
+    if months.size == 0 or (months <= 0).any():
+        return None
+    values, counts = np.unique(months, return_counts=True)
+    k = int(values[np.argmax(counts)])
+    m0 = int(t.iloc[0].month)
+    if t.dt.is_month_start.all():
+        alias = {1: "MS", 3: f"QS-{_MONTHS[(m0 - 1) % 3]}", 12: f"YS-{_MONTHS[m0 - 1]}"}.get(k, f"{k}MS")
+    elif t.dt.is_month_end.all():
+        alias = {1: "ME", 3: f"QE-{_MONTHS[(m0 - 1) % 3 + 9]}", 12: f"YE-{_MONTHS[m0 - 1]}"}.get(k, f"{k}ME")
     else:
-        off = np.zeros(len(canon), dtype=bool)
-        for _, idx in canon.groupby(SERIES, sort=False).indices.items():
-            t = canon[TIME].iloc[idx]
-            grid = pd.date_range(t.iloc[0], t.iloc[-1], freq=step.offset)
-            off[idx] = ~t.isin(grid).to_numpy()
-    if off.any():
-        sub = canon[off]
-        sid = sub[SERIES].iloc[0]
-        rows = [f"row {r} ({ts})" for r, ts in zip(sub[_ROW].head(5), sub[TIME].head(5), strict=True)]
-        kind = f"the declared frequency {step.alias!r}" if step.declared else f"the {step.alias} sampling grid"
-        raise IrregularSamplingError(
-            f"series {sid!r}: timestamps off {kind}: {format_rows(rows + [''] * max(0, len(sub) - 5))}; "
-            "resample the data to a regular grid"
-        )
-    return canon
+        return None
+    return to_offset(alias)
 
 
-def _fill_gaps(canon: pd.DataFrame, step: Step, cfg: DataConfig, report: RepairReport) -> pd.DataFrame:
-    pos = _grid_position(canon, step)
-    if pos is not None:
-        jumps = np.diff(np.round(pos)).astype(np.int64)
-        new_series = canon[SERIES].to_numpy()[1:] != canon[SERIES].to_numpy()[:-1]
-        gap_after = np.flatnonzero((jumps > 1) & ~new_series)
-        if gap_after.size == 0:
-            return canon
-        gap_series = set(canon[SERIES].iloc[gap_after])
-    else:
-        gap_series = set()
-        for sid, idx in canon.groupby(SERIES, sort=False).indices.items():
-            t = canon[TIME].iloc[idx]
-            if len(pd.date_range(t.iloc[0], t.iloc[-1], freq=step.offset)) != len(t):
-                gap_series.add(sid)
-        if not gap_series:
-            return canon
-    policy = cfg.repair
-    parts = []
-    for sid, part in canon.groupby(SERIES, sort=False):
-        if sid not in gap_series:
-            parts.append(part)
-            continue
-        grid = pd.date_range(part[TIME].iloc[0], part[TIME].iloc[-1], freq=step.offset)
-        full = part.set_index(TIME).reindex(grid)
-        missing = full[SERIES].isna().to_numpy()
-        starts, lengths = run_lengths(missing)
-        too_long = lengths > policy.max_gap if policy.fill_gaps else np.ones_like(lengths, dtype=bool)
-        if too_long.any():
-            listed = [f"{grid[s]} ({n} step{'s' if n > 1 else ''} missing)" for s, n in zip(starts, lengths, strict=True)]
-            hint = (f"longer than data.repair.max_gap={policy.max_gap}" if policy.fill_gaps
-                    else "set data.repair.fill_gaps and max_gap to fill short gaps")
-            raise GapError(
-                f"series {sid!r}: {int(missing.sum())} missing timestamp(s) on the {step.alias} grid, "
-                f"first at {format_rows(listed)}; {hint}"
+# --- the grid -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Grid:
+    """Each row's step number from its series' first timestamp, and the grid's timestamps."""
+
+    pos: np.ndarray  # (N,) int64
+    off: np.ndarray  # (N,) bool: the row is not on its series' grid
+    times: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (series codes, steps) -> int64 us
+
+
+def _grid(tu: np.ndarray, codes: np.ndarray, starts: np.ndarray, step: Step, time_column: str) -> _Grid:
+    delta = step.delta_us
+    t0 = tu[starts]  # (S,) first timestamp of each series
+    if delta is not None:
+        elapsed = tu - t0[codes]
+        return _Grid(elapsed // delta, elapsed % delta != 0, lambda c, p: t0[c] + p * delta)
+    # Calendar offsets (month starts, business days...): one grid per distinct series start.
+    ends = np.r_[starts[1:], len(tu)] - 1
+    group_of, firsts = pd.factorize(t0, sort=False)  # (S,) series -> start group
+    last_by_group = pd.Series(tu[ends]).groupby(group_of).max().to_numpy()
+    grids = []
+    for first, last in zip(firsts, last_by_group, strict=True):
+        try:
+            index = pd.date_range(
+                pd.Timestamp(int(first), unit="us"),
+                pd.Timestamp(int(last), unit="us"),
+                freq=step.offset,
+                unit="us",
             )
-        full[SERIES] = sid
-        value_cols = [c for c in full.columns if c not in (SERIES, _ROW)]
-        for c in value_cols:
-            full[c] = fill(full[c], policy.fill_gaps)
-        full[_ROW] = full[_ROW].fillna(-1).astype(np.int64)
-        report.add("filled_gap_steps", int(missing.sum()), f"series {sid!r} by {policy.fill_gaps}")
-        parts.append(full.rename_axis(TIME).reset_index()[part.columns])
-    return pd.concat(parts, ignore_index=True)
+        except (ValueError, OverflowError):
+            raise IrregularSamplingError(
+                f"column {time_column!r}: cannot lay a {step.alias} grid from {stamp(first)} to {stamp(last)}"
+            ) from None
+        grids.append(index.asi8)
+    grid_start = np.r_[0, np.cumsum([len(g) for g in grids])].astype(np.int64)
+    flat = np.concatenate(grids) if grids else np.zeros(0, np.int64)
+    row_group = group_of[codes]
+    by_group = np.argsort(row_group, kind="stable")
+    bounds = np.searchsorted(row_group[by_group], np.arange(len(grids) + 1))
+    local = np.zeros(len(tu), dtype=np.int64)
+    for g, grid in enumerate(grids):
+        rows = by_group[bounds[g] : bounds[g + 1]]
+        local[rows] = np.searchsorted(grid, tu[rows])
+    size = np.diff(grid_start)[row_group]
+    at = grid_start[row_group] + np.minimum(local, np.maximum(size - 1, 0))
+    off = (local >= size) | (flat[at] != tu) if flat.size else np.ones(len(tu), dtype=bool)
+    return _Grid(local, off, lambda c, p: flat[grid_start[group_of[c]] + p])
 
 
-def _handle_missing_values(canon: pd.DataFrame, cfg: DataConfig, report: RepairReport) -> pd.DataFrame:
+def check_and_repair_grid(
+    canon: pd.DataFrame, step: Step, cfg: DataConfig, report: RepairReport
+) -> pd.DataFrame:
+    """Check every series sits on its grid without gaps or NaN; repair only under policy."""
+    codes, starts = series_codes(canon)
+    tu = time_us(canon[TIME])
+    grid = _grid(tu, codes, starts, step, cfg.time_column)
+    _check_on_grid(canon, tu, grid, step, cfg)
+    canon, codes, inserted = _insert_missing_steps(canon, codes, starts, tu, grid, step, cfg, report)
+    return _fill_missing_values(canon, codes, inserted, cfg, report)
+
+
+def _check_on_grid(canon: pd.DataFrame, tu: np.ndarray, grid: _Grid, step: Step, cfg: DataConfig) -> None:
+    if not grid.off.any():
+        return
+    bad = np.flatnonzero(grid.off)
+    sid = canon[SERIES].iloc[bad[0]]
+    rows = canon[_ROW].to_numpy()
+    listed = [f"row {rows[i]} ({stamp(tu[i])})" for i in bad[:5]]
+    where = f"column {cfg.time_column!r} of series {sid!r}"
+    if step.declared and bad.size > len(canon) / 2:
+        raise FrequencyMismatchError(
+            f"data.freq is {step.alias!r} but {bad.size} of {len(canon)} timestamps are not on that "
+            f"grid, e.g. {where}: {listing(listed, bad.size)}; fix data.freq or resample the data"
+        )
+    kind = f"the declared frequency {step.alias!r}" if step.declared else f"the {step.alias} sampling grid"
+    raise IrregularSamplingError(
+        f"{where}: timestamps off {kind} (counted from the series' first timestamp): "
+        f"{listing(listed, bad.size)}; resample the data to a regular grid"
+    )
+
+
+def _insert_missing_steps(
+    canon: pd.DataFrame,
+    codes: np.ndarray,
+    starts: np.ndarray,
+    tu: np.ndarray,
+    grid: _Grid,
+    step: Step,
+    cfg: DataConfig,
+    report: RepairReport,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Insert rows (values NaN, ``_ROW`` -1) at missing grid steps when the policy allows."""
+    pos = grid.pos
+    same = codes[1:] == codes[:-1]
+    missing = np.where(same, np.diff(pos) - 1, 0)  # (N-1,) steps missing after row i
+    gaps = np.flatnonzero(missing > 0)
+    if gaps.size == 0:
+        return canon, codes, np.zeros(len(canon), dtype=bool)
+    policy = cfg.repair
+    too_long = missing[gaps] > policy.max_gap if policy.fill_gaps else np.ones(gaps.size, dtype=bool)
+    if too_long.any():
+        first = gaps[np.argmax(too_long)]
+        sid = canon[SERIES].iloc[first]
+        in_series = gaps[codes[gaps] == codes[first]]
+        rows = canon[_ROW].to_numpy()
+        listed = [
+            f"{stamp(grid.times(codes[i : i + 1], pos[i : i + 1] + 1)[0])} "
+            f"({missing[i]} step{'s' if missing[i] > 1 else ''} missing after row {rows[i]})"
+            for i in in_series[:5]
+        ]
+        hint = (
+            f"gaps longer than data.repair.max_gap={policy.max_gap} are not filled"
+            if policy.fill_gaps
+            else "set data.repair.fill_gaps and max_gap to fill short gaps"
+        )
+        others = len(np.unique(codes[gaps])) - 1
+        raise GapError(
+            f"column {cfg.time_column!r} of series {sid!r}: {int(missing[in_series].sum())} missing "
+            f"timestamp(s) on the {step.alias} grid, first at {listing(listed, in_series.size)}"
+            f"{f' (and gaps in {others} more series)' if others else ''}; {hint}"
+        )
+    ends = np.r_[starts[1:], len(canon)] - 1
+    n_full = pos[ends] + 1  # (S,) rows of each series once complete
+    new_start = np.r_[0, np.cumsum(n_full)].astype(np.int64)
+    total = int(new_start[-1])
+    new_codes = np.repeat(np.arange(len(starts), dtype=np.int64), n_full)
+    new_pos = np.arange(total, dtype=np.int64) - new_start[new_codes]
+    dest = new_start[codes] + pos  # (N,) where each observed row lands
+    inserted = np.ones(total, dtype=bool)
+    inserted[dest] = False
+
+    t = pd.Series(grid.times(new_codes, new_pos).view("datetime64[us]"))
+    if getattr(canon[TIME].dt, "tz", None) is not None:
+        t = t.dt.tz_localize("UTC")
+    ids = canon[SERIES].to_numpy()[starts][new_codes]
+    data: dict[str, object] = {SERIES: pd.array(ids, dtype=canon[SERIES].dtype), TIME: t}
+    for col in canon.columns:
+        if col in (SERIES, TIME):
+            continue
+        fill_value = -1 if col == _ROW else np.nan
+        values = np.full(total, fill_value, dtype=np.int64 if col == _ROW else np.float64)
+        values[dest] = canon[col].to_numpy()
+        data[col] = values
+    full = pd.DataFrame(data, columns=canon.columns)
+    n_series = len(np.unique(codes[gaps]))
+    report.add(
+        "filled_gap_steps",
+        int(inserted.sum()),
+        f"{int(inserted.sum())} missing timestamp(s) in {n_series} series inserted, values by "
+        f"{policy.fill_gaps}",
+    )
+    return full, new_codes, inserted
+
+
+def trim_missing_ends(canon: pd.DataFrame, cfg: DataConfig, report: RepairReport) -> pd.DataFrame:
+    """Drop leading and trailing rows whose target is NaN (policy ``trim_nan``), per series."""
+    if not cfg.repair.trim_nan or len(canon) == 0:
+        return canon
+    codes, starts = series_codes(canon)
+    observed = ~np.isnan(canon[TARGET].to_numpy(dtype=np.float64))
+    seen = np.cumsum(observed)  # (N,) observed rows up to and including each row, over all series
+    before_series = (seen - observed)[starts]  # (S,) observed rows before each series
+    ends = np.r_[starts[1:], len(canon)]
+    per_series = seen[ends - 1] - before_series  # (S,) observed rows in each series
+    upto = seen - before_series[codes]  # (N,) observed rows of the series up to this row
+    keep = (upto > 0) & (upto - observed < per_series[codes])
+    empty = np.flatnonzero(per_series == 0)
+    if empty.size:
+        ids = canon[SERIES].to_numpy()[starts[empty]]
+        raise MissingValueError(
+            f"column {_target_name(cfg, ids[0])!r} (the target) of series "
+            f"{listing([repr(s) for s in ids], empty.size)} is empty (NaN) in every row; drop "
+            "the series"
+        )
+    dropped = int((~keep).sum())
+    if dropped:
+        report.add("trimmed_nan_rows", dropped, "leading/trailing rows without a target")
+        canon = canon[keep].reset_index(drop=True)
+    return canon
+
+
+def _target_name(cfg: DataConfig, series_id: object) -> str:
+    return str(series_id) if cfg.is_wide else cfg.targets[0]
+
+
+def _fill_missing_values(
+    canon: pd.DataFrame, codes: np.ndarray, inserted: np.ndarray, cfg: DataConfig, report: RepairReport
+) -> pd.DataFrame:
+    """Fill NaN (inserted rows included) in runs of at most ``max_gap`` rows; name what is left."""
     policy = cfg.repair
     value_cols = [TARGET, *cfg.covariates]
-    if not canon[value_cols].isna().to_numpy().any():
-        return canon
-    if policy.trim_nan:
-        keep = np.ones(len(canon), dtype=bool)
-        for _, idx in canon.groupby(SERIES, sort=False).indices.items():
-            observed = np.flatnonzero(canon[TARGET].to_numpy()[idx] == canon[TARGET].to_numpy()[idx])
-            if observed.size == 0:
-                keep[idx] = False
-                continue
-            keep[idx[: observed[0]]] = False
-            keep[idx[observed[-1] + 1 :]] = False
-        report.add("trimmed_nan_rows", int((~keep).sum()), "leading/trailing rows without a target")
-        canon = canon[keep].reset_index(drop=True)
+    static = set(cfg.covariates_with("static"))
     for col in value_cols:
-        nan = canon[col].isna().to_numpy()
+        values = canon[col].to_numpy(dtype=np.float64)
+        nan = np.isnan(values)
         if not nan.any():
             continue
+        filled = np.zeros(len(values), dtype=bool)
+        if col in static and inserted.any():
+            # A static covariate holds one value per series: inserted rows copy it.
+            copied, done = fill_missing(values, codes, "ffill", max_gap=len(values))
+            done &= inserted
+            values = np.where(done, copied, values)
+            filled |= done
         if policy.fill_gaps:
-            filled = canon.groupby(SERIES, sort=False)[col].transform(lambda s: fill(s, policy.fill_gaps))
-            runs_ok = all(
-                (run_lengths(canon[col].isna().to_numpy()[idx])[1] <= policy.max_gap).all()
-                for idx in canon.groupby(SERIES, sort=False).indices.values()
-            )
-            if runs_ok and not filled.isna().any():
-                report.add("filled_missing_values", int(nan.sum()), f"column {col!r} by {policy.fill_gaps}")
-                canon[col] = filled
-                continue
-        sub = canon[nan]
-        rows = [f"row {r} ({ts})" for r, ts in zip(sub[_ROW].head(5), sub[TIME].head(5), strict=True)]
-        role = "the target" if col == TARGET else f"covariate {col!r}"
-        name = cfg.targets[0] if col == TARGET and not cfg.is_wide else (sub[SERIES].iloc[0] if col == TARGET else col)
-        raise MissingValueError(
-            f"column {name!r} ({role}) of series {sub[SERIES].iloc[0]!r} is empty (NaN) in "
-            f"{int(nan.sum())} row(s): {format_rows(rows + [''] * max(0, int(nan.sum()) - 5))}; "
-            "fill them, or set data.repair (trim_nan for leading/trailing, fill_gaps with max_gap)"
-        )
+            values, done = fill_missing(values, codes, policy.fill_gaps, policy.max_gap)
+            filled |= done
+        nan = np.isnan(values)
+        if nan.any():
+            _raise_missing(canon, col, nan, cfg)
+        n_observed = int((filled & ~inserted).sum())
+        if n_observed:
+            report.add("filled_missing_values", n_observed, f"column {col!r} by {policy.fill_gaps}")
+        canon[col] = values
     return canon
+
+
+def _raise_missing(canon: pd.DataFrame, col: str, nan: np.ndarray, cfg: DataConfig) -> None:
+    bad = np.flatnonzero(nan)
+    sid = canon[SERIES].iloc[bad[0]]
+    in_series = bad[canon[SERIES].to_numpy()[bad] == sid]
+    rows = canon[_ROW].to_numpy()
+    tu = time_us(canon[TIME])
+    listed = [
+        f"row {rows[i]} (t={stamp(tu[i])})" if rows[i] >= 0 else f"missing timestamp {stamp(tu[i])}"
+        for i in in_series[:5]
+    ]
+    name = _target_name(cfg, sid) if col == TARGET else col
+    role = "the target" if col == TARGET else f"{cfg.covariates[col]} covariate"
+    policy = cfg.repair
+    if policy.fill_gaps:
+        longest = int(run_length_at(nan, series_codes(canon)[0]).max())
+        hint = (
+            f"runs longer than data.repair.max_gap={policy.max_gap} (here up to {longest}) or without an "
+            f"observed value to {policy.fill_gaps} from are not filled"
+            + ("; data.repair.trim_nan drops leading/trailing rows" if col == TARGET else "")
+        )
+    else:
+        hint = "fill them, or set data.repair (trim_nan for leading/trailing, fill_gaps with max_gap)"
+    others = len(pd.unique(canon[SERIES].to_numpy()[bad])) - 1
+    raise MissingValueError(
+        f"column {name!r} ({role}) of series {sid!r} is empty (NaN) in {in_series.size} row(s): "
+        f"{listing(listed, in_series.size)}{f' (and in {others} more series)' if others else ''}; {hint}"
+    )

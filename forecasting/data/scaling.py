@@ -49,7 +49,9 @@ class Scaler:
         out[self.columns] = (frame[self.columns].to_numpy(dtype=np.float64) - m) / s
         return out
 
-    def inverse_y(self, values: np.ndarray, series_ids: np.ndarray, history: pd.DataFrame | None = None) -> np.ndarray:
+    def inverse_y(
+        self, values: np.ndarray, series_ids: np.ndarray, history: pd.DataFrame | None = None
+    ) -> np.ndarray:
         """Undo the target's scaling; ``values`` has shape (N, ...) with one series id per row."""
         mean, std = self.mean, self.std
         if history is not None:

@@ -30,47 +30,63 @@ class Split:
 
 
 def split_borders(lengths: pd.Series, split: SplitConfig, window: WindowConfig) -> pd.DataFrame:
-    """Per-series border rows; raises ``SeriesTooShortError`` naming every series that is too short."""
-    n = lengths.to_numpy()
-    if split.method == "borders":
-        a, b, c = split.borders  # type: ignore[misc]
-        ends = np.tile(np.array([a, b, c]), (len(n), 1))
-        short = n < c
-        need = np.full(len(n), c)
-        why = f"the split borders need {c} rows"
-    else:
-        train_end = np.floor(n * split.train_fraction).astype(np.int64)
-        n_test = np.floor(n * split.test_fraction).astype(np.int64)
-        val_end = n - n_test
-        ends = np.stack([train_end, val_end, n], axis=1)
-        # One train window, and at least one full horizon to score in validation and test.
-        short = (train_end < window.lookback + window.horizon) | (val_end - train_end < window.horizon) | (
-            n_test < window.horizon
-        )
-        need = np.ceil(
-            np.maximum.reduce(
-                [
-                    (window.lookback + window.horizon) / split.train_fraction,
-                    window.horizon / max(1e-9, 1 - split.train_fraction - split.test_fraction),
-                    window.horizon / split.test_fraction,
-                ]
-            )
-        ) * np.ones(len(n))
-        why = (
-            f"lookback {window.lookback} + horizon {window.horizon} with fractions "
-            f"{split.train_fraction}/{1 - split.train_fraction - split.test_fraction:.2f}/{split.test_fraction}"
-        )
-    if split.method == "borders":
-        first_train = ends[:, 0]
-        short |= first_train < window.lookback + window.horizon
-        short |= (ends[:, 1] - ends[:, 0] < window.horizon) | (ends[:, 2] - ends[:, 1] < window.horizon)
+    """Per-series border rows; raises ``SeriesTooShortError`` naming every series that is too short.
+
+    ``lengths``: rows per series (index: series id). Returns ``train_end``, ``val_end`` and
+    ``test_end`` per series. Every series needs one full training window (lookback + horizon rows
+    before ``train_end``) and at least one horizon to score in validation and in test.
+    """
+    n = lengths.to_numpy().astype(np.int64)
+    ends = _ends(n, split)
+    short = _too_short(ends, n, split, window)
     if short.any():
+        need = _rows_needed(split, window)
+        why = f"lookback {window.lookback} and horizon {window.horizon} with "
+        if split.method == "borders":
+            why += f"the split borders {list(split.borders)}"  # type: ignore[arg-type]
+        else:
+            val = 1 - split.train_fraction - split.test_fraction
+            why += f"train/val/test fractions {split.train_fraction:g}/{val:.2g}/{split.test_fraction:g}"
         bad = [f"{sid!r} ({int(k)} rows)" for sid, k in zip(lengths.index[short], n[short], strict=True)]
         raise SeriesTooShortError(
-            f"{int(short.sum())} series too short for {why}: {format_rows(bad)}; each needs at least "
-            f"{int(need[short].max())} rows (drop short series or lower window.lookback / horizon)"
+            f"{int(short.sum())} series too short for {why}: "
+            f"{format_rows(bad)}; each needs at least {need} rows (drop short series or lower "
+            "window.lookback / horizon)"
         )
     return pd.DataFrame(ends, index=lengths.index, columns=["train_end", "val_end", "test_end"])
+
+
+def _ends(n: np.ndarray, split: SplitConfig) -> np.ndarray:
+    """(S, 3) train_end, val_end, test_end of series of ``n`` rows."""
+    if split.method == "borders":
+        return np.tile(np.asarray(split.borders, dtype=np.int64), (len(n), 1))
+    train_end = np.floor(n * split.train_fraction).astype(np.int64)
+    n_test = np.floor(n * split.test_fraction).astype(np.int64)
+    return np.stack([train_end, n - n_test, n], axis=1)
+
+
+def _too_short(ends: np.ndarray, n: np.ndarray, split: SplitConfig, window: WindowConfig) -> np.ndarray:
+    train_end, val_end, test_end = ends[:, 0], ends[:, 1], ends[:, 2]
+    short = (train_end < window.lookback + window.horizon) | (val_end - train_end < window.horizon)
+    short |= test_end - val_end < window.horizon
+    if split.method == "borders":
+        short |= n < test_end
+    return short
+
+
+def _rows_needed(split: SplitConfig, window: WindowConfig) -> int:
+    """The fewest rows a series needs (exact, since the fractions round down)."""
+    if split.method == "borders":
+        return int(split.borders[2])  # type: ignore[index]
+    L, H = window.lookback, window.horizon
+    tf, sf = split.train_fraction, split.test_fraction
+    vf = max(1 - tf - sf, 1e-12)
+    # val rows lie in [vf * n, vf * n + 2]: the answer is between these bounds.
+    lo = max(int(np.ceil((L + H) / tf)), int(np.ceil(H / sf)), int((H - 2) / vf), 1) - 2
+    hi = max(int(np.ceil(max((L + H) / tf, H / sf, H / vf))), lo) + 2
+    n = np.arange(max(lo, 1), hi + 1, dtype=np.int64)
+    ok = ~_too_short(_ends(n, split), n, split, window)
+    return int(n[np.argmax(ok)]) if ok.any() else hi
 
 
 def split_frame(frame: pd.DataFrame, split: SplitConfig, window: WindowConfig) -> Split:

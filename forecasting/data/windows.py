@@ -64,18 +64,18 @@ def window_starts(arrays: SeriesArrays, lookback: int, horizon: int, stride: int
     """Global start index of every full window (L inputs then H targets) inside each series.
 
     The last window of each series always ends on the series' last row, so that with
-    ``stride=1`` the count per series is ``length - L - H + 1``.
+    ``stride=1`` the count per series is ``length - L - H + 1``; with a larger stride the
+    windows step back from there (``(length - L - H) // stride + 1`` per series).
     """
     span = lookback + horizon
-    starts = []
-    for k in range(arrays.n_series):
-        lo, hi = arrays.offsets[k], arrays.offsets[k + 1]
-        last = hi - span
-        if last < lo:
-            continue
-        s = np.arange(last, lo - 1, -stride, dtype=np.int64)[::-1]
-        starts.append(s)
-    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+    room = arrays.lengths() - span  # (S,) how far the last window starts from the first row
+    count = np.where(room >= 0, room // stride + 1, 0)  # (S,) windows per series
+    if count.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    last = arrays.offsets[1:] - span  # (S,) start of each series' last window
+    series = np.repeat(np.arange(arrays.n_series), count)
+    back = np.cumsum(count)[series] - 1 - np.arange(count.sum())  # windows after this one
+    return (last[series] - back * stride).astype(np.int64)
 
 
 def series_of(arrays: SeriesArrays, starts: np.ndarray) -> np.ndarray:

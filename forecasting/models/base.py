@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -266,7 +267,10 @@ class Forecaster(ABC):
 def _infer_freq(frame: pd.DataFrame) -> str:
     first = frame[SERIES].iloc[0]
     t = pd.DatetimeIndex(frame.loc[frame[SERIES] == first, TIME].head(100))
-    inferred = pd.infer_freq(t) if len(t) >= 3 else None
+    with warnings.catch_warnings():
+        # pandas 3 warns that infer_freq will return an offset; to_offset below takes either.
+        warnings.simplefilter("ignore", FutureWarning)
+        inferred = pd.infer_freq(t) if len(t) >= 3 else None
     if inferred is None:
         return to_offset(pd.Series(t).diff().dropna().mode().iloc[0]).freqstr
     return to_offset(inferred).freqstr  # infer_freq returns a str today and an offset in pandas 4

@@ -1,0 +1,113 @@
+"""Per-series standard scaling: fitted on the training split only, invertible, serialisable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ETTH1, make_frame
+
+from forecasting.config import DataConfig, SplitConfig, WindowConfig
+from forecasting.data.ingest import ingest
+from forecasting.data.scaling import Scaler, fit_scaler
+from forecasting.data.splits import split_frame
+from forecasting.data.windows import Windows, to_arrays
+from forecasting.errors import ConstantSeriesError, InputValidationError, UnknownSeriesError
+
+ETT_BORDERS = SplitConfig(method="borders", borders=(8640, 11520, 14400))
+ETT_COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+L96 = WindowConfig(lookback=96, horizon=96)
+
+
+@pytest.fixture(scope="module")
+def ett_wide():
+    frame = ingest(DataConfig(path=ETTH1, time_column="date", target=ETT_COLUMNS)).frame
+    return split_frame(frame, ETT_BORDERS, L96)
+
+
+def test_etth1_ot_train_statistics_match_the_published_ones(ett_wide):
+    scaler = fit_scaler(ett_wide.train, ["y"])
+    assert scaler.mean.loc["OT", "y"] == pytest.approx(17.1283, abs=1e-4)
+    assert scaler.std.loc["OT", "y"] == pytest.approx(9.1765, abs=1e-4)  # population std (ddof=0)
+
+
+def test_fitted_per_series_on_the_training_split_only(ett_wide):
+    scaler = fit_scaler(ett_wide.train, ["y"])
+    raw = pd.read_csv(ETTH1)
+    for column in ETT_COLUMNS:
+        train = raw[column].to_numpy()[:8640]
+        assert scaler.mean.loc[column, "y"] == pytest.approx(train.mean(), rel=1e-12)
+        assert scaler.std.loc[column, "y"] == pytest.approx(train.std(ddof=0), rel=1e-12)
+    # The validation and test rows do not move the statistics.
+    full_mean = raw["OT"].to_numpy()[:14400].mean()
+    assert abs(scaler.mean.loc["OT", "y"] - full_mean) > 1.0
+
+
+def test_transform_standardises_train_and_round_trips(ett_wide):
+    scaler = fit_scaler(ett_wide.train, ["y"])
+    scaled_train = scaler.transform(ett_wide.train)
+    stats = scaled_train.groupby("series_id")["y"].agg(["mean", lambda s: s.std(ddof=0)])
+    np.testing.assert_allclose(stats.to_numpy(), np.tile([0.0, 1.0], (7, 1)), atol=1e-9)
+
+    test = ett_wide.test
+    scaled = scaler.transform(test)
+    assert not np.allclose(scaled["y"], test["y"])
+    back = scaler.inverse_y(scaled["y"].to_numpy(), scaled["series_id"].to_numpy())
+    np.testing.assert_allclose(back, test["y"].to_numpy(), rtol=1e-12, atol=1e-12)
+    pd.testing.assert_frame_equal(test, ett_wide.test)  # transform returns a new frame
+
+
+def test_inverse_of_window_shaped_values(ett_wide):
+    scaler = fit_scaler(ett_wide.train, ["y"])
+    windows = Windows(to_arrays(scaler.transform(ett_wide.test)), 96, 96)
+    idx = np.arange(0, len(windows), 500)
+    batch = windows.batch(idx)
+    ids = windows.arrays.series_ids[batch["series"]]
+    target = scaler.inverse_y(batch["target"].astype(np.float64), ids)  # (N, H)
+    originals = Windows(to_arrays(ett_wide.test), 96, 96).batch(idx)["target"]
+    np.testing.assert_allclose(target, originals, rtol=1e-5, atol=1e-5)  # float32 windows
+
+
+def test_covariates_scaled_per_series_and_constant_ones_left_in_spread():
+    frame = make_frame(np.sin(np.arange(50.0)), x=np.arange(50.0), c=np.full(50, 3.0))
+    scaler = fit_scaler(frame, ["y", "x", "c"])
+    assert scaler.std.loc["s0", "c"] == 1.0
+    out = scaler.transform(frame)
+    assert out["x"].mean() == pytest.approx(0.0) and out["x"].std(ddof=0) == pytest.approx(1.0)
+    np.testing.assert_allclose(out["c"], 0.0)
+
+
+def test_missing_targets_stay_missing():
+    frame = make_frame(np.arange(10.0))
+    scaler = fit_scaler(frame, ["y"])
+    future = make_frame(np.full(3, np.nan), start="2024-01-01 10:00")
+    assert scaler.transform(future)["y"].isna().all()
+
+
+def test_serialises_to_json_and_back(ett_wide):
+    scaler = fit_scaler(ett_wide.train, ["y"])
+    again = Scaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
+    pd.testing.assert_frame_equal(again.transform(ett_wide.val), scaler.transform(ett_wide.val))
+
+
+def test_constant_training_target_is_a_named_error():
+    frame = pd.concat(
+        [make_frame(np.arange(20.0), series_id="a"), make_frame(np.full(20, 5.0), series_id="b")],
+        ignore_index=True,
+    )
+    with pytest.raises(ConstantSeriesError, match="b") as info:
+        fit_scaler(frame, ["y"])
+    assert isinstance(info.value, InputValidationError)
+
+
+def test_unseen_series():
+    scaler = fit_scaler(make_frame(np.arange(20.0), series_id="a"), ["y"])
+    other = make_frame(np.arange(100.0, 120.0), series_id="new")
+    with pytest.raises(UnknownSeriesError, match="new"):
+        scaler.transform(other)
+    scaled = scaler.transform(other, unseen="fit")  # scaled by its own history
+    assert scaled["y"].mean() == pytest.approx(0.0)
+    back = scaler.inverse_y(scaled["y"].to_numpy(), scaled["series_id"].to_numpy(), history=other)
+    np.testing.assert_allclose(back, other["y"].to_numpy())

@@ -1,0 +1,461 @@
+"""Every way the input can be wrong raises a named ``InputValidationError`` subclass whose message
+names the column, the series and the first offending rows or timestamps.
+
+Most cases take ETTh1's first 300 rows, break one thing, and write the file to ``tmp_path``. Row
+numbers count data rows from 0; ETTh1's row k is 2016-07-01 00:00 plus k hours.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from forecasting import errors
+from forecasting.config import (
+    DataConfig,
+    RepairPolicy,
+    SplitConfig,
+    WindowConfig,
+    config_from_dict,
+    load_config,
+)
+from forecasting.data.ingest import ingest, prepare_frame
+from forecasting.data.splits import split_borders, split_frame
+from forecasting.errors import (
+    ConfigError,
+    ConstantSeriesError,
+    CovariateNotFoundError,
+    DSTTransitionError,
+    DuplicateColumnError,
+    DuplicateTimestampError,
+    EmptyDataError,
+    FrequencyMismatchError,
+    GapError,
+    InputValidationError,
+    IrregularSamplingError,
+    MissingColumnError,
+    MissingValueError,
+    MixedSeriesError,
+    MixedTimezoneError,
+    NonFiniteValueError,
+    NonNumericValueError,
+    SeriesTooShortError,
+    StaticCovariateError,
+    TimestampParseError,
+    UnreadableFileError,
+    UnsortedTimestampsError,
+)
+
+ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
+COLUMNS = ["date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+
+
+def stamp(row: int) -> str:
+    """ETTh1's timestamp of data row ``row``."""
+    return str(pd.Timestamp("2016-07-01") + pd.Timedelta(hours=row))
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[str]:
+    """Header and the first 300 data rows of ETTh1, as text lines."""
+    with ETTH1.open() as fh:
+        return [next(fh).rstrip("\n") for _ in range(301)]
+
+
+def write(tmp_path: Path, lines: list[str], name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def set_cell(lines: list[str], row: int, column: str, value: str) -> list[str]:
+    """A copy of ``lines`` with data row ``row``, ``column`` set to ``value``."""
+    out = list(lines)
+    cells = out[row + 1].split(",")
+    cells[COLUMNS.index(column)] = value
+    out[row + 1] = ",".join(cells)
+    return out
+
+
+def cfg(path: Path, **kw) -> DataConfig:
+    kw.setdefault("target", "OT")
+    return DataConfig(path=path, time_column="date", **kw)
+
+
+def raises(error: type[Exception], path: Path, config: DataConfig | None = None, **kw) -> str:
+    """Ingest ``path`` expecting exactly ``error``; return its message."""
+    with pytest.raises(error) as info:
+        ingest(config or cfg(path, **kw))
+    assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
+    return str(info.value)
+
+
+def test_every_validation_error_is_an_input_validation_error():
+    named = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.ForecastingError)
+    ]
+    data_errors = [c for c in named if c.__name__.endswith("Error") and c not in _NOT_INPUT]
+    assert all(issubclass(c, InputValidationError) for c in data_errors)
+
+
+_NOT_INPUT = {
+    errors.ForecastingError,
+    errors.NotFittedError,
+    errors.TrainingDivergedError,
+    errors.ModelLoadError,
+    errors.TrackingError,
+}
+
+
+# --- files and columns ----------------------------------------------------------------------------
+def test_missing_file(tmp_path):
+    msg = raises(UnreadableFileError, tmp_path / "nope.csv")
+    assert "nope.csv" in msg and "does not exist" in msg
+
+
+def test_unknown_file_format(tmp_path, lines):
+    msg = raises(UnreadableFileError, write(tmp_path, lines, "data.xlsx"))
+    assert "data.xlsx" in msg and "data.format" in msg
+
+
+def test_binary_garbage_csv(tmp_path):
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(bytes(range(128, 256)) * 10)
+    assert "garbage.csv" in raises(UnreadableFileError, path)
+
+
+def test_corrupt_parquet(tmp_path, lines):
+    path = write(tmp_path, lines, "data.parquet")  # CSV text under a Parquet name
+    msg = raises(UnreadableFileError, path)
+    assert "data.parquet" in msg and "Parquet" in msg
+
+
+def test_ragged_csv(tmp_path, lines):
+    path = write(tmp_path, [*lines[:50], lines[50] + ",1,2,3", *lines[51:]])
+    assert "CSV" in raises(UnreadableFileError, path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    msg = raises(EmptyDataError, path)
+    assert "empty.csv" in msg and "0 bytes" in msg
+
+
+def test_header_without_rows(tmp_path, lines):
+    assert "no data rows" in raises(EmptyDataError, write(tmp_path, lines[:1]))
+
+
+def test_missing_target_column(tmp_path, lines):
+    msg = raises(MissingColumnError, write(tmp_path, lines), target="Temp")
+    assert "'Temp' not found" in msg and "'OT'" in msg  # names what is there too
+
+
+def test_duplicate_csv_columns(tmp_path, lines):
+    path = write(tmp_path, [lines[0].replace("LULL", "OT"), *lines[1:]])
+    msg = raises(DuplicateColumnError, path)
+    assert "column 'OT' appears more than once" in msg
+
+
+def test_duplicate_parquet_columns(tmp_path):
+    table = pa.table([pa.array(["2024-01-01"]), pa.array([1.0]), pa.array([2.0])], names=["date", "OT", "OT"])
+    path = tmp_path / "dup.parquet"
+    pq.write_table(table, path)
+    assert "column 'OT' appears more than once" in raises(DuplicateColumnError, path)
+
+
+def test_declared_covariate_absent(tmp_path, lines):
+    msg = raises(
+        CovariateNotFoundError, write(tmp_path, lines), covariates={"HUFL": "past", "Temp": "future"}
+    )
+    assert "covariate 'Temp' (future)" in msg and "data.covariates" in msg
+
+
+def test_covariate_with_a_reserved_name(tmp_path, lines):
+    path = write(tmp_path, [lines[0].replace("HUFL", "y"), *lines[1:]])
+    assert "covariate 'y'" in raises(ConfigError, path, covariates={"y": "past"})
+
+
+def test_empty_series_id(tmp_path):
+    path = tmp_path / "long.csv"
+    t = pd.date_range("2024-01-01", periods=6, freq="h").astype(str)
+    pd.DataFrame({"id": ["a", "a", None, "a", "a", "a"], "t": t, "y": np.arange(6.0)}).to_csv(
+        path, index=False
+    )
+    msg = raises(MissingValueError, path, DataConfig(path=path, id_column="id"))
+    assert "column 'id' (the series id)" in msg and "row 2" in msg
+
+
+# --- timestamps -----------------------------------------------------------------------------------
+def test_unparseable_timestamp(tmp_path, lines):
+    msg = raises(TimestampParseError, write(tmp_path, set_cell(lines, 37, "date", "not a date")))
+    assert "column 'date'" in msg and "row 37 (value 'not a date')" in msg
+
+
+def test_mixed_timestamp_formats(tmp_path, lines):
+    msg = raises(TimestampParseError, write(tmp_path, set_cell(lines, 25, "date", "07/02/2016 01:00")))
+    assert "column 'date' mixes timestamp formats" in msg and "row 25 (value '07/02/2016 01:00')" in msg
+
+
+def test_empty_timestamp(tmp_path, lines):
+    msg = raises(TimestampParseError, write(tmp_path, set_cell(lines, 12, "date", "")))
+    assert "column 'date' has empty timestamps in 1 row(s): row 12" in msg
+
+
+def test_numbers_as_timestamps(tmp_path):
+    path = tmp_path / "epoch.csv"
+    pd.DataFrame({"date": np.arange(10) * 3600, "OT": np.arange(10.0)}).to_csv(path, index=False)
+    assert "column 'date' holds numbers" in raises(TimestampParseError, path)
+
+
+def test_timestamps_with_and_without_zone(tmp_path, lines):
+    broken = set_cell(lines, 40, "date", stamp(40) + "+02:00")
+    msg = raises(MixedTimezoneError, write(tmp_path, broken))
+    assert "column 'date' mixes timestamps with and without a time zone" in msg
+    assert f"row 40 (value '{stamp(40)}+02:00')" in msg
+
+
+def test_mixed_utc_offsets(tmp_path, lines):
+    aware = [lines[0]] + [line.replace(",", "+01:00,", 1) for line in lines[1:]]
+    msg = raises(MixedTimezoneError, write(tmp_path, set_cell(aware, 77, "date", stamp(77) + "+02:00")))
+    assert "mixes UTC offsets ['+0100', '+0200']" in msg and "row 77" in msg and "data.timezone" in msg
+
+
+def _local_clock(tmp_path: Path, stamps: list[str]) -> Path:
+    path = tmp_path / "local.csv"
+    pd.DataFrame({"date": stamps, "OT": np.arange(float(len(stamps)))}).to_csv(path, index=False)
+    return path
+
+
+def test_ambiguous_local_times(tmp_path):
+    # Berlin clocks go back at 03:00 on 2021-10-31: 02:00-02:59 happens twice.
+    stamps = [str(t) for t in pd.date_range("2021-10-30 22:00", "2021-10-31 05:00", freq="h")]
+    msg = raises(DSTTransitionError, _local_clock(tmp_path, stamps), timezone="Europe/Berlin")
+    assert "column 'date'" in msg and "Europe/Berlin" in msg
+    assert "row 4 (t=2021-10-31 02:00:00, ambiguous)" in msg
+
+
+def test_non_existent_local_times(tmp_path):
+    # Berlin clocks go forward at 02:00 on 2021-03-28: 02:30 never happens.
+    stamps = [str(t) for t in pd.date_range("2021-03-27 23:30", "2021-03-28 04:30", freq="h")]
+    msg = raises(DSTTransitionError, _local_clock(tmp_path, stamps), timezone="Europe/Berlin")
+    assert "row 3 (t=2021-03-28 02:30:00, non-existent)" in msg
+
+
+def test_unknown_time_zone(tmp_path, lines):
+    assert "data.timezone 'Mars/Olympus'" in raises(
+        ConfigError, write(tmp_path, lines), timezone="Mars/Olympus"
+    )
+
+
+# --- duplicates, order, grid ----------------------------------------------------------------------
+def test_conflicting_duplicate_timestamps(tmp_path, lines):
+    path = write(tmp_path, set_cell(lines, 11, "date", stamp(10)))  # row 11 says 10:00 too
+    msg = raises(DuplicateTimestampError, path, repair=RepairPolicy(drop_duplicates=True, sort=True))
+    assert f"column 'date' of series 'OT': timestamp {stamp(10)} appears in rows 10, 11 with different" in msg
+
+
+def test_exact_duplicate_rows_need_the_policy(tmp_path, lines):
+    msg = raises(DuplicateTimestampError, write(tmp_path, [*lines[:61], lines[60], *lines[61:]]))
+    assert f"row 60 (= row 59, t={stamp(59)})" in msg and "drop_duplicates" in msg
+
+
+def test_unsorted_rows_need_the_policy(tmp_path, lines):
+    swapped = [*lines[:6], lines[7], lines[6], *lines[8:]]  # data rows 5 and 6 swapped
+    msg = raises(UnsortedTimestampsError, write(tmp_path, swapped))
+    assert f"column 'date' of series 'OT': time goes backwards at row 6 ({stamp(5)} after {stamp(6)})" in msg
+    assert "data.repair.sort" in msg
+
+
+def test_timestamp_off_the_grid(tmp_path, lines):
+    path = write(tmp_path, set_cell(lines, 123, "date", stamp(123).replace(":00:00", ":30:00")))
+    msg = raises(IrregularSamplingError, path)
+    assert "column 'date' of series 'OT'" in msg and "off the h sampling grid" in msg
+    assert "row 123 (2016-07-06 03:30:00)" in msg
+
+
+def test_no_regular_sampling_interval(tmp_path):
+    rng = np.random.default_rng(0)
+    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.cumsum(rng.integers(1, 600, 50)), unit="min")
+    path = tmp_path / "irregular.csv"
+    pd.DataFrame({"date": t.astype(str), "OT": rng.standard_normal(50)}).to_csv(path, index=False)
+    msg = raises(IrregularSamplingError, path)
+    assert "column 'date': no regular sampling interval" in msg and "data.freq" in msg
+
+
+@pytest.mark.parametrize("freq", ["30min", "D"])
+def test_declared_frequency_does_not_match(tmp_path, lines, freq):
+    msg = raises(FrequencyMismatchError, write(tmp_path, lines), freq=freq)
+    assert f"data.freq is {freq!r}" in msg and "column 'date' steps by 0 days 01:00:00 in 100%" in msg
+    assert f"series 'OT', rows 0 -> 1: {stamp(0)} -> {stamp(1)}" in msg
+
+
+def test_declared_calendar_frequency_does_not_match(tmp_path, lines):
+    msg = raises(FrequencyMismatchError, write(tmp_path, lines), freq="MS")
+    assert "data.freq is 'MS'" in msg and "series 'OT'" in msg and f"row 1 ({stamp(1)})" in msg
+
+
+def test_gap(tmp_path, lines):
+    path = write(tmp_path, [*lines[:201], *lines[204:]])  # data rows 200-202 missing
+    msg = raises(GapError, path)
+    assert f"column 'date' of series 'OT': 3 missing timestamp(s) on the h grid, first at {stamp(200)}" in msg
+    assert "(3 steps missing after row 199)" in msg and "fill_gaps" in msg
+
+
+def test_gap_longer_than_max_gap(tmp_path, lines):
+    path = write(tmp_path, [*lines[:201], *lines[204:]])
+    msg = raises(GapError, path, repair=RepairPolicy(fill_gaps="interpolate", max_gap=2))
+    assert f"first at {stamp(200)}" in msg and "max_gap=2" in msg
+
+
+def test_several_series_mixed_without_an_id_column(tmp_path, lines):
+    other = [line.rsplit(",", 1)[0] + ",1.5" for line in lines[1:]]
+    msg = raises(MixedSeriesError, write(tmp_path, [*lines, *other]))
+    assert f"most timestamps appear 2 times with different values (e.g. {stamp(0)} in rows 0, 300)" in msg
+    assert "column 'OT'" in msg and "data.id_column" in msg
+
+
+# --- values ---------------------------------------------------------------------------------------
+def test_nan_in_the_target(tmp_path, lines):
+    msg = raises(MissingValueError, write(tmp_path, set_cell(lines, 150, "OT", "")))
+    assert "column 'OT' (the target) of series 'OT' is empty (NaN) in 1 row(s)" in msg
+    assert f"row 150 (t={stamp(150)})" in msg
+
+
+def test_nan_in_a_covariate(tmp_path, lines):
+    msg = raises(
+        MissingValueError, write(tmp_path, set_cell(lines, 8, "HUFL", "")), covariates={"HUFL": "past"}
+    )
+    assert "column 'HUFL' (past covariate) of series 'OT'" in msg and f"row 8 (t={stamp(8)})" in msg
+
+
+def test_nan_run_longer_than_max_gap(tmp_path, lines):
+    broken = lines
+    for row in (90, 91, 92):
+        broken = set_cell(broken, row, "OT", "")
+    msg = raises(
+        MissingValueError, write(tmp_path, broken), repair=RepairPolicy(fill_gaps="ffill", max_gap=2)
+    )
+    assert "row 90" in msg and "row 92" in msg and "max_gap=2" in msg
+
+
+def test_all_nan_series_with_trim(tmp_path, lines):
+    broken = lines
+    for row in range(300):
+        broken = set_cell(broken, row, "OT", "")
+    msg = raises(MissingValueError, write(tmp_path, broken), repair=RepairPolicy(trim_nan=True))
+    assert "series 'OT'" in msg and "every row" in msg
+
+
+@pytest.mark.parametrize(("column", "value"), [("OT", "inf"), ("HUFL", "-inf")])
+def test_infinite_value(tmp_path, lines, column, value):
+    path = write(tmp_path, set_cell(lines, 222, column, value))
+    msg = raises(NonFiniteValueError, path, covariates={"HUFL": "past"})
+    assert f"column {column!r} of series 'OT' holds infinite values in 1 row(s)" in msg
+    assert f"row 222 (t={stamp(222)}, value {float(value)!r})" in msg
+
+
+def test_infinite_value_in_a_wide_target(tmp_path, lines):
+    path = write(tmp_path, set_cell(lines, 5, "MULL", "-inf"))
+    msg = raises(NonFiniteValueError, path, target=["HUFL", "MULL", "OT"])
+    assert "column 'MULL' of series 'MULL'" in msg and "row 5" in msg
+
+
+def test_infinite_value_in_one_series_of_a_long_table(tmp_path):
+    path = tmp_path / "long.csv"
+    t = pd.date_range("2024-01-01", periods=5, freq="h").astype(str)
+    frame = pd.DataFrame({"id": np.repeat(["a", "b"], 5), "t": np.tile(t, 2), "y": np.arange(10.0)})
+    frame.loc[7, "y"] = np.inf
+    frame.to_csv(path, index=False)
+    msg = raises(NonFiniteValueError, path, DataConfig(path=path, id_column="id"))
+    assert "column 'y'" in msg and "row 7 (series 'b', t=2024-01-01 02:00:00, value inf)" in msg
+
+
+@pytest.mark.parametrize("column", ["OT", "HUFL"])
+def test_text_in_a_numeric_column(tmp_path, lines, column):
+    path = write(tmp_path, set_cell(lines, 64, column, "n/a?"))
+    msg = raises(NonNumericValueError, path, covariates={"HUFL": "future"})
+    assert f"column {column!r} of series 'OT' must be numeric" in msg
+    assert f"row 64 (t={stamp(64)}, value 'n/a?')" in msg
+
+
+def test_constant_series(tmp_path, lines):
+    flat = lines
+    for row in range(300):
+        flat = set_cell(flat, row, "OT", "21.5")
+    msg = raises(ConstantSeriesError, write(tmp_path, flat))
+    assert "column 'OT' (the target) of series 'OT' never changes: it is 21.5 in all 300 rows" in msg
+
+
+def test_single_row_series(tmp_path):
+    path = tmp_path / "long.csv"
+    t = pd.date_range("2024-01-01", periods=4, freq="h").astype(str)
+    pd.DataFrame({"id": ["a", "a", "a", "b"], "t": t, "y": [1.0, 2.0, 3.0, 4.0]}).to_csv(path, index=False)
+    assert "series 'b' has a single row" in raises(
+        SeriesTooShortError, path, DataConfig(path=path, id_column="id")
+    )
+
+
+def test_static_covariate_that_changes(tmp_path):
+    path = tmp_path / "long.csv"
+    t = pd.date_range("2024-01-01", periods=5, freq="h").astype(str)
+    frame = pd.DataFrame(
+        {
+            "id": np.repeat(["a", "b"], 5),
+            "t": np.tile(t, 2),
+            "y": np.arange(10.0),
+            "site": np.repeat([1.0, 2.0], 5),
+        }
+    )
+    frame.loc[7, "site"] = 9.0
+    frame.to_csv(path, index=False)
+    msg = raises(
+        StaticCovariateError, path, DataConfig(path=path, id_column="id", covariates={"site": "static"})
+    )
+    assert (
+        "static covariate 'site' of series 'b' changes over time: row 7 (9.0) differ from row 5 (2.0)" in msg
+    )
+
+
+def test_series_too_short_for_the_split(etth1_path):
+    frame = ingest(cfg(etth1_path)).frame.head(5000)
+    split = SplitConfig(method="borders", borders=(8640, 11520, 14400))
+    with pytest.raises(SeriesTooShortError) as info:
+        split_frame(frame, split, WindowConfig(lookback=96, horizon=96))
+    assert "'OT' (5000 rows)" in str(info.value) and "at least 14400 rows" in str(info.value)
+
+
+def test_series_too_short_for_lookback_and_horizon():
+    lengths = pd.Series([1000, 300, 900], index=["long", "short", "shorter"])
+    with pytest.raises(SeriesTooShortError) as info:
+        split_borders(lengths, SplitConfig(), WindowConfig(lookback=96, horizon=96))
+    msg = str(info.value)
+    assert "2 series too short for lookback 96 and horizon 96" in msg
+    assert "'short' (300 rows), 'shorter' (900 rows)" in msg and "at least 944 rows" in msg
+
+
+# --- configuration --------------------------------------------------------------------------------
+def test_unknown_config_key():
+    raw = {"data": {"path": "data/ETTh1.csv", "target": "OT", "time_colum": "date"}}
+    with pytest.raises(ConfigError, match=re.escape("unknown key 'data.time_colum'")):
+        config_from_dict(raw)
+
+
+def test_unknown_config_key_in_a_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n  path: data.csv\n  repair:\n    fill_gap: ffill\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "config.yaml" in str(info.value) and "unknown key 'data.repair.fill_gap'" in str(info.value)
+
+
+def test_prepare_frame_on_an_empty_frame():
+    with pytest.raises(EmptyDataError):
+        prepare_frame(pd.DataFrame({"t": [], "y": []}), DataConfig(path="x.csv"))
