@@ -271,8 +271,14 @@ class Tracker:
                 self.client.create_registered_model(
                     name, description="Forecasts chosen by validation score; alias 'champion' serves."
                 )
+            # MLflow 3 logged models: `models:/m-<id>` URIs name the model id the server wants.
+            model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
             version = self.client.create_model_version(
-                name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
+                name,
+                source=model_uri,
+                run_id=run_id,
+                tags={k: str(v) for k, v in (tags or {}).items()},
+                model_id=model_id,
             )
         except MlflowException as err:
             raise TrackingError(f"could not register {model_uri!r} as {name!r}: {err}") from None

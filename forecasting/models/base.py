@@ -269,7 +269,7 @@ def _infer_freq(frame: pd.DataFrame) -> str:
     t = pd.DatetimeIndex(frame.loc[frame[SERIES] == first, TIME].head(100))
     with warnings.catch_warnings():
         # pandas 3 warns that infer_freq will return an offset; to_offset below takes either.
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         inferred = pd.infer_freq(t) if len(t) >= 3 else None
     if inferred is None:
         return to_offset(pd.Series(t).diff().dropna().mode().iloc[0]).freqstr

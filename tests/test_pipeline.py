@@ -1,0 +1,165 @@
+"""End to end through the library and MLflow: every family trained on a small synthetic dataset,
+the parent/child layout, the champion gate, batch prediction and failure handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from forecasting.config import config_from_dict
+from forecasting.models.registry import available_models
+from forecasting.pipeline import batch_predict, run_pipeline
+
+FAMILIES = available_models()
+PER_MODEL_METRICS = {
+    "val_mse", "val_mae", "test_mse", "test_mae", "test_rmse", "test_mase", "test_smape",
+    "test_mse_orig", "test_mae_orig", "fit_seconds", "predict_seconds", "peak_rss_mb",
+}
+
+
+def synthetic_csv(path, n_series: int = 3, n: int = 500) -> None:
+    rng = np.random.default_rng(1)
+    parts = []
+    for k in range(n_series):
+        t = np.arange(n)
+        y = 10 + 3 * np.sin(2 * np.pi * t / 24 + k) + 0.2 * rng.standard_normal(n)
+        parts.append(pd.DataFrame({
+            "store": f"store-{k}",
+            "ts": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S"),
+            "sales": y,
+            "temp": np.cos(2 * np.pi * t / 24) + 0.1 * rng.standard_normal(n),
+        }))
+    pd.concat(parts).to_csv(path, index=False)
+
+
+def make_config(tmp_path, experiment: str, models: list[dict] | None = None, **extra):
+    data = tmp_path / "sales.csv"
+    if not data.exists():
+        synthetic_csv(data)
+    raw = {
+        "data": {"path": str(data), "time_column": "ts", "target": "sales", "id_column": "store",
+                 "covariates": {"temp": "past"}},
+        "split": {"method": "fractions", "train_fraction": 0.6, "test_fraction": 0.2},
+        "window": {"lookback": 48, "horizon": 12},
+        "models": models or [{"name": f} for f in FAMILIES],
+        "training": {"epochs": 2, "batch_size": 64, "progress": False, "patience": None, "num_threads": 1},
+        "tracking": {"experiment": experiment, "registered_model": f"{experiment}-model"},
+        "predict": {"output": str(tmp_path / "forecast.parquet")},
+        **extra,
+    }
+    return config_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = make_config(tmp, "e2e")
+    return cfg, run_pipeline(cfg), tmp
+
+
+@pytest.mark.slow
+def test_parent_child_layout_and_metric_keys(pipeline_run):
+    cfg, result, _ = pipeline_run
+    client = MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["role"] == "pipeline"
+    assert parent.data.tags["best_model"] == result.leaderboard["model"].iloc[0]
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"leaderboard.csv", "plots", "config.yaml"} <= artifacts
+
+    children = [r for r in result.results]
+    assert sorted(r.name for r in children) == sorted(FAMILIES)
+    for r in children:
+        assert r.status == "FINISHED", r.error
+        run = client.get_run(r.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert run.data.tags["model_family"] == r.family
+        assert run.data.tags["dataset_hash"] == result.prepared.data.dataset_hash
+        assert PER_MODEL_METRICS <= set(run.data.metrics), r.name
+        assert run.data.params["window.lookback"] == "48" and run.data.params["model.name"] == r.family
+        assert run.inputs.dataset_inputs[0].dataset.digest == result.prepared.data.dataset_hash
+        names = {a.path for a in client.list_artifacts(r.run_id, "plots")}
+        assert "plots/forecast.png" in names
+        if r.model is not None and getattr(r.model, "history_", None):
+            curve = client.get_metric_history(r.run_id, "val_loss")
+            assert [m.step for m in curve] == list(range(len(curve))) and len(curve) >= 1
+            assert "plots/learning_curve.png" in names
+
+
+@pytest.mark.slow
+def test_champion_is_the_best_by_validation(pipeline_run):
+    cfg, result, _ = pipeline_run
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(cfg.tracking.registered_model, "champion")
+    best = min((r for r in result.results if r.status == "FINISHED"), key=lambda r: r.metrics["val_mse"])
+    assert champion.run_id == best.run_id
+    assert champion.tags["decision"] == "champion"
+    assert float(champion.tags["candidate_score"]) == pytest.approx(result.decision.candidate_score)
+
+
+@pytest.mark.slow
+def test_batch_predict_reproduces_in_process_forecasts(pipeline_run):
+    cfg, result, tmp = pipeline_run
+    out = batch_predict(cfg)
+    written = pd.read_parquet(out["output"])
+    best = next(r for r in result.results if r.run_id == written["run_id"].iloc[0])
+    # In process: the fitted model on the scaled history, inverse-scaled.
+    frame = result.prepared.data.frame
+    scaled = result.prepared.scaler.transform(frame)
+    expected = best.model.predict(scaled)
+    expected["yhat"] = result.prepared.scaler.inverse_y(
+        expected["yhat"].to_numpy()[:, None], expected["series_id"].to_numpy()
+    )[:, 0]
+    merged = written.merge(expected, on=["series_id", "t"], suffixes=("", "_inproc"))
+    assert len(merged) == len(written) == 3 * 12
+    np.testing.assert_allclose(merged["yhat"], merged["yhat_inproc"], rtol=1e-5, atol=1e-6)
+    assert set(written["model_version"].astype(str)) == {result.decision.version}
+    runs = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("e2e").experiment_id], "tags.role = 'prediction'"
+    )
+    assert runs and runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_failing_model_fails_its_run_and_the_rest_complete(tmp_path):
+    # lookback 48 with season 100 makes seasonal_naive fail inside fit.
+    models = [{"name": "naive"}, {"name": "seasonal_naive", "params": {"season_length": 100}}, {"name": "ar"}]
+    cfg = make_config(tmp_path, "with-failure", models)
+    result = run_pipeline(cfg)
+    status = {r.name: r for r in result.results}
+    assert status["seasonal_naive"].status == "FAILED"
+    run = MlflowClient().get_run(status["seasonal_naive"].run_id)
+    assert run.info.status == "FAILED" and "season_length" in run.data.tags["error"]
+    assert result.decision.model in {"naive", "ar"}
+    assert "seasonal_naive" in MlflowClient().get_run(result.parent_run_id).data.tags["failed_models"]
+
+
+@pytest.mark.slow
+def test_rerun_with_equal_model_keeps_the_incumbent(tmp_path):
+    cfg = make_config(tmp_path, "gate", [{"name": "naive"}])
+    first = run_pipeline(cfg)
+    second = run_pipeline(cfg)
+    assert first.decision.alias == "champion"
+    assert second.decision.alias == "challenger"  # equal, not better: the champion stays
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(cfg.tracking.registered_model, "champion").version) == first.decision.version
+    tags = client.get_model_version(cfg.tracking.registered_model, second.decision.version).tags
+    assert tags["incumbent_version"] == first.decision.version
+    assert float(tags["incumbent_score"]) == pytest.approx(float(tags["candidate_score"]))
+
+
+def test_bad_input_starts_no_run(tmp_path):
+    from forecasting.errors import InputValidationError
+
+    cfg = make_config(tmp_path, "bad-input", [{"name": "naive"}])
+    frame = pd.read_csv(cfg.data.path, dtype=str)
+    frame.loc[7, "sales"] = "oops"
+    frame.to_csv(cfg.data.path, index=False)
+    with pytest.raises(InputValidationError):
+        run_pipeline(cfg)
+    exp = MlflowClient().get_experiment_by_name("bad-input")
+    assert exp is None or not MlflowClient().search_runs([exp.experiment_id])
