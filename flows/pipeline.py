@@ -144,9 +144,8 @@ def ingest(config_path: str, data_path: str | None = None, overrides: dict[str, 
     return prepared.data.summary()
 
 
-def _train(cfg: Config, prepared: lib.Prepared, parent_run_id: str | None) -> list[lib.ModelResult]:
+def _train(cfg: Config, prepared: lib.Prepared, parent_run_id: str | None, flow_id: str | None) -> list[lib.ModelResult]:
     threads = _threads_per_task(cfg)
-    flow_id = flow_run.get_id()
     futures = [train_task.submit(prepared, spec, parent_run_id, threads, flow_id) for spec in cfg.models]
     results = [f.result() for f in futures]
     failed = [r for r in results if r.status != "FINISHED"]
@@ -204,7 +203,7 @@ def _run(cfg: Config, select: bool) -> dict[str, Any]:
 
     @flow(name="train-models", task_runner=task_runner_for(cfg))
     def fan_out(parent_run_id: str) -> list[lib.ModelResult]:
-        return _train(cfg, prepared, parent_run_id)
+        return _train(cfg, prepared, parent_run_id, flow_id)  # tag runs with the pipeline's flow run
 
     with tracker.run("pipeline", tags=lib.pipeline_tags(prepared, flow_id)) as parent:
         parent.log_params({"config": cfg.model_dump(mode="json", exclude={"models"}),

@@ -208,6 +208,45 @@ def ui(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+
+@app.command()
+def predict(
+    model: Annotated[str | None, typer.Option("--model", help="NAME, NAME@alias or NAME/version.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="History (CSV/Parquet).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Forecast file (.csv/.parquet).")] = None,
+    config: Annotated[Path, typer.Option("--config", help="Config naming the store and defaults.")] = DEMO_CONFIG,
+) -> None:
+    """Batch forecasts from the registry (default: the config's model @champion)."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.pipeline import batch_predict
+
+    cfg = load_config(config)
+    out = batch_predict(cfg, model, input, output)
+    console.print(f"wrote {out['rows']} forecasts for {out['series']} series to [bold]{out['output']}[/] "
+                  f"with {out['model']} (MLflow run {out['prediction_run_id']})")
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="YAML config with orchestration.schedules.")],
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+) -> None:
+    """Serve the config's cron-scheduled deployments (Prefect serve; Ctrl-C to stop)."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.errors import ConfigError
+
+    cfg = load_config(config)
+    if not cfg.orchestration.schedules:
+        raise ConfigError(f"{config}: orchestration.schedules is empty; nothing to serve")
+    from flows.deployments import serve as serve_deployments
+
+    for s in cfg.orchestration.schedules:
+        console.print(f"serving {s.flow} as [bold]{s.name or s.flow}[/] on cron {s.cron!r} ({s.timezone})")
+    serve_deployments(config, cfg, limit=limit)
+
+
 def _fail(err: BaseException, code: int) -> int:
     if _state["debug"]:
         import traceback

@@ -116,3 +116,12 @@ def no_run_left_open():
         for run in running:
             client.set_terminated(run.info.run_id, "KILLED")
         pytest.fail(f"test left {len(running)} MLflow run(s) RUNNING: {[r.info.run_name for r in running]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test API for the whole session (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

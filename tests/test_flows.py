@@ -1,0 +1,214 @@
+"""The Prefect flows: retries only for I/O, the pipeline end to end, Dask scale-out, and cron
+deployments served against a real `prefect server` on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+import flows.pipeline as fp
+from forecasting.config import load_config
+from forecasting.errors import InputValidationError
+from tests.servers import free_port, stop, wait_http
+from tests.test_pipeline import synthetic_csv
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(tmp_path: Path, experiment: str, models=None, **extra) -> Path:
+    data = tmp_path / "sales.csv"
+    if not data.exists():
+        synthetic_csv(data)
+    raw = {
+        "data": {"path": str(data), "time_column": "ts", "target": "sales", "id_column": "store",
+                 "covariates": {"temp": "past"}},
+        "split": {"method": "fractions", "train_fraction": 0.6, "test_fraction": 0.2},
+        "window": {"lookback": 48, "horizon": 12},
+        "models": models or [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}],
+        "training": {"epochs": 2, "batch_size": 64, "progress": False, "patience": None},
+        "tracking": {"experiment": experiment, "registered_model": f"{experiment}-model"},
+        "predict": {"output": str(tmp_path / "forecast.csv")},
+        **extra,
+    }
+    path = tmp_path / f"{experiment}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_retry_policy_skips_bad_input():
+    class State:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def result(self, raise_on_failure=True):
+            raise self.exc
+
+    assert fp.retry_unless_bad_input(None, None, State(OSError("disk"))) is True
+    assert fp.retry_unless_bad_input(None, None, State(InputValidationError("bad"))) is False
+
+
+def test_threads_are_capped_to_the_machine(tmp_path):
+    cfg = load_config(write_config(tmp_path, "caps"))
+    workers, threads = fp._workers_and_threads(cfg)
+    assert workers * threads <= max(os.cpu_count() or 1, 1)
+
+
+def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
+    path = write_config(tmp_path, "flow-e2e")
+    outcome = fp.forecast_pipeline(str(path))
+    client = MlflowClient()
+    parent = client.get_run(outcome["parent_run_id"])
+    flow_run_id = parent.data.tags["prefect_flow_run_id"]
+    assert flow_run_id
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {r.info.run_name for r in children} == {"naive", "ar"}
+    assert all(r.data.tags["prefect_flow_run_id"] == flow_run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert outcome["decision"]["alias"] == "champion"
+    assert len(pd.read_csv(outcome["prediction"]["output"])) == 3 * 12
+
+
+def test_io_failure_is_retried_then_succeeds(prefect_harness, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = fp.lib.prepare
+
+    def flaky(cfg, data=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("transient read error")
+        return real(cfg, data)
+
+    monkeypatch.setattr(fp.lib, "prepare", flaky)
+    monkeypatch.setattr(fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True))
+    summary = fp.ingest(str(write_config(tmp_path, "retry")))
+    assert calls["n"] == 2 and summary["series"] == 3
+
+
+def test_validation_error_is_not_retried_and_names_the_error(prefect_harness, tmp_path, monkeypatch):
+    path = write_config(tmp_path, "bad-flow")
+    data = pd.read_csv(tmp_path / "sales.csv", dtype=str)
+    data.loc[5, "sales"] = "n/a?"
+    data.to_csv(tmp_path / "sales.csv", index=False)
+    calls = {"n": 0}
+    real = fp.lib.prepare
+
+    def counted(cfg, data=None):
+        calls["n"] += 1
+        return real(cfg, data)
+
+    monkeypatch.setattr(fp.lib, "prepare", counted)
+    monkeypatch.setattr(fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True))
+    state = fp.forecast_pipeline(str(path), return_state=True)
+    assert state.is_failed()
+    assert "NonNumericValueError" in state.message
+    assert calls["n"] == 1  # not retried
+    exp = MlflowClient().get_experiment_by_name("bad-flow")
+    assert exp is None or not MlflowClient().search_runs([exp.experiment_id])
+
+
+def test_training_fans_out_on_a_dask_local_cluster(prefect_harness, tmp_path):
+    pytest.importorskip("prefect_dask")
+    from forecasting.models.registry import available_models
+
+    models = [{"name": m} for m in available_models()]
+    path = write_config(tmp_path, "dask", models, orchestration={"dask_local_workers": 2})
+    outcome = fp.train(str(path))
+    names = {row["model"]: row["status"] for row in outcome}
+    assert set(names) == set(available_models())
+    assert set(names.values()) == {"FINISHED"}
+    exp = MlflowClient().get_experiment_by_name("dask")
+    runs = MlflowClient().search_runs([exp.experiment_id], "tags.role = 'model'")
+    assert {r.info.run_name for r in runs} == set(available_models())
+
+
+@pytest.mark.server
+def test_cron_deployments_on_a_real_prefect_server(tmp_path):
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    env.pop("PREFECT_SERVER_EPHEMERAL_ENABLED", None)
+    schedules = [
+        {"flow": "forecast_pipeline", "cron": "0 2 * * *", "name": "nightly"},
+        {"flow": "batch_predict", "cron": "5 * * * *", "name": "hourly"},
+    ]
+    path = write_config(tmp_path, "served", orchestration={"schedules": schedules})
+    api = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen(
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    served = None
+    try:
+        wait_http(f"{api}/health", timeout=120, proc=server)
+        served = subprocess.Popen(
+            [str(bin_dir / "forecast"), "serve", str(path)],
+            env=env, stdout=open(tmp_path / "serve.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deployments = _wait_for_deployments(api, 2, served, tmp_path)
+        crons = {d["name"]: d["schedules"][0]["schedule"]["cron"] for d in deployments}
+        assert crons == {"nightly": "0 2 * * *", "hourly": "5 * * * *"}
+
+        nightly = next(d for d in deployments if d["name"] == "nightly")
+        run = _post(f"{api}/deployments/{nightly['id']}/create_flow_run", {})
+        state = _wait_for_flow_run(api, run["id"], timeout=240)
+        assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        exp = client.get_experiment_by_name("served")
+        runs = client.search_runs([exp.experiment_id], "tags.role = 'model'")
+        assert {r.info.run_name for r in runs} == {"naive", "ar"}
+        assert all(r.data.tags.get("prefect_flow_run_id") == run["id"] for r in runs)
+    finally:
+        if served is not None:
+            stop(served)
+        stop(server)
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_for_deployments(api: str, n: int, served: subprocess.Popen, tmp_path: Path) -> list[dict]:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if served.poll() is not None:
+            raise RuntimeError((tmp_path / "serve.log").read_text()[-3000:])
+        found = _post(f"{api}/deployments/filter", {})
+        if len(found) >= n:
+            return found
+        time.sleep(1)
+    raise TimeoutError("deployments never registered")
+
+
+def _wait_for_flow_run(api: str, run_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = "?"
+    while time.monotonic() < deadline:
+        state = _get(f"{api}/flow_runs/{run_id}")["state"]["type"]
+        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state
+        time.sleep(2)
+    return state
