@@ -1,0 +1,203 @@
+"""Blocks shared by the deep families: factories for activations, norms and initialisation,
+instance normalisation, patching, positional encoding and the forecast head.
+
+Every tensor that moves between blocks is channel-last: (B, T, D).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from forecasting.errors import ConfigError
+
+Activation = Literal["sigmoid", "tanh", "relu", "silu", "swish", "gelu"]
+Init = Literal["default", "xavier", "kaiming", "orthogonal"]
+RecurrentInit = Literal["default", "orthogonal", "xavier"]
+Norm = Literal["layer", "batch", "none"]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,  # Swish with beta = 1 is SiLU
+    "gelu": nn.GELU,
+}
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes a network is built for, all known from the model's ``DataSpec``."""
+
+    lookback: int  # L
+    horizon: int  # H
+    n_past: int  # Cp + Cf: covariates observed over the lookback (future-known ones included)
+    n_future: int  # Cf: covariates known over the horizon
+    n_static: int  # Cs: per-series constants
+
+
+def make_activation(name: Activation) -> nn.Module:
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+
+
+class BatchNormLast(nn.BatchNorm1d):
+    """BatchNorm over the last dimension of (B, D) or (B, T, D) tensors."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x)
+
+
+def make_norm(kind: Norm, dim: int) -> nn.Module:
+    """A normalisation layer over the last dimension (``none`` is the identity)."""
+    if kind == "layer":
+        return nn.LayerNorm(dim)
+    if kind == "batch":
+        return BatchNormLast(dim)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"unknown norm {kind!r}; choose layer, batch or none")
+
+
+def _gain_name(activation: Activation) -> str:
+    # Kaiming's gain for the smooth ReLU-likes is close to ReLU's.
+    return activation if activation in ("sigmoid", "tanh", "relu") else "relu"
+
+
+def init_weights(
+    module: nn.Module, scheme: Init, activation: Activation = "relu", recurrent: RecurrentInit = "orthogonal"
+) -> None:
+    """Norm-preserving initialisation of every weight matrix in ``module``, in place.
+
+    ``scheme`` applies to linear and convolution weights; ``recurrent`` to the hidden-to-hidden
+    weights of RNN/LSTM/GRU cells (orthogonal keeps the recurrence's gain near 1). Biases start at
+    zero whenever a scheme is applied. ``default`` leaves torch's own initialisation.
+    """
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear | nn.Conv1d) and scheme != "default":
+            _init_matrix(sub.weight, scheme, activation)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.RNNBase):
+            for name, p in sub.named_parameters():
+                if name.startswith("weight_hh") and recurrent != "default":
+                    # Gate matrices are stacked (4D x D for an LSTM): one block per gate.
+                    _init_matrix(p, recurrent, activation, blocks=p.shape[0] // p.shape[1])
+                elif name.startswith("weight_ih") and scheme != "default":
+                    _init_matrix(p, scheme, activation)
+                elif name.startswith("bias") and scheme != "default":
+                    nn.init.zeros_(p)
+
+
+@torch.no_grad()
+def _init_matrix(w: torch.Tensor, scheme: str, activation: Activation, blocks: int = 1) -> None:
+    for block in w.chunk(blocks, dim=0):
+        if scheme == "xavier":
+            nn.init.xavier_uniform_(block)
+        elif scheme == "kaiming":
+            nn.init.kaiming_uniform_(block, nonlinearity=_gain_name(activation))
+        elif scheme == "orthogonal":
+            nn.init.orthogonal_(block)
+        else:
+            raise ConfigError(f"unknown initialisation {scheme!r}")
+
+
+# --- instance normalisation ---------------------------------------------------------------------
+def normalise_window(y: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre and scale each window by its own lookback statistics.
+
+    y: (B, L) -> (y_norm (B, L), loc (B, 1), scale (B, 1)).
+    """
+    loc = y.mean(dim=1, keepdim=True)  # (B, 1)
+    scale = torch.sqrt(y.var(dim=1, keepdim=True, unbiased=False) + eps)  # (B, 1)
+    return (y - loc) / scale, loc, scale
+
+
+def denormalise_window(yhat: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Undo ``normalise_window`` on a forecast: (B, H) -> (B, H)."""
+    return yhat * scale + loc
+
+
+# --- tokens --------------------------------------------------------------------------------------
+def n_patches(length: int, patch_len: int, stride: int) -> int:
+    """How many patches ``to_patches`` cuts from ``length`` steps."""
+    return math.ceil(max(0, length - patch_len) / stride) + 1
+
+
+def to_patches(x: torch.Tensor, patch_len: int, stride: int) -> torch.Tensor:
+    """Cut a sequence into (possibly overlapping) patches whose last one ends on the last step.
+
+    x: (B, L, C) -> (B, N, patch_len * C), N = ``n_patches(L, patch_len, stride)``. When the patches
+    do not tile L exactly, the first step is repeated in front (the oldest values matter least).
+    """
+    B, L, C = x.shape
+    n = n_patches(L, patch_len, stride)
+    pad = (n - 1) * stride + patch_len - L
+    if pad > 0:
+        x = torch.cat([x[:, :1].expand(B, pad, C), x], dim=1)  # (B, L + pad, C)
+    patches = x.unfold(1, patch_len, stride)  # (B, N, C, patch_len)
+    return patches.transpose(2, 3).reshape(B, n, patch_len * C)
+
+
+class PositionalEncoding(nn.Module):
+    """Fixed sinusoidal positions (Vaswani et al., 2017) added to (B, N, D) tokens."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        pos = torch.arange(max_len).unsqueeze(1)  # (N, 1)
+        freq = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))  # (D/2,)
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
+        self.register_buffer("pe", pe, persistent=False)  # rebuilt, not saved
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[: x.shape[1]]  # (B, N, D)
+
+
+# --- output --------------------------------------------------------------------------------------
+class ForecastHead(nn.Module):
+    """Direct multi-horizon output: all H steps at once from one context vector.
+
+    The static covariates and the horizon's future-known covariates (flattened, so a step can use
+    its neighbours' values) join the context in one linear map. A second map, shared by every
+    step, adds each step's own future covariates: the common same-time effect (load follows
+    temperature) is then learnt once rather than H times. context (B, D), x_future (B, H, Cf),
+    static (B, Cs) -> (B, H).
+    """
+
+    def __init__(self, d_context: int, dims: Dims, dropout: float = 0.0):
+        super().__init__()
+        d_in = d_context + dims.n_static + dims.horizon * dims.n_future
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(d_in, dims.horizon)
+        self.per_step = nn.Linear(dims.n_future, 1, bias=False) if dims.n_future else None
+
+    def forward(self, context: torch.Tensor, x_future: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([context, static, x_future.flatten(1)], dim=-1)  # (B, D + Cs + H*Cf)
+        out = self.proj(self.dropout(z))  # (B, H)
+        if self.per_step is not None:
+            out = out + self.per_step(x_future).squeeze(-1)  # (B, H)
+        return out
+
+
+def steps_with_covariates(y: torch.Tensor, x_past: torch.Tensor) -> torch.Tensor:
+    """The lookback as a sequence of per-step features: y (B, L), x_past (B, L, C) -> (B, L, 1 + C)."""
+    return torch.cat([y.unsqueeze(-1), x_past], dim=-1)
+
+
+def check_patch(name: str, patch_len: int, stride: int, lookback: int) -> None:
+    """Named error for a patch/segment that does not fit the lookback."""
+    if patch_len > lookback:
+        raise ConfigError(f"{name}: patch/segment length {patch_len} exceeds the lookback {lookback}")
+    if stride < 1 or stride > patch_len:
+        raise ConfigError(f"{name}: stride {stride} must be in 1..patch length {patch_len}")

@@ -1,0 +1,170 @@
+"""The one torch ``Forecaster``: a family's network inside instance normalisation, trained by the
+one loop in ``forecasting.training``.
+
+A deep family is a settings dataclass and an ``nn.Module`` built as ``Network(settings, dims)``
+whose ``forward(y, x_past, x_future, static)`` returns (B, H) on the window-normalised scale::
+
+    @register
+    class LSTM(NeuralForecaster):
+        name = "lstm"
+        Settings = LSTMSettings
+        Network = RecurrentNet
+
+Everything else (seeding, training, prediction in batches, save/load of the state_dict, the
+parameter count) lives here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+from torch import nn
+
+from forecasting.data.windows import Windows, to_tensors
+from forecasting.errors import ModelLoadError
+from forecasting.models.base import EpochCallback, Forecaster
+from forecasting.models.layers import (
+    Activation,
+    Dims,
+    Init,
+    Norm,
+    denormalise_window,
+    normalise_window,
+)
+from forecasting.training import autocast, num_threads, resolve_device, train
+from forecasting.training.loop import EVAL_BATCH
+
+WEIGHTS_FILE = "weights.pt"
+TRAINING_FILE = "training.json"
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ArchitectureSettings:
+    """The knobs every layered deep family shares; a family adds its own and sets its defaults."""
+
+    hidden: int = Field(64, ge=1)  # width: units, channels or model dimension
+    layers: int = Field(2, ge=1)  # depth
+    activation: Activation = "relu"
+    init: Init = "default"  # linear/conv weights; recurrent families add recurrent_init
+    norm: Norm = "none"
+    residual: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1)
+    instance_norm: bool = True  # normalise each input window, reverse it on the output
+
+
+class WindowNetwork(nn.Module):
+    """Instance normalisation around a family's core: batch of windows -> (B, H)."""
+
+    def __init__(self, core: nn.Module, instance_norm: bool = True):
+        super().__init__()
+        self.core = core
+        self.instance_norm = instance_norm
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        y = batch["y"]  # (B, L)
+        if self.instance_norm:
+            y, loc, scale = normalise_window(y)  # (B, L), (B, 1), (B, 1)
+        out = self.core(y, batch["x_past"], batch["x_future"], batch["static"])  # (B, H)
+        return denormalise_window(out.float(), loc, scale) if self.instance_norm else out.float()
+
+
+class NeuralForecaster(Forecaster):
+    """Global, direct multi-horizon torch model. Subclasses set ``name``, ``Settings``, ``Network``."""
+
+    uses_training_loop = True
+    Network: ClassVar[type[nn.Module]]
+
+    @property
+    def dims(self) -> Dims:
+        s = self.spec
+        return Dims(
+            lookback=s.lookback,
+            horizon=s.horizon,
+            n_past=len(s.past) + len(s.future),
+            n_future=len(s.future),
+            n_static=len(s.static),
+        )
+
+    def build_network(self) -> WindowNetwork:
+        """A fresh network for this model's settings and data (uses torch's global RNG)."""
+        core = self.Network(self.settings, self.dims)
+        return WindowNetwork(core, instance_norm=getattr(self.settings, "instance_norm", True))
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "family": self.name,
+            "settings": dataclasses.asdict(self.settings),
+            "spec": dataclasses.asdict(self.spec),
+        }
+
+    # --- contract ------------------------------------------------------------------------------
+    def _fit(
+        self,
+        train_frame: pd.DataFrame,
+        train_windows: Windows,
+        val_windows: Windows | None,
+        callbacks: list[EpochCallback],
+    ) -> None:
+        cfg = self.training
+        cuda = list(range(torch.cuda.device_count()))
+        # Seed a private copy of torch's RNG: the caller's random state is left as it was.
+        with torch.random.fork_rng(devices=cuda), num_threads(cfg.num_threads):
+            torch.manual_seed(cfg.seed)
+            network = self.build_network()
+            result = train(
+                network, train_windows, val_windows, cfg, callbacks, name=self.name, meta=self._meta()
+            )
+        self.network_ = network.eval()
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+
+    @torch.no_grad()
+    def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        network = self.network_.eval()
+        device = next(network.parameters()).device
+        n = len(batch["y"])
+        out = []
+        with num_threads(self.training.num_threads):
+            for i in range(0, n, EVAL_BATCH):
+                part = to_tensors({k: v[i : i + EVAL_BATCH] for k, v in batch.items()}, device)
+                with autocast(device, self.training.amp):
+                    out.append(network(part).float().cpu().numpy())  # (b, H)
+        return np.concatenate(out) if out else np.zeros((0, self.spec.horizon), np.float32)  # (N, H)
+
+    def _save_state(self, path: Path) -> None:
+        torch.save(self.network_.state_dict(), path / WEIGHTS_FILE)
+        (path / TRAINING_FILE).write_text(
+            json.dumps({"history": self.history_, "best_epoch": self.best_epoch_}, indent=2)
+        )
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as err:
+            raise ModelLoadError(f"{path}: cannot read {WEIGHTS_FILE} ({err})") from None
+        network = self.build_network()
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as err:
+            raise ModelLoadError(f"{path}: weights do not fit the saved settings ({err})") from None
+        self.network_ = network.to(resolve_device(self.training.device)).eval()
+        meta = json.loads((path / TRAINING_FILE).read_text()) if (path / TRAINING_FILE).exists() else {}
+        self.history_ = meta.get("history", [])
+        self.best_epoch_ = meta.get("best_epoch", 0)
+
+    @property
+    def n_params(self) -> int:
+        """Trainable parameters (known before fitting too: the sizes come from the spec)."""
+        network = getattr(self, "network_", None)
+        if network is None:
+            with torch.random.fork_rng(devices=[]):
+                network = self.build_network()
+        return sum(p.numel() for p in network.parameters() if p.requires_grad)

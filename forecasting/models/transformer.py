@@ -1,0 +1,118 @@
+"""Transformer encoder (``transformer``), patched like PatchTST (Nie et al., 2023) by default.
+
+The lookback (with its past covariates) is cut into overlapping patches of ``patch_len`` steps
+every ``stride`` steps; each patch becomes a token with a sinusoidal position. With ``patching``
+off every step is a token. The encoder's tokens are flattened into the direct multi-horizon head.
+
+Every window holds one series, so the model is channel-independent by construction: the series of
+a many-series (or wide, multi-column) table share the weights and never attend to each other.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+from torch import nn
+
+from forecasting.errors import ConfigError
+from forecasting.models.layers import (
+    Activation,
+    Dims,
+    ForecastHead,
+    Init,
+    Norm,
+    PositionalEncoding,
+    check_patch,
+    init_weights,
+    make_activation,
+    make_norm,
+    n_patches,
+    steps_with_covariates,
+    to_patches,
+)
+from forecasting.models.neural import ArchitectureSettings, NeuralForecaster
+from forecasting.models.registry import register
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class TransformerSettings(ArchitectureSettings):
+    """``hidden`` is the model dimension; ``layers`` the encoder blocks.
+
+    The defaults are PatchTST's for ETTh1 (a narrow model with wide feed-forward layers and strong
+    dropout): the flattened head grows with the number of patches, and a wider model overfits at
+    long lookbacks.
+    """
+
+    hidden: int = Field(16, ge=1)
+    heads: int = Field(4, ge=1)
+    ff_mult: int = Field(8, ge=1)  # feed-forward width = ff_mult * hidden
+    patching: bool = True
+    patch_len: int = Field(16, ge=1)
+    stride: int = Field(8, ge=1)
+    activation: Activation = "gelu"
+    init: Init = "xavier"
+    norm: Norm = "layer"
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention then feed-forward, each with an (optional) residual and a norm after it."""
+
+    def __init__(self, s: TransformerSettings):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(s.hidden, s.heads, dropout=s.dropout, batch_first=True)
+        self.ff = nn.Sequential(
+            nn.Linear(s.hidden, s.ff_mult * s.hidden),
+            make_activation(s.activation),
+            nn.Dropout(s.dropout),
+            nn.Linear(s.ff_mult * s.hidden, s.hidden),
+        )
+        self.norm1 = make_norm(s.norm, s.hidden)
+        self.norm2 = make_norm(s.norm, s.hidden)
+        self.dropout = nn.Dropout(s.dropout)
+        self.residual = s.residual
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        a, _ = self.attn(h, h, h, need_weights=False)  # (B, N, D)
+        h = self.norm1(h + self.dropout(a) if self.residual else self.dropout(a))
+        f = self.ff(h)  # (B, N, D)
+        return self.norm2(h + self.dropout(f) if self.residual else self.dropout(f))
+
+
+class TransformerNet(nn.Module):
+    """Patches -> embedding + positions -> encoder blocks -> flatten -> H values."""
+
+    def __init__(self, s: TransformerSettings, dims: Dims):
+        super().__init__()
+        if s.hidden % s.heads:
+            raise ConfigError(f"transformer: hidden {s.hidden} must be a multiple of heads {s.heads}")
+        self.patch_len, self.stride = (s.patch_len, s.stride) if s.patching else (1, 1)
+        check_patch("transformer", self.patch_len, self.stride, dims.lookback)
+        tokens = n_patches(dims.lookback, self.patch_len, self.stride)
+        self.embed = nn.Linear(self.patch_len * (1 + dims.n_past), s.hidden)
+        self.position = PositionalEncoding(s.hidden, tokens)
+        self.dropout = nn.Dropout(s.dropout)
+        self.blocks = nn.ModuleList(EncoderBlock(s) for _ in range(s.layers))
+        init_weights(self, s.init, s.activation)
+        # The linear read-out keeps torch's default (smaller) scale whatever the body's scheme.
+        self.head = ForecastHead(tokens * s.hidden, dims, s.dropout)
+
+    def forward(
+        self, y: torch.Tensor, x_past: torch.Tensor, x_future: torch.Tensor, static: torch.Tensor
+    ) -> torch.Tensor:
+        x = steps_with_covariates(y, x_past)  # (B, L, 1 + C)
+        tokens = to_patches(x, self.patch_len, self.stride)  # (B, N, patch_len * (1 + C))
+        h = self.dropout(self.position(self.embed(tokens)))  # (B, N, D)
+        for block in self.blocks:
+            h = block(h)  # (B, N, D)
+        return self.head(h.flatten(1), x_future, static)  # (B, H)
+
+
+@register
+class Transformer(NeuralForecaster):
+    """Encoder-only Transformer over patches of the lookback."""
+
+    name = "transformer"
+    Settings = TransformerSettings
+    Network = TransformerNet

@@ -1,0 +1,255 @@
+"""The deep families: they learn, they use their covariates, they round-trip, their settings work."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecasting.config import ModelSpec, TrainingConfig
+from forecasting.errors import ConfigError, ModelLoadError, NotFittedError
+from forecasting.models.base import DataSpec, Forecaster
+from forecasting.models.registry import build_model, get_model_class, parse_settings
+from forecasting.models.tcn import levels_for, receptive_field
+
+FAMILIES = ["linear", "rnn", "lstm", "gru", "tcn", "transformer"]
+LAYERED = ["rnn", "lstm", "gru", "tcn", "transformer"]
+L, H = 48, 24
+# Small networks so that every test runs in well under a second of training per model.
+TINY = {
+    "linear": {},
+    "rnn": {"hidden": 16, "segment_len": 8},
+    "lstm": {"hidden": 16, "segment_len": 8},
+    "gru": {"hidden": 16, "segment_len": 8},
+    "tcn": {"hidden": 8},
+    "transformer": {"hidden": 16, "heads": 2, "layers": 1},
+}
+
+
+def fast(**overrides) -> TrainingConfig:
+    base = {"epochs": 2, "batch_size": 64, "progress": False, "seed": 0, "patience": None}
+    return TrainingConfig(**{**base, **overrides})
+
+
+def model(name: str, spec: DataSpec | None = None, training: TrainingConfig | None = None, **params):
+    return build_model(
+        ModelSpec(name=name, params={**TINY[name], **params}),
+        spec or DataSpec(lookback=L, horizon=H),
+        training or fast(),
+    )
+
+
+def split(frame: pd.DataFrame, n_test: int = 120) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Last ``n_test`` rows of every series are the test targets (test keeps L rows of history)."""
+    pos = frame.groupby("series_id").cumcount()
+    n = frame.groupby("series_id")["y"].transform("size")
+    return frame[pos < n - n_test], frame[pos >= n - n_test - L]
+
+
+def window_mse(m: Forecaster, test: pd.DataFrame) -> float:
+    w = m.make_windows(test)
+    batch = w.batch(np.arange(len(w)))
+    return float(np.mean((m.predict_windows(batch) - batch["target"]) ** 2))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_beats_naive_on_a_learnable_series(name: str, sine_frame: pd.DataFrame) -> None:
+    train, test = split(sine_frame)
+    naive = build_model(ModelSpec(name="naive"), DataSpec(lookback=L, horizon=H)).fit(train)
+    t0 = time.perf_counter()
+    m = model(name, training=fast(epochs=15)).fit(train, test)
+    seconds = time.perf_counter() - t0
+    mse, naive_mse = window_mse(m, test), window_mse(naive, test)
+    # The noise alone scores 0.01 and naive about 2; every family gets within 0.04 of the noise.
+    assert mse < 0.05, (mse, naive_mse)
+    assert mse < 0.05 * naive_mse
+    assert seconds < 20
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_forecasts_unseen_series_and_keeps_shapes(name: str, sine_frame: pd.DataFrame) -> None:
+    m = model(name)
+    n_params = m.n_params  # known before fitting: sizes come from the spec
+    m.fit(sine_frame)
+    assert m.n_params == n_params > 0
+    new = sine_frame[sine_frame["series_id"] == "s1"].assign(series_id="never-seen")
+    out = m.predict(new)
+    assert list(out.columns) == ["series_id", "t", "yhat"]
+    assert len(out) == H and np.isfinite(out["yhat"]).all()
+    batch, _, _ = m.prediction_batch(new)
+    assert batch["series"].tolist() == [-1]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_save_load_round_trip_gives_identical_forecasts(
+    name: str, sine_frame: pd.DataFrame, tmp_path
+) -> None:
+    m = model(name).fit(sine_frame)
+    before = m.predict(sine_frame)
+    m.save(tmp_path / name)
+    state = torch.load(tmp_path / name / "weights.pt", weights_only=True)  # plain tensors, no pickle
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    loaded = Forecaster.load(tmp_path / name)
+    assert type(loaded) is type(m) and loaded.settings == m.settings
+    assert loaded.n_params == m.n_params
+    assert loaded.history_ == m.history_ and loaded.best_epoch_ == m.best_epoch_
+    pd.testing.assert_frame_equal(loaded.predict(sine_frame), before)
+
+
+def test_load_names_a_missing_weights_file(sine_frame: pd.DataFrame, tmp_path) -> None:
+    m = model("linear").fit(sine_frame)
+    m.save(tmp_path / "m")
+    (tmp_path / "m" / "weights.pt").unlink()
+    with pytest.raises(ModelLoadError, match=r"weights\.pt"):
+        Forecaster.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_predict_before_fit_is_a_named_error(name: str, sine_frame: pd.DataFrame) -> None:
+    with pytest.raises(NotFittedError):
+        model(name).predict(sine_frame)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_instance_normalisation_is_reversed_on_the_output(name: str, sine_frame: pd.DataFrame) -> None:
+    """A level shift or a change of scale of the window moves the forecast the same way."""
+    m = model(name).fit(sine_frame)
+    w = m.make_windows(sine_frame)
+    batch = w.batch(np.arange(0, len(w), 50))
+    base = m.predict_windows(batch)
+    shifted = m.predict_windows({**batch, "y": batch["y"] + 10.0})
+    scaled = m.predict_windows({**batch, "y": batch["y"] * 3.0})
+    np.testing.assert_allclose(shifted, base + 10.0, atol=1e-3)
+    np.testing.assert_allclose(scaled, base * 3.0, atol=1e-2, rtol=1e-3)
+
+
+def covariate_frame(rng: np.random.Generator) -> pd.DataFrame:
+    """y is driven by a future-known covariate: y_t = 2 * f_t + noise; also a past and a static one."""
+    parts = []
+    for k in range(2):
+        n = 500
+        f = rng.standard_normal(n)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "series_id": f"s{k}",
+                    "t": pd.date_range("2024-01-01", periods=n, freq="h"),
+                    "y": 2.0 * f + 0.1 * rng.standard_normal(n),
+                    "past": rng.standard_normal(n),
+                    "future": f,
+                    "static": float(k),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_uses_past_future_and_static_covariates(name: str, rng: np.random.Generator) -> None:
+    frame = covariate_frame(rng)
+    train, test = split(frame, n_test=100)
+    spec = DataSpec(lookback=L, horizon=H, past=["past"], future=["future"], static=["static"])
+    m = model(name, spec, fast(epochs=15, lr=1e-2)).fit(train)
+    w = m.make_windows(test)
+    batch = w.batch(np.arange(len(w)))
+    assert batch["x_past"].shape[2] == 2 and batch["x_future"].shape[2] == 1
+    # Knowing the future covariate, the forecast explains 95% of y's variance (4): no history could.
+    assert window_mse(m, test) < 0.2
+    # ...and forecasting from history (with the future values the user provides) works too.
+    history = test.copy()
+    history.loc[history.groupby("series_id").tail(H).index, "y"] = np.nan
+    out = m.predict(history)
+    assert len(out) == 2 * H and np.isfinite(out["yhat"]).all()
+
+
+@pytest.mark.parametrize("name", LAYERED)
+@pytest.mark.parametrize(
+    "setting",
+    [
+        *({"activation": a} for a in ["sigmoid", "tanh", "relu", "silu", "swish", "gelu"]),
+        *({"init": i} for i in ["default", "xavier", "kaiming", "orthogonal"]),
+        *({"norm": n} for n in ["layer", "batch", "none"]),
+        {"residual": False},
+        {"dropout": 0.2, "layers": 3, "hidden": 12},
+    ],
+    ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_architecture_settings_construct_and_train(
+    name: str, setting: dict, sine_frame: pd.DataFrame
+) -> None:
+    params = {**setting, "heads": 2} if name == "transformer" and "hidden" in setting else setting
+    m = model(name, training=fast(max_steps=2), **params).fit(sine_frame)
+    for key, value in params.items():
+        assert getattr(m.settings, key) == value
+    assert np.isfinite(m.history_[0]["train_loss"])
+
+
+def test_recurrent_init_is_orthogonal_per_gate() -> None:
+    net = model("lstm").build_network().core
+    w_hh = net.cells[0].weight_hh_l0.detach()  # (4D, D): input, forget, cell, output gates
+    for gate in w_hh.chunk(4, dim=0):
+        torch.testing.assert_close(gate @ gate.T, torch.eye(gate.shape[0]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "cell"), [("rnn", "rnn"), ("lstm", "lstm"), ("gru", "gru")])
+def test_recurrent_names_pin_their_cell(name: str, cell: str) -> None:
+    cls = get_model_class(name)
+    assert cls.Settings().cell == cell
+    other = "gru" if cell != "gru" else "lstm"
+    with pytest.raises(ConfigError, match=r"params\.cell"):
+        parse_settings(cls, {"cell": other}, "test")
+
+
+def test_unknown_setting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key params\.widht"):
+        parse_settings(get_model_class("lstm"), {"widht": 3}, "test")
+
+
+@pytest.mark.parametrize("lookback", [24, 96, 336, 720])
+def test_tcn_receptive_field_covers_the_lookback(lookback: int) -> None:
+    m = build_model(ModelSpec(name="tcn"), DataSpec(lookback=lookback, horizon=H))
+    net = m.build_network().core
+    assert net.receptive_field >= lookback
+    tokens = -(-lookback // m.settings.segment_len)
+    assert len(net.blocks) == levels_for(tokens, m.settings.kernel_size)
+    # ...and one block fewer would not have covered it.
+    assert receptive_field(m.settings.kernel_size, len(net.blocks) - 1) < tokens or len(net.blocks) == 1
+
+
+def test_too_few_tcn_layers_is_a_config_error() -> None:
+    m = build_model(ModelSpec(name="tcn", params={"layers": 1}), DataSpec(lookback=336, horizon=H))
+    with pytest.raises(ConfigError, match="layers >= "):
+        m.build_network()
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("lstm", {"segment_len": 60}), ("tcn", {"segment_len": 60}), ("transformer", {"patch_len": 60})],
+)
+def test_segments_longer_than_the_lookback_are_config_errors(name: str, params: dict) -> None:
+    m = build_model(ModelSpec(name=name, params=params), DataSpec(lookback=L, horizon=H))
+    with pytest.raises(ConfigError, match="exceeds the lookback"):
+        m.build_network()
+
+
+def test_transformer_without_patching_uses_one_token_per_step() -> None:
+    m = build_model(
+        ModelSpec(name="transformer", params={"patching": False}), DataSpec(lookback=L, horizon=H)
+    )
+    assert m.build_network().core.position.pe.shape[0] == L
+
+
+def test_settings_defaults_are_the_measured_recipe() -> None:
+    """Segments for recurrent and convolutional families, patches for the transformer."""
+    for name in ["rnn", "lstm", "gru"]:
+        assert get_model_class(name).Settings().segment_len == 24
+    assert get_model_class("tcn").Settings().segment_len == 8
+    s = get_model_class("transformer").Settings()
+    assert s.patching and (s.patch_len, s.stride) == (16, 8)
+    for name in FAMILIES:
+        settings = get_model_class(name).Settings()
+        assert dataclasses.is_dataclass(settings) and settings.instance_norm
