@@ -9,6 +9,7 @@ Dask workers through prefect-dask.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -60,6 +61,13 @@ def _ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
 @task(name="ingest", cache_key_fn=_ingest_cache_key, persist_result=True, **IO_RETRIES)
 def ingest_task(cfg: Config) -> lib.Prepared:
     return lib.prepare(cfg)
+
+
+def prepared_for(cfg: Config) -> lib.Prepared:
+    """Ingest through the cache, then attach *this* run's config: the cache key covers only
+    the data, split and window settings, so a cached result may carry another run's models
+    or tracking settings."""
+    return dataclasses.replace(ingest_task(cfg), cfg=cfg)
 
 
 @task(name="train-model", task_run_name="train-{spec.name}")
@@ -140,7 +148,7 @@ def _load(config_path: str, overrides: dict[str, Any] | None, data_path: str | N
 @flow(name="ingest", log_prints=True)
 def ingest(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read + validate + repair report + dataset hash; returns the summary."""
-    prepared = ingest_task(_load(config_path, overrides, data_path))
+    prepared = prepared_for(_load(config_path, overrides, data_path))
     return prepared.data.summary()
 
 
@@ -168,7 +176,7 @@ def select_champion(config_path: str, parent_run_id: str, data_path: str | None 
     from forecasting.tracking import Tracker
 
     cfg = _load(config_path, overrides, data_path)
-    prepared = ingest_task(cfg)
+    prepared = prepared_for(cfg)
     results = lib.results_from_runs(Tracker(cfg.tracking), parent_run_id)
     decision = select_task(prepared, results, parent_run_id)
     return lib.asdict(decision)
@@ -197,7 +205,7 @@ def _run(cfg: Config, select: bool) -> dict[str, Any]:
     """The body shared by `train` and `forecast_pipeline`, on the configured task runner."""
     from forecasting.tracking import Tracker
 
-    prepared = ingest_task(cfg)
+    prepared = prepared_for(cfg)
     tracker = Tracker(cfg.tracking)
     flow_id = flow_run.get_id()
 

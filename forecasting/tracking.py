@@ -67,12 +67,13 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> tuple[str, str | None]:
 
     The config wins, then ``MLFLOW_TRACKING_URI``, then the embedded SQLite default.
     """
-    if cfg.tracking_uri:
-        return cfg.tracking_uri, None
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env, None
-    return default_store()
+    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return default_store()
+    if uri.startswith("sqlite:///"):
+        # A SQLite store keeps its artifacts beside the database, not in ./mlruns of the cwd.
+        return uri, (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+    return uri, None
 
 
 def code_version() -> str:

@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 import flows.pipeline as fp
 from forecasting.config import load_config
 from forecasting.errors import InputValidationError
-from tests.servers import free_port, stop, wait_http
-from tests.test_pipeline import synthetic_csv
+from servers import free_port, stop, wait_http
+from test_pipeline import synthetic_csv
 
 pytestmark = pytest.mark.slow
 

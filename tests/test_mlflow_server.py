@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from forecasting.pipeline import batch_predict, run_pipeline
 from forecasting.serving import load_pyfunc
-from tests.servers import mlflow_server, postgres_database
-from tests.test_pipeline import make_config
+from servers import mlflow_server, postgres_database
+from test_pipeline import make_config
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
