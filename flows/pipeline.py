@@ -33,7 +33,7 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
         state.result(raise_on_failure=True)
     except InputValidationError:
         return False
-    except Exception:  # noqa: BLE001 - anything else (I/O, a busy server) is worth another try
+    except Exception:
         return True
     return False
 
@@ -85,14 +85,18 @@ def train_task(
 
 
 @task(name="select-champion", **IO_RETRIES)
-def select_task(prepared: lib.Prepared, results: list[lib.ModelResult], parent_run_id: str | None) -> lib.ChampionDecision:
+def select_task(
+    prepared: lib.Prepared, results: list[lib.ModelResult], parent_run_id: str | None
+) -> lib.ChampionDecision:
     from forecasting.tracking import Tracker
 
     return lib.select_champion(Tracker(prepared.cfg.tracking), prepared, results, parent_run_id)
 
 
 @task(name="batch-predict", **IO_RETRIES)
-def predict_task(cfg: Config, model_ref: str | None, input_path: str | None, output_path: str | None) -> dict[str, Any]:
+def predict_task(
+    cfg: Config, model_ref: str | None, input_path: str | None, output_path: str | None
+) -> dict[str, Any]:
     return lib.batch_predict(cfg, model_ref, input_path, output_path)
 
 
@@ -146,13 +150,17 @@ def _load(config_path: str, overrides: dict[str, Any] | None, data_path: str | N
 
 # --- flows ----------------------------------------------------------------------------------
 @flow(name="ingest", log_prints=True)
-def ingest(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def ingest(
+    config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Read + validate + repair report + dataset hash; returns the summary."""
     prepared = prepared_for(_load(config_path, overrides, data_path))
     return prepared.data.summary()
 
 
-def _train(cfg: Config, prepared: lib.Prepared, parent_run_id: str | None, flow_id: str | None) -> list[lib.ModelResult]:
+def _train(
+    cfg: Config, prepared: lib.Prepared, parent_run_id: str | None, flow_id: str | None
+) -> list[lib.ModelResult]:
     threads = _threads_per_task(cfg)
     futures = [train_task.submit(prepared, spec, parent_run_id, threads, flow_id) for spec in cfg.models]
     results = [f.result() for f in futures]
@@ -163,15 +171,21 @@ def _train(cfg: Config, prepared: lib.Prepared, parent_run_id: str | None, flow_
 
 
 @flow(name="train", log_prints=True)
-def train(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def train(
+    config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Train every configured model (one task each) under one parent MLflow run."""
     cfg = _load(config_path, overrides, data_path)
     return [r for r in _run(cfg, select=False)["leaderboard"]]
 
 
 @flow(name="select_champion", log_prints=True)
-def select_champion(config_path: str, parent_run_id: str, data_path: str | None = None,
-                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def select_champion(
+    config_path: str,
+    parent_run_id: str,
+    data_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Register the best model of a finished pipeline run and gate the `champion` alias."""
     from forecasting.tracking import Tracker
 
@@ -183,16 +197,25 @@ def select_champion(config_path: str, parent_run_id: str, data_path: str | None 
 
 
 @flow(name="batch_predict", log_prints=True)
-def batch_predict(config_path: str, model: str | None = None, input_path: str | None = None,
-                  output_path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def batch_predict(
+    config_path: str,
+    model: str | None = None,
+    input_path: str | None = None,
+    output_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Forecast every series of the input with a registered model (default: the champion)."""
     cfg = _load(config_path, overrides, None)
     return predict_task(cfg, model, input_path, output_path)
 
 
 @flow(name="forecast_pipeline", log_prints=True)
-def forecast_pipeline(config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None,
-                      predict: bool = True) -> dict[str, Any]:
+def forecast_pipeline(
+    config_path: str,
+    data_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    predict: bool = True,
+) -> dict[str, Any]:
     """ingest -> train (fan-out) -> select_champion -> batch_predict."""
     cfg = _load(config_path, overrides, data_path)
     outcome = _run(cfg, select=True)
@@ -214,8 +237,12 @@ def _run(cfg: Config, select: bool) -> dict[str, Any]:
         return _train(cfg, prepared, parent_run_id, flow_id)  # tag runs with the pipeline's flow run
 
     with tracker.run("pipeline", tags=lib.pipeline_tags(prepared, flow_id)) as parent:
-        parent.log_params({"config": cfg.model_dump(mode="json", exclude={"models"}),
-                           "models": [m.run_name for m in cfg.models]})
+        parent.log_params(
+            {
+                "config": cfg.model_dump(mode="json", exclude={"models"}),
+                "models": [m.run_name for m in cfg.models],
+            }
+        )
         try:
             results = fan_out(parent.run_id)
         finally:

@@ -59,9 +59,9 @@ def validate(
     summary = result.summary()
     summary["path"] = str(cfg.data.path)
     summary["split_rows"] = {
-        "train": int(len(split.train)),
-        "val": int(len(split.val)),
-        "test": int(len(split.test)),
+        "train": len(split.train),
+        "val": len(split.val),
+        "test": len(split.test),
     }
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
@@ -77,7 +77,6 @@ def validate(
     console.print(table)
     for note in result.report.notes:
         console.print(f"  repaired {note}")
-
 
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -96,9 +95,9 @@ def _setup_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import logging
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -110,8 +109,13 @@ def _print_leaderboard(rows: list[dict], title: str) -> None:
         cells = []
         for col in ("model", "status", "val_mse", "val_mae", "test_mse", "test_mae", "fit_seconds"):
             v = row.get(col)
-            cells.append(f"{v:.4f}" if isinstance(v, float) and col != "fit_seconds" else
-                         f"{v:.1f}" if isinstance(v, float) else str(v))
+            cells.append(
+                f"{v:.4f}"
+                if isinstance(v, float) and col != "fit_seconds"
+                else f"{v:.1f}"
+                if isinstance(v, float)
+                else str(v)
+            )
         table.add_row(*cells)
     console.print(table)
 
@@ -126,7 +130,11 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
     load_config(config, _overrides(data))  # fail fast on a bad config, before any flow starts
     from flows.pipeline import forecast_pipeline
 
-    with console.status("running the forecast pipeline (Prefect flow)...", spinner="dots") if not _state["quiet"] else _nullcontext():
+    with (
+        console.status("running the forecast pipeline (Prefect flow)...", spinner="dots")
+        if not _state["quiet"]
+        else _nullcontext()
+    ):
         outcome = forecast_pipeline(str(config), str(data.resolve()) if data else None, predict=predict)
     return outcome
 
@@ -146,19 +154,28 @@ def _report(outcome: dict) -> None:
         console.print(
             f"registered [bold]{decision['model']}[/] as version {decision['version']} -> alias "
             f"[bold]{decision['alias']}[/] (gate MSE {decision['candidate_score']:.4f}"
-            + (f" vs incumbent {decision['incumbent_score']:.4f})" if decision.get("incumbent_score") is not None else ")")
+            + (
+                f" vs incumbent {decision['incumbent_score']:.4f})"
+                if decision.get("incumbent_score") is not None
+                else ")"
+            )
         )
     prediction = outcome.get("prediction")
     if prediction:
-        console.print(f"forecasts: [bold]{prediction['output']}[/] ({prediction['rows']} rows, model {prediction['model']})")
-    console.print("compare the runs in the MLflow UI: [bold]forecast ui[/] (or make ui), then open http://127.0.0.1:5000")
+        rows, model = prediction["rows"], prediction["model"]
+        console.print(f"forecasts: [bold]{prediction['output']}[/] ({rows} rows, model {model})")
+    console.print(
+        "compare the runs in the MLflow UI: [bold]forecast ui[/] (or make ui), then open http://127.0.0.1:5000"
+    )
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config.")],
     data: Annotated[Path | None, typer.Option("--data", help="Data file replacing data.path.")] = None,
-    predict: Annotated[bool, typer.Option("--predict/--no-predict", help="Batch-predict with the champion.")] = True,
+    predict: Annotated[
+        bool, typer.Option("--predict/--no-predict", help="Batch-predict with the champion.")
+    ] = True,
 ) -> None:
     """Run the forecast pipeline flow: ingest, train every model, select the champion, predict."""
     _report(_run_pipeline(config, data, predict))
@@ -208,13 +225,14 @@ def ui(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
-
 @app.command()
 def predict(
     model: Annotated[str | None, typer.Option("--model", help="NAME, NAME@alias or NAME/version.")] = None,
     input: Annotated[Path | None, typer.Option("--input", help="History (CSV/Parquet).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Forecast file (.csv/.parquet).")] = None,
-    config: Annotated[Path, typer.Option("--config", help="Config naming the store and defaults.")] = DEMO_CONFIG,
+    config: Annotated[
+        Path, typer.Option("--config", help="Config naming the store and defaults.")
+    ] = DEMO_CONFIG,
 ) -> None:
     """Batch forecasts from the registry (default: the config's model @champion)."""
     _setup_environment()
@@ -223,8 +241,10 @@ def predict(
 
     cfg = load_config(config)
     out = batch_predict(cfg, model, input, output)
-    console.print(f"wrote {out['rows']} forecasts for {out['series']} series to [bold]{out['output']}[/] "
-                  f"with {out['model']} (MLflow run {out['prediction_run_id']})")
+    console.print(
+        f"wrote {out['rows']} forecasts for {out['series']} series to [bold]{out['output']}[/] "
+        f"with {out['model']} (MLflow run {out['prediction_run_id']})"
+    )
 
 
 @app.command()
@@ -275,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("error: Interrupted: stopped by the user", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the CLI never shows a raw traceback without --debug
+    except Exception as err:
         return _fail(err, 1)
     return 0
 

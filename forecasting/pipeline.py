@@ -127,7 +127,9 @@ def run_params(cfg: Config, spec: ModelSpec, model: Forecaster) -> dict[str, Any
     return params
 
 
-def fit_and_score(prepared: Prepared, spec: ModelSpec, callbacks: list | None = None) -> tuple[Forecaster, dict[str, float], pd.DataFrame]:
+def fit_and_score(
+    prepared: Prepared, spec: ModelSpec, callbacks: list | None = None
+) -> tuple[Forecaster, dict[str, float], pd.DataFrame]:
     """Fit one model and score it on the validation and test windows (no tracking)."""
     from forecasting.evaluation.metrics import evaluate_windows
 
@@ -167,9 +169,11 @@ def train_model(
     if tracker is None:
         try:
             model, metrics, pred = fit_and_score(prepared, spec)
-        except Exception as err:  # noqa: BLE001 - one failing family must not stop the others
+        except Exception as err:
             return ModelResult(spec.run_name, family, "FAILED", error=f"{type(err).__name__}: {err}")
-        return ModelResult(spec.run_name, family, "FINISHED", metrics=metrics, model=model, test_predictions=pred)
+        return ModelResult(
+            spec.run_name, family, "FINISHED", metrics=metrics, model=model, test_predictions=pred
+        )
     run_tags = {
         "model_family": family,
         "dataset_hash": prepared.data.dataset_hash,
@@ -189,9 +193,12 @@ def train_model(
             result.metrics, result.model, result.test_predictions = metrics, model, pred
         result.status = "FINISHED"
         return result
-    except Exception as err:  # noqa: BLE001 - the run is already FAILED with the error tag
+    except Exception as err:
         return ModelResult(
-            spec.run_name, family, "FAILED", run_id=locals().get("run").run_id if "run" in locals() else None,
+            spec.run_name,
+            family,
+            "FAILED",
+            run_id=locals().get("run").run_id if "run" in locals() else None,
             error=f"{type(err).__name__}: {err}",
         )
 
@@ -208,7 +215,9 @@ def _log_inputs(run: Any, prepared: Prepared) -> None:
     run.log_dict(prepared.data.report.to_dict(), "repair_report.json")
 
 
-def _log_artifacts_and_model(run: Any, prepared: Prepared, model: Forecaster, pred: pd.DataFrame) -> str | None:
+def _log_artifacts_and_model(
+    run: Any, prepared: Prepared, model: Forecaster, pred: pd.DataFrame
+) -> str | None:
     from forecasting import plotting, serving
 
     run.log_frame(pred, "predictions/test_predictions.parquet")
@@ -221,7 +230,9 @@ def _log_artifacts_and_model(run: Any, prepared: Prepared, model: Forecaster, pr
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = serving.write_bundle(model, prepared.scaler, prepared.cfg.data, prepared.data.freq, Path(tmp) / "bundle")
+        bundle = serving.write_bundle(
+            model, prepared.scaler, prepared.cfg.data, prepared.data.freq, Path(tmp) / "bundle"
+        )
         example = input_example(prepared)
         with run.activated():
             return serving.log_pyfunc(bundle, example, name="model")
@@ -247,7 +258,15 @@ def leaderboard(results: list[ModelResult], metric: str = "val_mse") -> pd.DataF
     rows = []
     for r in results:
         row = {"model": r.name, "family": r.family, "status": r.status, "run_id": r.run_id}
-        for key in ("val_mse", "val_mae", "test_mse", "test_mae", "test_mse_orig", "test_mae_orig", "fit_seconds"):
+        for key in (
+            "val_mse",
+            "val_mae",
+            "test_mse",
+            "test_mae",
+            "test_mse_orig",
+            "test_mae_orig",
+            "fit_seconds",
+        ):
             row[key] = r.metrics.get(key, np.nan)
         row["error"] = r.error or ""
         rows.append(row)
@@ -256,7 +275,11 @@ def leaderboard(results: list[ModelResult], metric: str = "val_mse") -> pd.DataF
         return table
     table["_failed"] = table["status"] != "FINISHED"
     sort_key = metric if metric in table.columns else "val_mse"
-    return table.sort_values(["_failed", sort_key], na_position="last").drop(columns="_failed").reset_index(drop=True)
+    return (
+        table.sort_values(["_failed", sort_key], na_position="last")
+        .drop(columns="_failed")
+        .reset_index(drop=True)
+    )
 
 
 # --- champion selection ---------------------------------------------------------------------------
@@ -302,7 +325,9 @@ class ChampionDecision:
     selection_value: float
 
 
-def select_champion(tracker: Any, prepared: Prepared, results: list[ModelResult], parent_run_id: str | None = None) -> ChampionDecision:
+def select_champion(
+    tracker: Any, prepared: Prepared, results: list[ModelResult], parent_run_id: str | None = None
+) -> ChampionDecision:
     """Register the best finished model by validation score; move ``champion`` only if it wins.
 
     The candidate is reloaded from the registry and smoke-tested before any alias moves. Both it
@@ -314,12 +339,18 @@ def select_champion(tracker: Any, prepared: Prepared, results: list[ModelResult]
     metric = prepared.cfg.tracking.selection_metric
     if metric.startswith("test_"):
         raise TrackingError(f"selection_metric {metric!r} is a test metric; choose on validation (val_*)")
-    finished = [r for r in results if r.status == "FINISHED" and r.model_uri and np.isfinite(r.metrics.get(metric, np.nan))]
+    finished = [
+        r
+        for r in results
+        if r.status == "FINISHED" and r.model_uri and np.isfinite(r.metrics.get(metric, np.nan))
+    ]
     if not finished:
         failed = ", ".join(f"{r.name} ({r.error})" for r in results)
         raise TrackingError(f"no model finished with a finite {metric}; failures: {failed}")
     best = min(finished, key=lambda r: r.metrics[metric])
-    version = tracker.register(best.model_uri, best.run_id, tags={"model_family": best.family, metric: best.metrics[metric]})
+    version = tracker.register(
+        best.model_uri, best.run_id, tags={"model_family": best.family, metric: best.metrics[metric]}
+    )
     uri = f"models:/{tracker.cfg.registered_model}/{version}"
     candidate = serving.load_pyfunc(uri)
     origins = gate_origins(prepared)
@@ -332,8 +363,12 @@ def select_champion(tracker: Any, prepared: Prepared, results: list[ModelResult]
     inc_score = None
     if incumbent is not None:
         try:
-            inc_score = gate_score(serving.load_pyfunc(f"models:/{tracker.cfg.registered_model}/{incumbent}").predict, prepared, origins)
-        except Exception:  # noqa: BLE001 - an incumbent that cannot score this data loses
+            inc_score = gate_score(
+                serving.load_pyfunc(f"models:/{tracker.cfg.registered_model}/{incumbent}").predict,
+                prepared,
+                origins,
+            )
+        except Exception:
             inc_score = float("inf")
     wins = incumbent is None or cand_score < inc_score
     alias = "champion" if wins else "challenger"
@@ -352,7 +387,9 @@ def select_champion(tracker: Any, prepared: Prepared, results: list[ModelResult]
             "parent_run_id": parent_run_id or "",
         },
     )
-    return ChampionDecision(best.name, version, alias, cand_score, incumbent, inc_score, metric, best.metrics[metric])
+    return ChampionDecision(
+        best.name, version, alias, cand_score, incumbent, inc_score, metric, best.metrics[metric]
+    )
 
 
 # --- the whole pipeline, sequentially ------------------------------------------------------------
@@ -372,7 +409,9 @@ def pipeline_tags(prepared: Prepared, flow_run_id: str | None = None) -> dict[st
     return tags
 
 
-def log_pipeline_summary(parent: Any, prepared: Prepared, results: list[ModelResult], board: pd.DataFrame) -> None:
+def log_pipeline_summary(
+    parent: Any, prepared: Prepared, results: list[ModelResult], board: pd.DataFrame
+) -> None:
     """Leaderboard table, comparison plot and the best model's name on the parent run."""
     from forecasting import plotting
 
@@ -401,7 +440,12 @@ def run_pipeline(cfg: Config, tracker: Any = None, flow_run_id: str | None = Non
     prepared = prepare(cfg)
     tracker = tracker or Tracker(cfg.tracking)
     with tracker.run("pipeline", tags=pipeline_tags(prepared, flow_run_id)) as parent:
-        parent.log_params({"config": cfg.model_dump(mode="json", exclude={"models"}), "models": [m.run_name for m in cfg.models]})
+        parent.log_params(
+            {
+                "config": cfg.model_dump(mode="json", exclude={"models"}),
+                "models": [m.run_name for m in cfg.models],
+            }
+        )
         parent.log_text(dump_config(cfg), "config.yaml")
         results = [train_model(prepared, spec, tracker, parent.run_id) for spec in cfg.models]
         board = leaderboard(results, cfg.tracking.selection_metric)
@@ -422,7 +466,9 @@ def results_from_runs(tracker: Any, parent_run_id: str) -> list[ModelResult]:
     runs = tracker.child_runs(parent_run_id)
     results = []
     for _, row in runs.iterrows():
-        metrics = {k[len("metrics."):]: float(v) for k, v in row.items() if k.startswith("metrics.") and pd.notna(v)}
+        metrics = {
+            k[len("metrics.") :]: float(v) for k, v in row.items() if k.startswith("metrics.") and pd.notna(v)
+        }
         results.append(
             ModelResult(
                 name=row.get("tags.mlflow.runName", ""),
@@ -446,17 +492,24 @@ def leaderboard_from_mlflow(tracking: Any, run_id: str | None = None) -> tuple[s
     if run_id is None:
         parents = tracker.pipeline_runs(max_results=1)
         if not parents:
-            raise InputValidationError(f"no pipeline run in experiment {tracking.experiment!r} yet; run one first")
+            raise InputValidationError(
+                f"no pipeline run in experiment {tracking.experiment!r} yet; run one first"
+            )
         run_id = parents[0]
     results = results_from_runs(tracker, run_id)
     if not results:
-        raise InputValidationError(f"run {run_id!r} has no model runs (is it a pipeline run of {tracking.experiment!r}?)")
+        raise InputValidationError(
+            f"run {run_id!r} has no model runs (is it a pipeline run of {tracking.experiment!r}?)"
+        )
     board = leaderboard(results, tracking.selection_metric)
     return run_id, board.to_dict(orient="records")
 
 
 def batch_predict(
-    cfg: Config, model_ref: str | None = None, input_path: str | Path | None = None, output_path: str | Path | None = None
+    cfg: Config,
+    model_ref: str | None = None,
+    input_path: str | Path | None = None,
+    output_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Forecast every series of ``input_path`` with a registered model; log it as an MLflow run.
 
@@ -486,7 +539,7 @@ def batch_predict(
         run.log_frame(forecasts, f"forecasts/{output.name}")
     return {
         "output": str(output.resolve()),
-        "rows": int(len(forecasts)),
+        "rows": len(forecasts),
         "series": int(forecasts[SERIES].nunique()),
         "model": f"{name}/{version}",
         "prediction_run_id": run.run_id,

@@ -79,7 +79,11 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> tuple[str, str | None]:
 def code_version() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -202,14 +206,20 @@ class Tracker:
                 else self.client.create_experiment(cfg.experiment, artifact_location=artifact_root)
             )
         except MlflowException as err:
-            raise TrackingError(f"tracking store {self.uri!r} refused experiment {cfg.experiment!r}: {err}") from None
+            raise TrackingError(
+                f"tracking store {self.uri!r} refused experiment {cfg.experiment!r}: {err}"
+            ) from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
 
-    def start(self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None) -> RunLogger:
+    def start(
+        self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> RunLogger:
         all_tags = {"code_version": code_version(), **(tags or {})}
         if parent_id:
             all_tags[PARENT_TAG] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()}
+        )
         return RunLogger(self.client, run.info.run_id)
 
     def finish(self, run: RunLogger, status: str = "FINISHED", error: BaseException | None = None) -> None:
@@ -248,7 +258,9 @@ class Tracker:
     def pipeline_runs(self, max_results: int = 10) -> list[str]:
         """Ids of the latest pipeline (parent) runs, newest first."""
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string="tags.role = 'pipeline'", max_results=max_results,
+            [self.experiment_id],
+            filter_string="tags.role = 'pipeline'",
+            max_results=max_results,
             order_by=["attributes.start_time DESC"],
         )
         return [r.info.run_id for r in runs]

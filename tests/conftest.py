@@ -46,8 +46,9 @@ def _torch_threads() -> None:
 _torch_threads()
 
 
-def make_frame(y: np.ndarray, series_id: str = "s0", start: str = "2024-01-01", freq: str = "h",
-               **covariates: np.ndarray) -> pd.DataFrame:
+def make_frame(
+    y: np.ndarray, series_id: str = "s0", start: str = "2024-01-01", freq: str = "h", **covariates: np.ndarray
+) -> pd.DataFrame:
     """A canonical frame for one series."""
     t = pd.date_range(start, periods=len(y), freq=freq)
     data = {"series_id": series_id, "t": t, "y": np.asarray(y, dtype=np.float64)}
@@ -111,7 +112,9 @@ def no_run_left_open():
         return
     client = mlflow.MlflowClient(MLFLOW_URI)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'") if experiments else []
+    running = (
+        client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'") if experiments else []
+    )
     if running:
         for run in running:
             client.set_terminated(run.info.run_id, "KILLED")

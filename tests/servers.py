@@ -80,8 +80,18 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [
-        str(bin_dir / "mlflow"), "server", "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        str(bin_dir / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
+from servers import free_port, stop, wait_http
+from test_pipeline import synthetic_csv
 
 import flows.pipeline as fp
 from forecasting.config import load_config
 from forecasting.errors import InputValidationError
-from servers import free_port, stop, wait_http
-from test_pipeline import synthetic_csv
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,13 @@ def write_config(tmp_path: Path, experiment: str, models=None, **extra) -> Path:
     if not data.exists():
         synthetic_csv(data)
     raw = {
-        "data": {"path": str(data), "time_column": "ts", "target": "sales", "id_column": "store",
-                 "covariates": {"temp": "past"}},
+        "data": {
+            "path": str(data),
+            "time_column": "ts",
+            "target": "sales",
+            "id_column": "store",
+            "covariates": {"temp": "past"},
+        },
         "split": {"method": "fractions", "train_fraction": 0.6, "test_fraction": 0.2},
         "window": {"lookback": 48, "horizon": 12},
         "models": models or [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}],
@@ -70,7 +75,9 @@ def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
     parent = client.get_run(outcome["parent_run_id"])
     flow_run_id = parent.data.tags["prefect_flow_run_id"]
     assert flow_run_id
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert {r.info.run_name for r in children} == {"naive", "ar"}
     assert all(r.data.tags["prefect_flow_run_id"] == flow_run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in children)
@@ -89,7 +96,9 @@ def test_io_failure_is_retried_then_succeeds(prefect_harness, tmp_path, monkeypa
         return real(cfg, data)
 
     monkeypatch.setattr(fp.lib, "prepare", flaky)
-    monkeypatch.setattr(fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True))
+    monkeypatch.setattr(
+        fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True)
+    )
     summary = fp.ingest(str(write_config(tmp_path, "retry")))
     assert calls["n"] == 2 and summary["series"] == 3
 
@@ -107,7 +116,9 @@ def test_validation_error_is_not_retried_and_names_the_error(prefect_harness, tm
         return real(cfg, data)
 
     monkeypatch.setattr(fp.lib, "prepare", counted)
-    monkeypatch.setattr(fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True))
+    monkeypatch.setattr(
+        fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True)
+    )
     state = fp.forecast_pipeline(str(path), return_state=True)
     assert state.is_failed()
     assert "NonNumericValueError" in state.message
@@ -152,14 +163,20 @@ def test_cron_deployments_on_a_real_prefect_server(tmp_path):
     api = f"http://127.0.0.1:{port}/api"
     server = subprocess.Popen(
         [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=(tmp_path / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     served = None
     try:
         wait_http(f"{api}/health", timeout=120, proc=server)
         served = subprocess.Popen(
             [str(bin_dir / "forecast"), "serve", str(path)],
-            env=env, stdout=open(tmp_path / "serve.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=(tmp_path / "serve.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deployments = _wait_for_deployments(api, 2, served, tmp_path)
         crons = {d["name"]: d["schedules"][0]["schedule"]["cron"] for d in deployments}
@@ -181,7 +198,9 @@ def test_cron_deployments_on_a_real_prefect_server(tmp_path):
 
 
 def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 

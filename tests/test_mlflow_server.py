@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from servers import mlflow_server, postgres_database
+from test_pipeline import make_config
 
 from forecasting.pipeline import batch_predict, run_pipeline
 from forecasting.serving import load_pyfunc
-from servers import mlflow_server, postgres_database
-from test_pipeline import make_config
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -26,9 +26,14 @@ def _backend(kind: str, tmp_path):
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_pipeline_over_http(kind, tmp_path, monkeypatch):
-    with _backend(kind, tmp_path) as backend, mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log") as uri:
+    with (
+        _backend(kind, tmp_path) as backend,
+        mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log") as uri,
+    ):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        cfg = make_config(tmp_path, f"http-{kind}", [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}])
+        cfg = make_config(
+            tmp_path, f"http-{kind}", [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}]
+        )
         result = run_pipeline(cfg)
         client = MlflowClient(uri)
         assert client.get_run(result.parent_run_id).info.status == "FINISHED"

@@ -155,7 +155,9 @@ class Forecaster(ABC):
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"{path}: no readable model.json ({err})") from None
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+            raise ModelLoadError(
+                f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}"
+            )
         klass = get_model_class(meta["family"])
         model = klass(
             klass.Settings(**meta["settings"]),
@@ -193,7 +195,9 @@ class Forecaster(ABC):
             ctx = part.iloc[last + 1 - L : last + 1]
             if ctx[TARGET].isna().any():
                 bad = ctx.loc[ctx[TARGET].isna(), TIME].tolist()
-                raise SeriesTooShortError(f"series {sid!r}: the last {L} rows have missing y at {format_rows(bad)}")
+                raise SeriesTooShortError(
+                    f"series {sid!r}: the last {L} rows have missing y at {format_rows(bad)}"
+                )
             t_last = part[TIME].iloc[last]
             horizon_t = pd.date_range(t_last, periods=H + 1, freq=offset)[1:]
             xf = np.zeros((H, len(self.spec.future)), np.float32)
@@ -235,7 +239,9 @@ class Forecaster(ABC):
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
-            raise NotFittedError(f"model {self.name!r} is not fitted: call fit() (or load()) before predict()")
+            raise NotFittedError(
+                f"model {self.name!r} is not fitted: call fit() (or load()) before predict()"
+            )
 
     def _train_stride(self) -> int:
         return self.training_stride if hasattr(self, "training_stride") else 1

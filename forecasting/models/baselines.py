@@ -30,8 +30,13 @@ class Naive(Forecaster):
     name = "naive"
     Settings = NaiveSettings
 
-    def _fit(self, train: pd.DataFrame, train_windows: Windows, val_windows: Windows | None,
-             callbacks: list[EpochCallback]) -> None:
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        train_windows: Windows,
+        val_windows: Windows | None,
+        callbacks: list[EpochCallback],
+    ) -> None:
         pass
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -46,8 +51,13 @@ class SeasonalNaive(Forecaster):
     name = "seasonal_naive"
     Settings = SeasonalNaiveSettings
 
-    def _fit(self, train: pd.DataFrame, train_windows: Windows, val_windows: Windows | None,
-             callbacks: list[EpochCallback]) -> None:
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        train_windows: Windows,
+        val_windows: Windows | None,
+        callbacks: list[EpochCallback],
+    ) -> None:
         if self.settings.season_length > self.spec.lookback:
             raise ConfigError(
                 f"seasonal_naive: season_length {self.settings.season_length} exceeds lookback "
