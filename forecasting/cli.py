@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from forecasting.errors import ForecastingError, InputValidationError
+from forecasting.interrupts import Terminated
 
 app = typer.Typer(
     add_completion=False,
@@ -92,13 +93,14 @@ def _setup_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Threads still winding down at exit may log into closed handlers; don't print that noise.
+    logging.raiseExceptions = False
 
 
 def _print_leaderboard(rows: list[dict], title: str) -> None:
@@ -122,21 +124,49 @@ def _print_leaderboard(rows: list[dict], title: str) -> None:
 
 def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict:
     _setup_environment()
-    from forecasting.tracking import install_sigterm_handler
-
-    install_sigterm_handler()
     from forecasting.config import load_config
+    from forecasting.interrupts import run_stoppable
 
     load_config(config, _overrides(data))  # fail fast on a bad config, before any flow starts
     from flows.pipeline import forecast_pipeline
+
+    log_file = _log_flows_to_file()
 
     with (
         console.status("running the forecast pipeline (Prefect flow)...", spinner="dots")
         if not _state["quiet"]
         else _nullcontext()
     ):
-        outcome = forecast_pipeline(str(config), str(data.resolve()) if data else None, predict=predict)
+        outcome = run_stoppable(
+            forecast_pipeline, str(config), str(data.resolve()) if data else None, predict=predict
+        )
+    outcome["log_file"] = str(log_file)
     return outcome
+
+
+def _log_flows_to_file() -> Path:
+    """Send Prefect's and the flows' log records to a file instead of the terminal.
+
+    The terminal gets this CLI's own progress and one-line errors; the file keeps everything
+    (task retries, crashes with their tracebacks) for whoever investigates a run.
+    """
+    import logging
+    import os
+
+    path = Path(os.environ["PREFECT_HOME"]) / "logs" / "flows.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "distributed"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return path
 
 
 class _nullcontext:
@@ -167,6 +197,8 @@ def _report(outcome: dict) -> None:
     console.print(
         "compare the runs in the MLflow UI: [bold]forecast ui[/] (or make ui), then open http://127.0.0.1:5000"
     )
+    if outcome.get("log_file"):
+        console.print(f"flow logs: {outcome['log_file']}")
 
 
 @app.command()
@@ -179,6 +211,55 @@ def run(
 ) -> None:
     """Run the forecast pipeline flow: ingest, train every model, select the champion, predict."""
     _report(_run_pipeline(config, data, predict))
+
+
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="YAML config with a search section.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data file replacing data.path.")] = None,
+    retrain: Annotated[
+        bool | None,
+        typer.Option(
+            "--retrain/--no-retrain",
+            help="Retrain the best trial and gate it as champion (default: search.retrain_best).",
+        ),
+    ] = None,
+) -> None:
+    """Search hyper-parameters and architectures (the config's search section) as the Prefect flow
+    `tune`; a study that was interrupted resumes where it stopped."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.interrupts import run_stoppable
+    from forecasting.tuning import check_search
+
+    check_search(load_config(config, _overrides(data)))  # fail fast on a bad config, before any flow
+    from flows.tune import tune as tune_flow
+
+    with (
+        console.status("tuning (Prefect flow `tune`)...", spinner="dots")
+        if not _state["quiet"]
+        else _nullcontext()
+    ):
+        out = run_stoppable(tune_flow, str(config), str(data.resolve()) if data else None, retrain=retrain)
+    table = Table(title=f"study [bold]{out['study_name']}[/] ({out['storage']})", show_header=False)
+    table.add_row(
+        "trials", f"{out['n_complete']} complete, {out['n_pruned']} pruned, {out['n_failed']} failed"
+    )
+    table.add_row("epochs trained", str(out["total_epochs"]))
+    if out["best_trial"] is not None:
+        table.add_row("best trial", f"{out['best_trial']} (val {out['best_value']:.4f})")
+        for key, value in out["best_params"].items():
+            table.add_row(f"  {key}", str(value))
+    table.add_row("MLflow parent run", out["parent_run_id"])
+    for error in out["errors"]:
+        table.add_row("a trial failed", error)
+    console.print(table)
+    decision = out.get("decision")
+    if decision:
+        console.print(
+            f"retrained the best as [bold]{decision['model']}[/], version {decision['version']} -> alias "
+            f"[bold]{decision['alias']}[/] (gate MSE {decision['candidate_score']:.4f})"
+        )
 
 
 @app.command()
@@ -217,7 +298,12 @@ def ui(
 
     uri, artifacts = resolve_tracking_uri(TrackingConfig())
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        # No background job consumers for a UI: they keep CPUs busy and outlive Ctrl-C.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     cmd = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
@@ -293,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         err.show()
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):
-        print("error: Interrupted: stopped by the user", file=sys.stderr)
+        print("error: Interrupted: stopped by the user (runs in progress were ended KILLED)", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: Terminated: stopped by SIGTERM (runs in progress were ended KILLED)", file=sys.stderr)
+        return 143
     except Exception as err:
         return _fail(err, 1)
     return 0

@@ -23,6 +23,7 @@ from forecasting.data.scaling import Scaler, fit_scaler
 from forecasting.data.splits import Split, split_frame
 from forecasting.data.windows import Windows
 from forecasting.errors import TrackingError
+from forecasting.interrupts import raise_if_stopped
 from forecasting.models.base import DataSpec, Forecaster
 from forecasting.models.registry import build_model
 
@@ -184,7 +185,9 @@ def train_model(
         with tracker.run(spec.run_name, parent_id=parent_run_id, tags=run_tags) as run:
             result = ModelResult(spec.run_name, family, "RUNNING", run_id=run.run_id)
             _log_inputs(run, prepared)
-            model, metrics, pred = fit_and_score(prepared, spec, callbacks=[run.epoch_callback])
+            model, metrics, pred = fit_and_score(
+                prepared, spec, callbacks=[run.epoch_callback, raise_if_stopped]
+            )
             run.log_params(run_params(prepared.cfg, spec, model))
             run.log_metrics(metrics)
             result.model_uri = _log_artifacts_and_model(run, prepared, model, pred)

@@ -15,10 +15,8 @@ import io
 import json
 import math
 import os
-import signal
 import subprocess
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,25 +32,11 @@ from mlflow.exceptions import MlflowException
 
 from forecasting.config import TrackingConfig
 from forecasting.errors import TrackingError
+from forecasting.interrupts import STOP
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
 _MAX_PARAM_LEN = 6000
-
-
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM so open runs end KILLED (not RUNNING)."""
-
-
-def install_sigterm_handler() -> None:
-    """Turn SIGTERM into ``Terminated`` (main thread only; a no-op elsewhere)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _raise)
 
 
 def default_store(root: Path = PROJECT_ROOT) -> tuple[str, str]:
@@ -236,7 +220,9 @@ class Tracker:
         try:
             yield run
         except Exception as err:
-            self.finish(run, RunStatus.to_string(RunStatus.FAILED), err)
+            # An error while the process is stopping is the stop's doing, not the model's.
+            status = RunStatus.KILLED if STOP.is_set() else RunStatus.FAILED
+            self.finish(run, RunStatus.to_string(status), err)
             raise
         except BaseException as err:  # KeyboardInterrupt, SIGTERM (Terminated), SystemExit
             self.finish(run, RunStatus.to_string(RunStatus.KILLED), err)
