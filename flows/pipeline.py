@@ -206,7 +206,19 @@ def batch_predict(
 ) -> dict[str, Any]:
     """Forecast every series of the input with a registered model (default: the champion)."""
     cfg = _load(config_path, overrides, None)
-    return predict_task(cfg, model, input_path, output_path)
+    return _predict(cfg, model, input_path, output_path)
+
+
+def _predict(
+    cfg: Config, model: str | None, input_path: str | None, output_path: str | None
+) -> dict[str, Any]:
+    """The prediction task on the configured runner (a Dask worker when one is configured)."""
+
+    @flow(name="batch-predict-run", task_runner=task_runner_for(cfg))
+    def on_runner() -> dict[str, Any]:
+        return predict_task.submit(cfg, model, input_path, output_path).result()
+
+    return on_runner()
 
 
 @flow(name="forecast_pipeline", log_prints=True)
@@ -220,7 +232,7 @@ def forecast_pipeline(
     cfg = _load(config_path, overrides, data_path)
     outcome = _run(cfg, select=True)
     if predict and outcome["decision"] is not None:
-        outcome["prediction"] = predict_task(cfg, None, data_path, None)
+        outcome["prediction"] = _predict(cfg, None, data_path, None)
     return outcome
 
 

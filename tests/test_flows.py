@@ -133,13 +133,14 @@ def test_training_fans_out_on_a_dask_local_cluster(prefect_harness, tmp_path):
 
     models = [{"name": m} for m in available_models()]
     path = write_config(tmp_path, "dask", models, orchestration={"dask_local_workers": 2})
-    outcome = fp.train(str(path))
-    names = {row["model"]: row["status"] for row in outcome}
+    outcome = fp.forecast_pipeline(str(path))  # training fan-out and batch prediction on Dask
+    names = {row["model"]: row["status"] for row in outcome["leaderboard"]}
     assert set(names) == set(available_models())
     assert set(names.values()) == {"FINISHED"}
     exp = MlflowClient().get_experiment_by_name("dask")
     runs = MlflowClient().search_runs([exp.experiment_id], "tags.role = 'model'")
     assert {r.info.run_name for r in runs} == set(available_models())
+    assert len(pd.read_csv(outcome["prediction"]["output"])) == 3 * 12
 
 
 @pytest.mark.server
