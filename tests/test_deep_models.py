@@ -253,3 +253,28 @@ def test_settings_defaults_are_the_measured_recipe() -> None:
     for name in FAMILIES:
         settings = get_model_class(name).Settings()
         assert dataclasses.is_dataclass(settings) and settings.instance_norm
+
+
+def test_past_covariates_are_window_normalised_future_ones_are_not():
+    """A level shift in a past covariate doesn't change the forecast; one in a future covariate does."""
+    import torch
+
+    from forecasting.models.neural import WindowNetwork
+
+    class Probe(torch.nn.Module):
+        def forward(self, y, x_past, x_future, static):
+            return torch.cat([x_past.sum(dim=(1, 2))[:, None], x_future.sum(dim=(1, 2))[:, None]], dim=1)
+
+    net = WindowNetwork(Probe(), instance_norm=True, n_past_only=1)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "y": torch.randn(4, 8, generator=g),
+        "x_past": torch.randn(4, 8, 2, generator=g),
+        "x_future": torch.randn(4, 2, 1, generator=g),
+        "static": torch.zeros(4, 0),
+    }
+    base = net(batch)
+    shifted = dict(batch, x_past=batch["x_past"] + torch.tensor([5.0, 0.0]))
+    torch.testing.assert_close(net(shifted), base, atol=1e-4, rtol=1e-4)
+    moved = dict(batch, x_past=batch["x_past"] + torch.tensor([0.0, 5.0]))
+    assert not torch.allclose(net(moved)[:, 0], base[:, 0])

@@ -61,18 +61,33 @@ class ArchitectureSettings:
 
 
 class WindowNetwork(nn.Module):
-    """Instance normalisation around a family's core: batch of windows -> (B, H)."""
+    """Instance normalisation around a family's core: batch of windows -> (B, H).
 
-    def __init__(self, core: nn.Module, instance_norm: bool = True):
+    The target and the past-only covariates are centred and scaled by each window's own
+    statistics: a test period whose level or spread differs from training (ETTh2's loads do)
+    then looks like the training data. Future-known covariates (calendar, planned promotions)
+    keep their global scaling: they are often constant within a window, and planned values
+    must mean the same in every window.
+    """
+
+    def __init__(self, core: nn.Module, instance_norm: bool = True, n_past_only: int = 0):
         super().__init__()
         self.core = core
         self.instance_norm = instance_norm
+        self.n_past_only = n_past_only
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         y = batch["y"]  # (B, L)
+        x_past = batch["x_past"]  # (B, L, Cp + Cf): past-only covariates first
         if self.instance_norm:
             y, loc, scale = normalise_window(y)  # (B, L), (B, 1), (B, 1)
-        out = self.core(y, batch["x_past"], batch["x_future"], batch["static"])  # (B, H)
+            if self.n_past_only:
+                p = self.n_past_only
+                past = x_past[..., :p]  # (B, L, Cp)
+                x_loc = past.mean(dim=1, keepdim=True)  # (B, 1, Cp)
+                x_scale = torch.sqrt(past.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
+                x_past = torch.cat([(past - x_loc) / x_scale, x_past[..., p:]], dim=-1)
+        out = self.core(y, x_past, batch["x_future"], batch["static"])  # (B, H)
         return denormalise_window(out.float(), loc, scale) if self.instance_norm else out.float()
 
 
@@ -96,7 +111,9 @@ class NeuralForecaster(Forecaster):
     def build_network(self) -> WindowNetwork:
         """A fresh network for this model's settings and data (uses torch's global RNG)."""
         core = self.Network(self.settings, self.dims)
-        return WindowNetwork(core, instance_norm=getattr(self.settings, "instance_norm", True))
+        return WindowNetwork(
+            core, instance_norm=getattr(self.settings, "instance_norm", True), n_past_only=len(self.spec.past)
+        )
 
     def _meta(self) -> dict[str, Any]:
         return {
