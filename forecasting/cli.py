@@ -368,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:  # typer turns KeyboardInterrupt into a returned 130 in this mode
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            return code
     except InputValidationError as err:
         return _fail(err, 2)
     except ForecastingError as err:

@@ -8,11 +8,19 @@ MLflow run ends ``KILLED``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from typing import Any
 
 STOP = threading.Event()
+_CLEANUPS: list[Any] = []
+
+
+def on_stop(cleanup: Any) -> None:
+    """Register ``cleanup()`` to run in the main thread after a stop's grace period."""
+    if cleanup not in _CLEANUPS:
+        _CLEANUPS.append(cleanup)
 
 
 class Terminated(BaseException):
@@ -70,6 +78,9 @@ def run_stoppable(fn: Any, *args: Any, grace_seconds: float = 120.0, **kwargs: A
     except BaseException:
         STOP.set()
         _wait_out(worker, grace_seconds)
+        for cleanup in _CLEANUPS:  # whatever the worker could not close in time
+            with contextlib.suppress(Exception):  # best effort on the way out
+                cleanup()
         raise
     if "error" in outcome:
         raise outcome["error"]

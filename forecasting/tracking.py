@@ -17,6 +17,7 @@ import math
 import os
 import subprocess
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from forecasting.config import TrackingConfig
 from forecasting.errors import TrackingError
-from forecasting.interrupts import STOP
+from forecasting.interrupts import STOP, on_stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
@@ -168,6 +169,24 @@ class RunLogger:
             yield
 
 
+# Runs this process has started and not yet ended: after an interrupt, the main thread ends
+# them KILLED even if the thread that started them never gets to.
+_OPEN_RUNS: dict[str, MlflowClient] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def kill_open_runs() -> int:
+    with _OPEN_LOCK:
+        open_runs = list(_OPEN_RUNS.items())
+        _OPEN_RUNS.clear()
+    for run_id, client in open_runs:
+        client.set_terminated(run_id, status="KILLED")
+    return len(open_runs)
+
+
+on_stop(kill_open_runs)
+
+
 def _now_ms() -> int:
     import time
 
@@ -204,12 +223,16 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()}
         )
+        with _OPEN_LOCK:
+            _OPEN_RUNS[run.info.run_id] = self.client
         return RunLogger(self.client, run.info.run_id)
 
     def finish(self, run: RunLogger, status: str = "FINISHED", error: BaseException | None = None) -> None:
         if error is not None:
             run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
         self.client.set_terminated(run.run_id, status=status)
+        with _OPEN_LOCK:
+            _OPEN_RUNS.pop(run.run_id, None)
 
     @contextmanager
     def run(
