@@ -9,7 +9,7 @@ every model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -193,6 +193,169 @@ class PredictConfig(_Section):
     output: Path = Path("outputs/forecast.csv")
 
 
+# --- hyper-parameter and architecture search -----------------------------------------------------
+class Range(_Section):
+    """A numeric search range ``{low, high}``, optionally on a log scale or in steps of ``step``.
+
+    Integers stay integers: ``{low: 32, high: 128, step: 32}`` means 32, 64, 96 or 128. The grid
+    sampler enumerates a range only when it has a ``step``; a list is enumerated as written.
+    """
+
+    low: int | float
+    high: int | float
+    step: int | float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("a range takes log or step, not both")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
+
+    def values(self) -> list[int | float]:
+        """Every point of a stepped range, low first (the grid sampler's view of it)."""
+        if self.step is None:
+            raise ValueError("a range without step cannot be enumerated")
+        n = int((self.high - self.low) / self.step + 1e-9) + 1
+        points = [self.low + i * self.step for i in range(n)]
+        return points if self.is_int else [round(float(v), 12) for v in points]
+
+
+Choices = Annotated[list[Any], Field(min_length=1)]
+FloatDim = Annotated[list[float], Field(min_length=1)] | Range
+IntDim = Annotated[list[int], Field(min_length=1)] | Range
+
+
+def _dim_bounds(dim: list[Any] | Range) -> tuple[float, float]:
+    return (dim.low, dim.high) if isinstance(dim, Range) else (min(dim), max(dim))
+
+
+class SpaceConfig(_Section):
+    """Training and window dimensions: shared by every family, or one family's own override.
+
+    ``lr`` is the base rate at ``training.base_batch_size``; each trial's peak rate is scaled
+    linearly to its ``batch_size`` (``SearchConfig.scale_lr``). ``warmup_fraction`` is the warm-up
+    length as a fraction of the training steps. A dimension left out keeps the config's value.
+    """
+
+    lr: FloatDim | None = None
+    weight_decay: FloatDim | None = None
+    batch_size: IntDim | None = None
+    warmup_fraction: FloatDim | None = None
+    lookback: IntDim | None = None
+
+    # (name, smallest, largest (exclusive when a float), integer-valued)
+    _BOUNDS: ClassVar[dict[str, tuple[float, float, bool]]] = {
+        "lr": (0.0, float("inf"), False),
+        "weight_decay": (0.0, float("inf"), False),
+        "batch_size": (1, float("inf"), True),
+        "warmup_fraction": (0.0, 1.0, False),
+        "lookback": (1, float("inf"), True),
+        "layers": (1, float("inf"), True),
+        "hidden": (1, float("inf"), True),
+        "dropout": (0.0, 1.0, False),
+    }
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> SpaceConfig:
+        for name, (lo, hi, integer) in self._BOUNDS.items():
+            dim = getattr(self, name, None)
+            if dim is None:
+                continue
+            if integer and isinstance(dim, Range) and not dim.is_int:
+                raise ValueError(f"{name}: an integer dimension needs an integer range, got {dim}")
+            low, high = _dim_bounds(dim)
+            if name == "lr" and low <= 0:
+                raise ValueError(f"lr must be > 0, got {low}")
+            if low < lo or high > hi or (not integer and hi == 1.0 and high >= 1.0):
+                raise ValueError(f"{name} must lie in [{lo}, {hi}), got {low}..{high}")
+        return self
+
+    def dimensions(self) -> dict[str, list[Any] | Range]:
+        """The declared dimensions by name, in declaration order (unset ones left out)."""
+        return {k: v for k, v in self if v is not None and k not in ("settings", "params")}
+
+
+class FamilySpace(SpaceConfig):
+    """One family's part of the search: its architecture dimensions and fixed settings.
+
+    ``layers`` (depth), ``hidden`` (width), ``activation`` and ``dropout`` map onto the family's
+    settings of those names; ``settings`` searches any other setting of the family (``kernel_size``,
+    ``heads``, ``kind``); ``params`` fixes settings for every trial of the family. The training and
+    window dimensions, when given here, replace the shared ones for this family.
+    """
+
+    layers: IntDim | None = None
+    hidden: IntDim | None = None
+    activation: Annotated[list[str], Field(min_length=1)] | None = None
+    dropout: FloatDim | None = None
+    settings: dict[str, Choices | Range] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> FamilySpace:
+        named = {"layers", "hidden", "activation", "dropout"} & set(self.settings)
+        if named:
+            raise ValueError(f"settings {sorted(named)} have their own keys; declare them there")
+        clash = set(self.params) & (set(self.settings) | set(self.dimensions()))
+        if clash:
+            raise ValueError(f"{sorted(clash)} are both fixed (params) and searched")
+        return self
+
+
+class SearchConfig(_Section):
+    """Hyper-parameter and architecture search (``forecast tune``, ``forecasting/tuning.py``).
+
+    ``families`` names the model families to search among (the family is itself a categorical
+    dimension when there are several); ``space`` holds the training/window dimensions they share.
+    Budget: ``n_trials`` (the study's total across workers and resumes) and/or ``timeout_s`` (wall
+    time of one ``tune`` call: no trial starts after it); the grid sampler's default budget is
+    its whole grid.
+    """
+
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
+    n_trials: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+    seed: int = 0
+    min_epochs: int = Field(1, ge=1)  # pruner: epochs a trial runs before it can be pruned
+    reduction_factor: int = Field(3, ge=2)  # pruner: 1 in reduction_factor trials goes on per rung
+    startup_trials: int = Field(10, ge=0)  # tpe: random trials before its model takes over
+    scale_lr: bool = True  # each trial's lr scaled linearly to its batch size
+    study_name: str | None = None  # default: <experiment>-<fingerprint of space, data, training>
+    storage: str | None = None  # database URL; default: SQLite beside the MLflow store (mlruns/)
+    n_workers: int | None = Field(None, ge=1)  # parallel workers; default: Dask's worker count or 1
+    heartbeat_s: int = Field(30, ge=1)  # a trial silent for 4 heartbeats is failed and re-queued
+    retrain_best: bool = True  # retrain the best trial and put it through the champion gate
+    space: SpaceConfig = SpaceConfig()
+    families: dict[str, FamilySpace] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if not self.families:
+            return self  # no search declared: nothing to check until `forecast tune` runs
+        if self.sampler != "grid" and self.n_trials is None and self.timeout_s is None:
+            raise ValueError(f"sampler {self.sampler!r} needs a budget: n_trials and/or timeout_s")
+        if self.sampler == "grid":
+            spaces = {"space": self.space, **{f"families.{k}": v for k, v in self.families.items()}}
+            for where, space in spaces.items():
+                dims = {**space.dimensions(), **getattr(space, "settings", {})}
+                for name, dim in dims.items():
+                    if isinstance(dim, Range) and dim.step is None:
+                        raise ValueError(
+                            f"{where}.{name}: the grid sampler needs a list or a range with step"
+                        )
+        return self
+
+
 class Config(_Section):
     data: DataConfig
     split: SplitConfig = SplitConfig()
@@ -202,6 +365,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     predict: PredictConfig = PredictConfig()
+    search: SearchConfig = SearchConfig()
 
     @field_validator("models")
     @classmethod

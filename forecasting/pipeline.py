@@ -303,7 +303,8 @@ def gate_score(predict: Any, prepared: Prepared, origins: list[int]) -> float:
     pos = frame.groupby(SERIES, sort=False).cumcount().to_numpy()
     errors = []
     for origin in origins:
-        history = frame[(pos >= origin - L) & (pos < origin)]
+        # All history before the origin: the incumbent may need a longer lookback than L.
+        history = frame[pos < origin]
         if prepared.spec.future:
             future = frame[(pos >= origin) & (pos < origin + H)].copy()
             future[TARGET] = np.nan
