@@ -299,7 +299,7 @@ def gate_origins(prepared: Prepared, max_origins: int = 12) -> list[int]:
 def gate_score(predict: Any, prepared: Prepared, origins: list[int]) -> float:
     """MSE (original units) of a pyfunc-like ``predict(frame)`` over the same validation origins."""
     frame = prepared.data.frame
-    L, H = prepared.spec.lookback, prepared.spec.horizon
+    H = prepared.spec.horizon
     pos = frame.groupby(SERIES, sort=False).cumcount().to_numpy()
     errors = []
     for origin in origins:
