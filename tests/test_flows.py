@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from servers import free_port, stop, wait_http
-from test_pipeline import synthetic_csv
+from test_pipeline import raw_config
 
 import flows.pipeline as fp
 from forecasting.config import load_config
@@ -26,25 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 def write_config(tmp_path: Path, experiment: str, models=None, **extra) -> Path:
-    data = tmp_path / "sales.csv"
-    if not data.exists():
-        synthetic_csv(data)
-    raw = {
-        "data": {
-            "path": str(data),
-            "time_column": "ts",
-            "target": "sales",
-            "id_column": "store",
-            "covariates": {"temp": "past"},
-        },
-        "split": {"method": "fractions", "train_fraction": 0.6, "test_fraction": 0.2},
-        "window": {"lookback": 48, "horizon": 12},
-        "models": models or [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}],
-        "training": {"epochs": 2, "batch_size": 64, "progress": False, "patience": None},
-        "tracking": {"experiment": experiment, "registered_model": f"{experiment}-model"},
-        "predict": {"output": str(tmp_path / "forecast.csv")},
-        **extra,
-    }
+    models = models or [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}]
+    raw = raw_config(tmp_path, experiment, models, **extra)
+    raw["predict"]["output"] = str(tmp_path / "forecast.csv")
     path = tmp_path / f"{experiment}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

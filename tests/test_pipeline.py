@@ -48,11 +48,12 @@ def synthetic_csv(path, n_series: int = 3, n: int = 500) -> None:
     pd.concat(parts).to_csv(path, index=False)
 
 
-def make_config(tmp_path, experiment: str, models: list[dict] | None = None, **extra):
+def raw_config(tmp_path, experiment: str, models: list[dict] | None = None, **extra) -> dict:
+    """A small config over the synthetic sales data (written once per folder)."""
     data = tmp_path / "sales.csv"
     if not data.exists():
         synthetic_csv(data)
-    raw = {
+    return {
         "data": {
             "path": str(data),
             "time_column": "ts",
@@ -68,7 +69,10 @@ def make_config(tmp_path, experiment: str, models: list[dict] | None = None, **e
         "predict": {"output": str(tmp_path / "forecast.parquet")},
         **extra,
     }
-    return config_from_dict(raw)
+
+
+def make_config(tmp_path, experiment: str, models: list[dict] | None = None, **extra):
+    return config_from_dict(raw_config(tmp_path, experiment, models, **extra))
 
 
 @pytest.fixture(scope="module")
