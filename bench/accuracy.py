@@ -1,0 +1,441 @@
+"""Accuracy on the standard ETT protocol, every family, with the published figures beside ours.
+
+Protocol (benchmarks.md section 2): the published borders (ETTh 8640/11520/14400, ETTm
+34560/46080/57600), z-normalisation per column fitted on the training rows only, every test window
+at stride 1 (2880 - H + 1 per series on ETTh), MSE/MAE on the normalised scale. ``S``: OT alone;
+``M``: the seven columns as seven series (wide format) and one global channel-independent model,
+so MSE/MAE average over windows x steps x the 7 channels like the published tables.
+
+Each family runs with the settings listed in ``VARIANTS`` (recorded in the CSV row). When a family
+has several variants the table keeps the one with the lowest *validation* MSE: test figures never
+choose. Rows are appended to ``bench/results/accuracy.csv`` as they finish; a rerun skips rows
+already there (``--fresh`` starts over), so a long run can be stopped and resumed.
+
+    .venv/bin/python bench/accuracy.py --quick              # ETTh1 S, L=336, H=96, first variants
+    .venv/bin/python bench/accuracy.py                      # ETTh1/ETTh2 x S/M x H 96/336, L=336
+    .venv/bin/python bench/accuracy.py --datasets ETTh1 --features M --horizons 96 --models lstm
+    .venv/bin/python bench/accuracy.py --report             # print the tables from the CSV only
+    .venv/bin/python bench/accuracy.py --datasets ETTh1 ETTm1 --features M --horizons 96 \
+        --device cuda --amp --out $OUT/accuracy_gpu.csv     # what bench/gpu.sh runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import (
+    FREQ,
+    RESULTS,
+    SEASON,
+    append_row,
+    best_published,
+    ett_config,
+    fmt,
+    load_average,
+    machine,
+    published_label,
+    read_rows,
+)
+
+FAMILIES = ["naive", "seasonal_naive", "ar", "linear", "rnn", "lstm", "gru", "tcn", "transformer"]
+DEEP = ["linear", "rnn", "lstm", "gru", "tcn", "transformer"]
+TRAINED = ["ar", *DEEP]
+
+# The training loop's settings shared by every deep family in this bench (TrainingConfig keys).
+BASE_TRAINING: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 128,
+    "base_batch_size": 32,
+    "lr": 1e-3,  # scaled linearly to the batch: peak 4e-3 at 128
+    "warmup_fraction": 0.1,
+    "schedule": "cosine",
+    "patience": 3,
+    "seed": 0,
+}
+# Multivariate: 7 series give 7x the windows; each epoch draws this many at random.
+M_TRAIN_WINDOWS = 16384
+
+# Per features ("S"/"M") and family: variants (label, params, training overrides). The first
+# variant is the family's default in this bench; with --quick only the first runs.
+_LR4 = {"lr": 2.5e-4}  # a quarter of the base lr: peak 1e-3 at batch 128
+VARIANTS: dict[str, dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]]] = {
+    "S": {
+        "naive": [("naive", {}, {})],
+        "seasonal_naive": [("day", {"season_length": 24}, {})],
+        "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
+        "linear": [
+            ("nlinear", {"kind": "nlinear"}, {}),
+            ("dlinear", {"kind": "dlinear"}, {}),
+            ("nlinear-lr4", {"kind": "nlinear"}, _LR4),
+            ("dlinear-lr4", {"kind": "dlinear"}, _LR4),
+        ],
+        "rnn": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4)],
+        "lstm": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4)],
+        "gru": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4)],
+        "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4)],
+        "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+    },
+    "M": {
+        "naive": [("naive", {}, {})],
+        "seasonal_naive": [("day", {"season_length": 24}, {})],
+        "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
+        "linear": [
+            ("nlinear", {"kind": "nlinear"}, {}),
+            ("dlinear", {"kind": "dlinear"}, {}),
+            ("nlinear-lr4", {"kind": "nlinear"}, _LR4),
+        ],
+        "rnn": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4)],
+        "lstm": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4)],
+        "gru": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4)],
+        "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4)],
+        "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+    },
+}
+
+
+def variants_for(features: str, family: str, freq: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    out = []
+    for label, params, training in VARIANTS[features][family]:
+        if family == "seasonal_naive":
+            params = {"season_length": SEASON[freq]}
+            label = f"day{SEASON[freq]}"
+        out.append((label, params, training))
+    return out
+
+
+def key_of(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        str(row[k]) for k in ("dataset", "features", "lookback", "horizon", "family", "variant", "device")
+    )
+
+
+def score_windows(model: Any, windows: Any, batch_size: int = 4096) -> dict[str, float]:
+    """MSE and MAE over every window x step (x series), as ``evaluate_windows`` scores them.
+
+    The same forecasts as the pipeline's ``evaluate_windows`` without building its long frame of
+    predictions (7.7 million rows on ETTm1 M), which dominates scoring time on a GPU.
+    """
+    import numpy as np
+
+    position = {str(s): i for i, s in enumerate(getattr(model, "series_", []))}
+    to_model = np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64)
+    sq, ab, n = 0.0, 0.0, 0
+    for idx in windows.iter_batches(batch_size):
+        batch = windows.batch(idx)
+        batch["series"] = to_model[batch["series"]]
+        err = model.predict_windows(batch) - batch["target"].astype(np.float64)  # (B, H)
+        sq += float(np.square(err).sum())
+        ab += float(np.abs(err).sum())
+        n += err.size
+    return {"mse": sq / n, "mae": ab / n}
+
+
+def fit_and_score_lean(prepared: Any, cfg: Any, spec: Any) -> tuple[Any, dict[str, float]]:
+    """``pipeline.fit_and_score`` reduced to what the table needs (same fit, same windows)."""
+    from forecasting.models.registry import build_model
+
+    model = build_model(spec, prepared.spec, cfg.training)
+    start = time.perf_counter()
+    model.fit(prepared.train, prepared.val)
+    fit_seconds = time.perf_counter() - start
+    val = score_windows(model, prepared.windows(prepared.val))
+    start = time.perf_counter()
+    test = score_windows(model, prepared.windows(prepared.test))
+    metrics = {f"val_{k}": v for k, v in val.items()} | {f"test_{k}": v for k, v in test.items()}
+    metrics.update(
+        fit_seconds=fit_seconds, predict_seconds=time.perf_counter() - start, n_params=float(model.n_params)
+    )
+    return model, metrics
+
+
+def run_cell(
+    dataset: str,
+    features: str,
+    lookback: int,
+    horizon: int,
+    families: list[str],
+    args: argparse.Namespace,
+    done: set[tuple[str, ...]],
+) -> None:
+    from forecasting.config import ModelSpec
+    from forecasting.pipeline import fit_and_score, prepare
+
+    training = {**BASE_TRAINING, "num_threads": args.threads, "device": args.device, "amp": args.amp}
+    if features == "M" and args.m_train_windows:
+        training["max_train_windows"] = args.m_train_windows
+    if args.epochs:
+        training["epochs"] = args.epochs
+    if args.max_steps:
+        training["max_steps"] = args.max_steps
+    t0 = time.perf_counter()
+    base_cfg = ett_config(dataset, features, lookback, horizon, training)
+    prepared = prepare(base_cfg)
+    prep_s = time.perf_counter() - t0
+    n_test = len(prepared.windows(prepared.test))
+    print(
+        f"\n## {dataset} {features} L={lookback} H={horizon}: {prepared.train['series_id'].nunique()} "
+        f"series, {n_test} test windows (prepared in {prep_s:.1f} s; load {load_average()})",
+        flush=True,
+    )
+    for family in families:
+        variants = variants_for(features, family, FREQ[dataset])
+        if args.quick:
+            variants = variants[:1]
+        for label, params, overrides in variants:
+            row_key = {
+                "dataset": dataset,
+                "features": features,
+                "lookback": lookback,
+                "horizon": horizon,
+                "family": family,
+                "variant": label,
+                "device": args.device,
+            }
+            if key_of(row_key) in done:
+                print(f"{family:>14} {label:<12} (in {args.out.name}; skipped)", flush=True)
+                continue
+            cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
+            spec = ModelSpec(name=family, label=label, params=params)
+            load_before = load_average()
+            try:
+                if args.scorer == "pipeline":
+                    model, metrics, _ = fit_and_score(dataclasses.replace(prepared, cfg=cfg), spec)
+                else:
+                    model, metrics = fit_and_score_lean(prepared, cfg, spec)
+                error = ""
+            except Exception as err:  # record the failure and go on with the next family
+                model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
+            history = getattr(model, "history_", None) or []
+            row = {
+                **row_key,
+                "test_mse": metrics.get("test_mse", float("nan")),
+                "test_mae": metrics.get("test_mae", float("nan")),
+                "val_mse": metrics.get("val_mse", float("nan")),
+                "val_mae": metrics.get("val_mae", float("nan")),
+                "fit_s": round(metrics.get("fit_seconds", float("nan")), 2),
+                "score_s": round(metrics.get("predict_seconds", float("nan")), 2),
+                "epochs": len(history),
+                "best_epoch": getattr(model, "best_epoch_", "") if history else "",
+                "n_params": int(metrics.get("n_params", 0)),
+                "test_windows": n_test,
+                "params": params,
+                "training": (
+                    {k: v for k, v in cfg.training.model_dump(mode="json").items() if k in _LOGGED}
+                    if model is not None and model.uses_training_loop
+                    else {}
+                ),
+                "threads": args.threads,
+                "load_before": load_before,
+                "load_after": load_average(),
+                "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                "error": error,
+            }
+            append_row(args.out, row)
+            done.add(key_of(row_key))
+            print(
+                f"{family:>14} {label:<12} test MSE {fmt(row['test_mse'])} MAE {fmt(row['test_mae'])}  "
+                f"val MSE {fmt(row['val_mse'])}  fit {row['fit_s']:>7} s  epochs {row['epochs']} "
+                f"(best {row['best_epoch']})  load {row['load_after']}" + (f"  {error}" if error else ""),
+                flush=True,
+            )
+
+
+_LOGGED = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "base_batch_size",
+    "scale_lr",
+    "optimizer",
+    "weight_decay",
+    "warmup_fraction",
+    "schedule",
+    "patience",
+    "max_train_windows",
+    "max_steps",
+    "clip_grad_norm",
+    "seed",
+    "device",
+    "amp",
+    "loss",
+)
+
+
+# --- the report -----------------------------------------------------------------------------------
+def selected(rows: list[dict[str, str]], by: str = "val_mse") -> dict[tuple[str, ...], dict[str, str]]:
+    """Per (dataset, features, L, H, device, family): the variant with the lowest ``by`` (validation MSE)."""
+    best: dict[tuple[str, ...], dict[str, str]] = {}
+    for r in rows:
+        if r.get("error"):
+            continue
+        k = (r["dataset"], r["features"], r["lookback"], r["horizon"], r["device"], r["family"])
+        if k not in best or float(r[by]) < float(best[k][by]):
+            best[k] = r
+    return best
+
+
+def report(path: Path) -> str:
+    rows = read_rows(path)
+    if not rows:
+        return f"(no rows in {path})"
+    sel = selected(rows)
+    cells = sorted(
+        {k[:5] for k in sel},
+        key=lambda c: (c[4], c[1], c[0], int(c[3]), -int(c[2])),
+    )
+    lines = []
+    head = (
+        "| data | feat | L | H | "
+        + " | ".join(FAMILIES)
+        + " | best ours | best published (MSE/MAE, model, L, source) |"
+    )
+    lines += [head, "|" + "---|" * (len(FAMILIES) + 6)]
+    notes = []
+    for cell in cells:
+        dataset, features, lookback, horizon, device = cell
+        pub = best_published(dataset, features, int(horizon))
+        out = [dataset, features + ("" if device == "cpu" else f" ({device})"), lookback, horizon]
+        ours = {f: sel.get((*cell, f)) for f in FAMILIES}
+        naive = float(ours["naive"]["test_mse"]) if ours.get("naive") else None
+        for f in FAMILIES:
+            r = ours[f]
+            out.append(f"{float(r['test_mse']):.4f} / {float(r['test_mae']):.3f}" if r else "")
+        scored = {f: float(r["test_mse"]) for f, r in ours.items() if r}
+        best_f = min(scored, key=scored.get) if scored else None
+        out.append(f"{scored[best_f]:.4f} ({best_f})" if best_f else "")
+        out.append(published_label(pub))
+        lines.append("| " + " | ".join(str(x) for x in out) + " |")
+        if pub is None:
+            continue
+        target = pub[2]
+        for f in DEEP:
+            if f not in scored:
+                continue
+            gap = scored[f] / target - 1
+            beats = naive is None or scored[f] < naive
+            if gap > 0.10 or not beats:
+                notes.append(
+                    f"- {dataset} {features} L={lookback} H={horizon} {f}: {scored[f]:.4f} is "
+                    f"{gap:+.1%} vs the best published {target:.3f}"
+                    + ("" if beats else f"; does NOT beat naive ({naive:.4f})")
+                )
+        if best_f and round(scored[best_f], 3) > target:  # published figures have 3 decimals
+            notes.append(
+                f"- {dataset} {features} L={lookback} H={horizon}: best of ours ({best_f} "
+                f"{scored[best_f]:.4f}) is {scored[best_f] / target - 1:+.1%} above the best published "
+                f"{target:.3f}"
+            )
+    lines.append("")
+    lines.append("Cells: test MSE / MAE (normalised scale). Variant per family chosen by validation MSE.")
+    if notes:
+        lines.append("")
+        lines.append("Shortfalls (deep family > 10% above the best published, or not beating naive):")
+        lines += notes
+    oracle = selected(rows, by="test_mse")
+    if any(oracle[k]["variant"] != sel[k]["variant"] for k in sel):
+        lines.append("")
+        lines.append(
+            "For information only, the variant with the lowest *test* MSE where it differs from the one "
+            "validation chose (choosing on test is not the protocol):"
+        )
+        lines.append("")
+        lines.append(
+            "| data | feat | L | H | family | chosen on val: variant, test MSE "
+            "| best on test: variant, test MSE |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for k in sorted(sel, key=lambda k: (k[4], k[1], k[0], int(k[3]), k[5])):
+            a, b = sel[k], oracle[k]
+            if a["variant"] != b["variant"]:
+                lines.append(
+                    f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[5]} | "
+                    f"{a['variant']}, {float(a['test_mse']):.4f} | "
+                    f"{b['variant']}, {float(b['test_mse']):.4f} |"
+                )
+    fits = [r for r in sel.values() if r["family"] in TRAINED]
+    lines.append("")
+    lines.append(
+        "| data | feat | L | H | family | variant | params | training (main keys) | fit s | epochs (best) "
+        "| load |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(
+        fits, key=lambda r: (r["device"], r["features"], r["dataset"], int(r["horizon"]), r["family"])
+    ):
+        training = json.loads(r["training"] or "{}")
+        shown = {
+            k: v
+            for k, v in training.items()
+            if k
+            in ("max_train_windows", "epochs", "batch_size", "patience", "lr", "max_steps", "amp", "device")
+            and v is not None
+        }
+        lines.append(
+            f"| {r['dataset']} | {r['features']} | {r['lookback']} | {r['horizon']} | {r['family']} | "
+            f"{r['variant']} | `{r['params']}` | `{json.dumps(shown, sort_keys=True)}` | {r['fit_s']} | "
+            f"{r['epochs']} ({r['best_epoch']}) | {r['load_after']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="ETTh1 S L=336 H=96, first variant per family")
+    parser.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"])
+    parser.add_argument("--features", nargs="+", default=["S", "M"], choices=["S", "M"])
+    parser.add_argument("--horizons", nargs="+", type=int, default=[96, 336])
+    parser.add_argument("--lookbacks", nargs="+", type=int, default=[336])
+    parser.add_argument("--models", nargs="+", default=FAMILIES, choices=FAMILIES)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument(
+        "--m-train-windows", type=int, default=M_TRAIN_WINDOWS, help="M: windows per epoch (0: all)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="override the epochs of every deep family")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps (smoke runs)")
+    parser.add_argument(
+        "--scorer",
+        choices=["pipeline", "lean"],
+        default="pipeline",
+        help="pipeline: forecasting.pipeline.fit_and_score (all metrics, prediction frame); lean: the "
+        "same fit and windows, MSE/MAE only (much faster on ETTm1 M)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.csv")
+    parser.add_argument("--fresh", action="store_true", help="ignore (and move aside) rows already in --out")
+    parser.add_argument("--report", action="store_true", help="only print the tables from --out")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.out))
+        return
+    if args.quick:
+        args.datasets, args.features, args.horizons, args.lookbacks = ["ETTh1"], ["S"], [96], [336]
+    if args.fresh and args.out.exists():
+        args.out.rename(args.out.with_suffix(f".{time.strftime('%Y%m%d%H%M%S')}.csv"))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(json.dumps(machine()))
+    done = {key_of(r) for r in read_rows(args.out) if not r.get("error")}
+    for features in args.features:
+        for dataset in args.datasets:
+            for lookback in args.lookbacks:
+                for horizon in args.horizons:
+                    run_cell(dataset, features, lookback, horizon, args.models, args, done)
+    print()
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Where the demo's wall time goes: imports, Prefect start-up, data, training per family, MLflow
+logging and registry, prediction; then ``forecast demo`` itself, timed whole from outside.
+
+Instrumented from outside the library: a fresh process runs the same library calls the flows make
+(``prepare``, ``train_model`` per family with a real tracker, ``select_champion``,
+``batch_predict``) with timers around them; ``fit_and_score`` is wrapped so that a family's
+training time and its MLflow logging time are told apart. Every run uses a throwaway
+``MLFLOW_TRACKING_URI`` (SQLite) and ``PREFECT_HOME`` in a temp dir, so the project's ``mlruns/``
+and ``.prefect/`` are untouched and every store starts empty (what a first ``make demo`` sees).
+Prefect's share is the whole ``forecast demo`` wall time minus the library phases.
+
+    .venv/bin/python bench/demo_timing.py            # phases + forecast demo (cold) + again (warm)
+    .venv/bin/python bench/demo_timing.py --no-warm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import RESULTS, ROOT, load_average, machine
+
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+FORECAST = Path(sys.executable).with_name("forecast")
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    """The CLI's embedded defaults, with both stores in ``tmp``."""
+    (tmp / "mlruns").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+        PREFECT_HOME=str(tmp / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        MPLBACKEND="Agg",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        MLFLOW_LOGGING_LEVEL="WARNING",
+    )
+    return env
+
+
+IMPORTS = """
+import json, time
+t = {}
+for name in ["numpy", "pandas", "torch", "mlflow", "prefect", "forecasting.pipeline", "forecasting.tracking",
+             "forecasting.serving", "flows.pipeline", "forecasting.cli"]:
+    t0 = time.perf_counter(); __import__(name); t[name] = time.perf_counter() - t0
+print(json.dumps(t))
+"""
+
+
+def worker_phases() -> dict[str, Any]:
+    """The library calls of the demo, one by one, with timers (run in a fresh process)."""
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    import torch
+
+    import forecasting.pipeline as lib
+    from forecasting.config import load_config
+    from forecasting.tracking import Tracker
+
+    phases["imports (torch, pandas, mlflow, library)"] = time.perf_counter() - t0
+    torch.set_num_threads(os.cpu_count() or 1)  # the flow's one worker gets every core
+
+    t0 = time.perf_counter()
+    from prefect import flow
+
+    @flow(name="bench-noop")
+    def noop() -> int:
+        return 1
+
+    noop()
+    phases["prefect import + ephemeral API start + one empty flow"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cfg = load_config(DEMO_CONFIG)
+    prepared = lib.prepare(cfg)
+    phases["data (config, ingest, validate, split, scale)"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tracker = Tracker(cfg.tracking)
+    phases["mlflow: store + experiment set-up"] = time.perf_counter() - t0
+
+    fit_time: dict[str, float] = {}
+    original = lib.fit_and_score
+
+    def timed_fit(prepared_: Any, spec: Any, callbacks: Any = None) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(prepared_, spec, callbacks)
+        finally:
+            fit_time[spec.run_name] = time.perf_counter() - start
+
+    lib.fit_and_score = timed_fit
+    per_family = {}
+    logging_total = 0.0
+    t_parent = time.perf_counter()
+    with tracker.run("pipeline", tags=lib.pipeline_tags(prepared, None)) as parent:
+        parent.log_params(
+            {
+                "config": cfg.model_dump(mode="json", exclude={"models"}),
+                "models": [m.run_name for m in cfg.models],
+            }
+        )
+        results = []
+        for spec in cfg.models:
+            start = time.perf_counter()
+            result = lib.train_model(prepared, spec, tracker, parent.run_id)
+            total = time.perf_counter() - start
+            results.append(result)
+            fit = fit_time.get(spec.run_name, 0.0)
+            per_family[spec.run_name] = {
+                "train_and_score_s": fit,
+                "mlflow_logging_s": total - fit,
+                "status": result.status,
+                "test_mse": result.metrics.get("test_mse"),
+            }
+            logging_total += total - fit
+        board = lib.leaderboard(results, cfg.tracking.selection_metric)
+        start = time.perf_counter()
+        lib.log_pipeline_summary(parent, prepared, results, board)
+        logging_total += time.perf_counter() - start
+        start = time.perf_counter()
+        decision = lib.select_champion(tracker, prepared, results, parent.run_id)
+        phases["mlflow: register + gate champion (reload, smoke test, re-score)"] = (
+            time.perf_counter() - start
+        )
+    parent_total = time.perf_counter() - t_parent
+    lib.fit_and_score = original
+    phases["training + scoring (all families)"] = sum(v["train_and_score_s"] for v in per_family.values())
+    phases["mlflow: logging (runs, params, metrics, plots, models)"] = (
+        parent_total
+        - phases["training + scoring (all families)"]
+        - phases["mlflow: register + gate champion (reload, smoke test, re-score)"]
+    )
+    t0 = time.perf_counter()
+    prediction = lib.batch_predict(cfg)
+    phases["prediction (champion from the registry, all series, logged)"] = time.perf_counter() - t0
+    return {
+        "phases": phases,
+        "families": per_family,
+        "champion": f"{decision.model} v{decision.version} -> {decision.alias}",
+        "prediction_rows": prediction["rows"],
+    }
+
+
+def run_demo(tmp: Path) -> dict[str, Any]:
+    work = tmp / "cwd"
+    work.mkdir(parents=True, exist_ok=True)
+    load = load_average()
+    t0 = time.perf_counter()
+    out = subprocess.run([str(FORECAST), "demo"], cwd=work, env=env_for(tmp), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "returncode": out.returncode,
+        "tail": (out.stdout + out.stderr)[-3000:],
+        "load_before": load,
+        "load_after": load_average(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--no-warm", action="store_true", help="skip the second (warm-store) forecast demo")
+    parser.add_argument("--out", type=Path, default=RESULTS / "demo_timing.json")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker_phases()))
+        return
+
+    info = machine()
+    print(json.dumps(info))
+    results: dict[str, Any] = {"machine": info}
+    base = Path(tempfile.mkdtemp(prefix="demo-bench-"))
+    try:
+        # 1. imports, in a fresh interpreter (python start-up = wall - the imports themselves)
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORTS],
+            cwd=ROOT,
+            env=env_for(base / "imports"),
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        imports = json.loads(out.stdout.strip().splitlines()[-1])
+        results["imports"] = {"modules_s": imports, "process_wall_s": wall}
+        print(
+            f"\nimports (fresh interpreter {wall:.1f} s): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in imports.items())
+        )
+
+        # 2. the phases, by library calls with timers
+        load = load_average()
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            cwd=base,
+            env=env_for(base / "phases"),
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise SystemExit(f"phase worker failed:\n{out.stderr[-3000:]}")
+        phases = json.loads(out.stdout.strip().splitlines()[-1])
+        phases.update(process_wall_s=wall, load_before=load, load_after=load_average())
+        results["phases"] = phases
+
+        # 3. forecast demo, whole, on empty stores; then again on the stores it left (warm)
+        results["demo_cold"] = run_demo(base / "demo")
+        if not args.no_warm:
+            results["demo_warm"] = run_demo(base / "demo")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(report(results))
+
+
+def report(results: dict[str, Any]) -> str:
+    p = results["phases"]
+    demo = results["demo_cold"]
+    lines = [
+        f"\n### Demo breakdown (library phases in one instrumented process: {p['process_wall_s']:.0f} s "
+        "wall, "
+        f"load {p['load_before']} -> {p['load_after']})",
+        "| phase | seconds | share of `forecast demo` (cold) |",
+        "|---|---|---|",
+    ]
+    total = demo["wall_s"]
+    python_start = results["imports"]["process_wall_s"] - sum(results["imports"]["modules_s"].values())
+    library = (
+        python_start
+        + sum(p["phases"].values())
+        - p["phases"]["prefect import + ephemeral API start + one empty flow"]
+    )
+    lines.append(f"| python start-up | {python_start:.1f} | {python_start / total:.0%} |")
+    for name, secs in p["phases"].items():
+        lines.append(f"| {name} | {secs:.1f} | {secs / total:.0%} |")
+    prefect_rest = total - library
+    lines.append(
+        "| Prefect, by difference (`forecast demo` wall - the library phases; start-up, flow and task "
+        "overhead) "
+        f"| {prefect_rest:.1f} | {prefect_rest / total:.0%} |"
+    )
+    mlflow = sum(v for k, v in p["phases"].items() if k.startswith("mlflow"))
+    lines.append(
+        f"| **orchestration + tracking** (Prefect by difference + every mlflow phase) | "
+        f"{prefect_rest + mlflow:.1f} | **{(prefect_rest + mlflow) / total:.0%}** (target <= 15%) |"
+    )
+    lines.append(
+        f"| **`forecast demo`, whole, empty stores** (rc {demo['returncode']}, load {demo['load_before']} -> "
+        f"{demo['load_after']}) | **{total:.1f}** | target <= 180 s |"
+    )
+    if "demo_warm" in results:
+        w = results["demo_warm"]
+        lines.append(
+            f"| `forecast demo` again on the same stores (rc {w['returncode']}, load {w['load_before']} -> "
+            f"{w['load_after']}) | {w['wall_s']:.1f} | |"
+        )
+    lines += ["", "| family | train + score s | MLflow logging s | test MSE |", "|---|---|---|---|"]
+    for name, f in p["families"].items():
+        mse = f"{f['test_mse']:.4f}" if f["test_mse"] is not None else f["status"]
+        lines.append(f"| {name} | {f['train_and_score_s']:.1f} | {f['mlflow_logging_s']:.1f} | {mse} |")
+    lines.append(f"\nchampion: {p['champion']}; {p['prediction_rows']} forecast rows")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
