@@ -226,7 +226,18 @@ def _git_commit() -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MB)."""
+    """Peak resident set size of this process so far (MB).
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program's own memory.
+    ``getrusage``'s ``ru_maxrss`` is not used there: it survives ``exec``, so a child started from
+    a large parent reports the parent's size at the fork.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
