@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+# The loopback-server helpers the browser test uses (tests/servers.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from servers import start_forecast_ui, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -68,51 +68,6 @@ def latest_pipeline(tracking_uri: str, experiment: str) -> tuple[str, str, list[
         order_by=["attributes.start_time ASC"],
     )
     return exp.experiment_id, parent, [r.info.run_id for r in children]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_ui(tracking_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """`forecast ui` on a free loopback port, in its own process group; (process, base URL)."""
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    cmd = [str(bin_dir / "forecast"), "ui", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"error: `forecast ui` exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, base
-        except OSError:
-            time.sleep(0.3)
-    stop_ui(proc)
-    sys.exit(f"error: `forecast ui` did not answer within 120 s:\n{log.read_text()[-3000:]}")
-
-
-def stop_ui(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def chromium(profile: str, width: int, height: int):
@@ -228,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     if not children:
         sys.exit(f"error: pipeline run {parent} has no finished child runs")
     with tempfile.TemporaryDirectory(prefix="mlflow-screenshot-") as tmp:
-        proc, base = start_ui(tracking_uri, Path(tmp) / "ui.log")
+        try:
+            proc, base = start_forecast_ui(tracking_uri, Path(tmp) / "ui.log")
+        except RuntimeError as err:
+            sys.exit(f"error: `forecast ui` did not start: {err}")
         try:
             driver = chromium(str(Path(tmp) / "profile"), args.width, 1200)
             try:
@@ -236,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 driver.quit()
         finally:
-            stop_ui(proc)
+            stop(proc)
     print(f"{args.output}: compare view of {len(children)} child runs of pipeline run {parent}")
     return 0
 

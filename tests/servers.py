@@ -102,3 +102,29 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]
         raise RuntimeError(f"{err}; server log:\n{log.read_text()[-3000:]}") from None
     finally:
         stop(proc)
+
+
+def start_forecast_ui(tracking_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """`forecast ui` on a free loopback port over ``tracking_uri``, in its own process group.
+
+    Returns (process, base URL); stop it with ``stop(process)``.
+    """
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    cmd = [str(bin_dir / "forecast"), "ui", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health", timeout=120, proc=proc)
+    except (RuntimeError, TimeoutError) as err:
+        stop(proc)
+        raise RuntimeError(f"{err}; log:\n{log.read_text()[-3000:]}") from None
+    return proc, base

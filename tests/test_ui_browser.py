@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from servers import free_port, stop, wait_http
+from servers import start_forecast_ui, stop
 from test_pipeline import FAMILIES, make_config
 
 from forecasting.pipeline import run_pipeline
@@ -82,29 +79,6 @@ def _chromium() -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _forecast_ui(tracking_uri: str, log: Path):
-    """`forecast ui` on a free loopback port over ``tracking_uri``; returns (process, base URL)."""
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    cmd = [str(bin_dir / "forecast"), "ui", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/health", timeout=120, proc=proc)
-    except (RuntimeError, TimeoutError) as err:
-        stop(proc)
-        raise RuntimeError(f"{err}; log:\n{log.read_text()[-3000:]}") from None
-    return proc, base
-
-
 def test_the_ui_shows_every_family_and_its_validation_score(tmp_path, monkeypatch):
     _browser_or_skip()  # before the pipeline: a missing browser should not cost a training run
 
@@ -122,7 +96,7 @@ def test_the_ui_shows_every_family_and_its_validation_score(tmp_path, monkeypatc
     val_mse = {name: client.get_run(r.run_id).data.metrics["val_mse"] for name, r in children.items()}
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
-    proc, base = _forecast_ui(tracking_uri, tmp_path / "ui.log")
+    proc, base = start_forecast_ui(tracking_uri, tmp_path / "ui.log")
     try:
         with _chromium() as driver:
             _look_at_the_runs(driver, base, experiment_id, result.parent_run_id, children, val_mse, tmp_path)
