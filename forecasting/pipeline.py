@@ -141,7 +141,7 @@ def fit_and_score(
     fit_seconds = time.perf_counter() - start
     season = season_length(prepared.data.freq)
     score = dict(scaler=prepared.scaler, train=prepared.train, season=season)
-    val_metrics, _ = evaluate_windows(model, prepared.windows(prepared.val), **score)
+    val_metrics, _ = evaluate_windows(model, prepared.windows(prepared.val), predictions=False, **score)
     start = time.perf_counter()
     test_metrics, test_pred = evaluate_windows(model, prepared.windows(prepared.test), **score)
     predict_seconds = time.perf_counter() - start

@@ -81,7 +81,9 @@ def backtest(
             model.fit(scaled_train)
             fit_seconds = time.perf_counter() - started
         windows = model.make_windows(scaler.transform(test) if scaler else test)
-        metrics, _ = evaluate_windows(model, windows, scaler, batch_size, train=scaled_train, season=season)
+        metrics, _ = evaluate_windows(
+            model, windows, scaler, batch_size, train=scaled_train, season=season, predictions=False
+        )
         rows.append(
             {
                 "fold": k,

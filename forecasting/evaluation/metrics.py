@@ -138,7 +138,8 @@ def evaluate_windows(
     *,
     train: pd.DataFrame | None = None,
     season: int = 1,
-) -> tuple[dict[str, float], pd.DataFrame]:
+    predictions: bool = True,
+) -> tuple[dict[str, float], pd.DataFrame | None]:
     """Forecast every window of ``windows`` with a fitted ``model`` and score the forecasts.
 
     ``windows`` hold the scaled series (as the model saw them); metrics on that scale are keyed
@@ -149,7 +150,9 @@ def evaluate_windows(
 
     Returns (metrics, predictions): one row per window and step with ``series_id``, ``window``
     (index in ``windows``), ``origin`` (time of the last input), ``t``, ``step`` (1..H), ``y``,
-    ``yhat`` on the model's scale, and ``y_orig``, ``yhat_orig`` with ``scaler``.
+    ``yhat`` on the model's scale, and ``y_orig``, ``yhat_orig`` with ``scaler``. With
+    ``predictions=False`` only the metrics are computed and the frame (N x H rows, the largest
+    object of a scoring pass) is not built: None is returned in its place.
     """
     if (windows.lookback, windows.horizon) != (model.spec.lookback, model.spec.horizon):
         raise ConfigError(
@@ -177,8 +180,16 @@ def evaluate_windows(
         scale = per_series.reindex(ids.astype(str)).to_numpy(dtype=np.float64)
     metrics = score(y, yhat, scale)
 
+    if scaler is not None:
+        y_orig, yhat_orig = scaler.inverse_y(y, ids), scaler.inverse_y(yhat, ids)
+        # |e| and the seasonal differences both scale by the series' std: MASE is scale-free.
+        scale_orig = None if scale is None else scale * scaler.std.loc[ids, TARGET].to_numpy()
+        metrics |= {f"{k}_orig": v for k, v in score(y_orig, yhat_orig, scale_orig).items()}
+    if not predictions:
+        return metrics, None
+
     starts = windows.starts
-    predictions = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             SERIES: np.repeat(ids, horizon),
             "window": np.repeat(np.arange(n), horizon),
@@ -190,10 +201,6 @@ def evaluate_windows(
         }
     )
     if scaler is not None:
-        y_orig, yhat_orig = scaler.inverse_y(y, ids), scaler.inverse_y(yhat, ids)
-        # |e| and the seasonal differences both scale by the series' std: MASE is scale-free.
-        scale_orig = None if scale is None else scale * scaler.std.loc[ids, TARGET].to_numpy()
-        metrics |= {f"{k}_orig": v for k, v in score(y_orig, yhat_orig, scale_orig).items()}
-        predictions["y_orig"] = y_orig.reshape(-1)
-        predictions["yhat_orig"] = yhat_orig.reshape(-1)
-    return metrics, predictions
+        frame["y_orig"] = y_orig.reshape(-1)
+        frame["yhat_orig"] = yhat_orig.reshape(-1)
+    return metrics, frame
