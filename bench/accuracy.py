@@ -206,7 +206,7 @@ def run_cell(
     )
     for family in families:
         variants = variants_for(features, family, FREQ[dataset])
-        if args.quick:
+        if args.quick or args.first_variant:
             variants = variants[:1]
         for label, params, overrides in variants:
             row_key = {
@@ -422,6 +422,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="ETTh1 S L=336 H=96, first variant per family")
+    parser.add_argument(
+        "--first-variant", action="store_true", help="only the first (default) variant of each family"
+    )
     parser.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"])
     parser.add_argument("--features", nargs="+", default=["S", "M"], choices=["S", "M"])
     parser.add_argument("--horizons", nargs="+", type=int, default=[96, 336])

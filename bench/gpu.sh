@@ -4,11 +4,12 @@
 #   bench/gpu.sh              on the GPU machine: figures go to $OUT (default: a new temp dir)
 #   bench/gpu.sh --dry-run    anywhere, on CPU: the same steps at toy sizes, to check the plumbing
 #
-# Steps (each under its own time limit, results written as they come, so a limit keeps what ran):
+# Steps (each under its own time limit, results written as they come, so a limit keeps what ran;
+# every step's output goes to one steps.log, so the folder holds at most 7 files):
 #   1. machine facts (nvidia-smi, torch, CUDA device)
-#   2. speed: training throughput of every deep family and of the plain-PyTorch loop at the fixed
+#   2. accuracy: ETTh1 M and ETTm1 M, L=336, H=96, every family, TrainingConfig device=cuda, amp=true
+#   3. speed: training throughput of every deep family and of the plain-PyTorch loop at the fixed
 #      size (hidden 64, 2 layers, L=96, H=96, batch 32, 1000 steps) on CUDA with bf16 autocast
-#   3. accuracy: ETTh1 M and ETTm1 M, L=336, H=96, every family, TrainingConfig device=cuda, amp=true
 #   4. the markdown tables, printed and saved
 #
 # Environment: PY (python with torch+CUDA and the project's dependencies; default .venv/bin/python,
@@ -37,7 +38,8 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, never fail t
   if ((avail < 10)); then echo "skip $name: time budget spent" | tee -a "$OUT/gpu.log"; return 0; fi
   ((limit > avail)) && limit=$avail
   echo "== $name (limit ${limit}s, load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/gpu.log"
-  timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || \
+  echo "== $name" >> "$OUT/steps.log"
+  timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$OUT/steps.log" || \
     echo "   $name ended with status ${PIPESTATUS[0]} (124: time limit)" | tee -a "$OUT/gpu.log"
 }
 
@@ -49,7 +51,7 @@ if ((DRY)); then
 else
   DEVICE=(--device cuda --amp)
   SPEED=(--only train)
-  ACC=(--scorer lean)
+  ACC=(--scorer lean --first-variant)  # one variant per family: every family fits in the time limit
   nvidia-smi 2>&1 | tee "$OUT/nvidia-smi.txt" || true
 fi
 
@@ -62,7 +64,6 @@ info["ett_dir"] = str(ett_dir())
 print(json.dumps(info))
 EOF
 
-step 200 speed "$PY" bench/speed.py "${SPEED[@]}" "${DEVICE[@]}" --out "$OUT/speed.json"
 for ds in ETTh1 ETTm1; do
   if ! "$PY" -c "import sys; sys.path.insert(0, 'bench'); from _common import ett_path; ett_path('$ds')" 2>/dev/null; then
     echo "skip $ds: not found (set ETT_DIR)" | tee -a "$OUT/gpu.log"
@@ -71,6 +72,9 @@ for ds in ETTh1 ETTm1; do
   step 130 "accuracy_$ds" "$PY" bench/accuracy.py --datasets "$ds" --features M --horizons 96 \
     --lookbacks 336 "${ACC[@]}" "${DEVICE[@]}" --out "$OUT/accuracy.csv"
 done
+
+# speed last: 16 fresh processes (~10 s of CUDA start-up each); interrupted, it keeps its rows
+step 320 speed "$PY" bench/speed.py "${SPEED[@]}" "${DEVICE[@]}" --out "$OUT/speed.json"
 
 "$PY" bench/accuracy.py --report --out "$OUT/accuracy.csv" > "$OUT/accuracy.md" 2>&1 || true
 cat "$OUT/accuracy.md"

@@ -274,6 +274,15 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
         "| peak RSS MB | params | load before / after |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    try:
+        _train_rows(args, rows)
+    except KeyboardInterrupt:  # a time limit (gpu.sh sends SIGINT): keep the rows measured so far
+        print(f"interrupted after {len(rows)} rows", flush=True)
+        return {"size": SIZE | {"steps": args.steps}, "rows": rows, "interrupted": True}
+    return {"size": SIZE | {"steps": args.steps}, "rows": rows}
+
+
+def _train_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     for family in args.families:
         if family not in DEEP:
             continue
@@ -305,7 +314,6 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
                 f"{r['load_before']} / {r['load_after']} |",
                 flush=True,
             )
-    return {"size": SIZE | {"steps": args.steps}, "rows": rows}
 
 
 # --- time to accuracy ---------------------------------------------------------------------------------
