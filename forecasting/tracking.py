@@ -121,11 +121,10 @@ class RunLogger:
         self.log_metrics(metrics, step=epoch)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        import matplotlib.pyplot as plt
-
+        """Render a ``matplotlib.figure.Figure`` (built without pyplot, laid out by its own
+        constrained layout: no tight-bbox second pass) to PNG and log it."""
         buf = io.BytesIO()
-        figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(figure)
+        figure.savefig(buf, format="png", dpi=100)
         self._log_bytes(buf.getvalue(), artifact_file)
 
     def log_frame(self, frame: pd.DataFrame, artifact_file: str) -> None:

@@ -690,7 +690,7 @@ def history_figure(study: optuna.Study, metric: str) -> Any:
     """Objective per trial (pruned ones at their last validation loss) and the best so far."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4), layout="tight")
     ax = fig.subplots()
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     done = [(t.number, t.value) for t in trials if t.state == TrialState.COMPLETE]
