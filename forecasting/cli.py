@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forecasting import local_api
 from forecasting.errors import ForecastingError, InputValidationError
 from forecasting.interrupts import Terminated
 
@@ -128,6 +129,7 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
     from forecasting.interrupts import run_stoppable
 
     load_config(config, _overrides(data))  # fail fast on a bad config, before any flow starts
+    api = local_api.start()  # Prefect's local API starts while the imports below run
     from flows.pipeline import forecast_pipeline
 
     log_file = _log_flows_to_file()
@@ -137,6 +139,8 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
         if not _state["quiet"]
         else _nullcontext()
     ):
+        if api is not None:
+            api.wait()
         outcome = run_stoppable(
             forecast_pipeline, str(config), str(data.resolve()) if data else None, predict=predict
         )
@@ -233,6 +237,7 @@ def tune(
     from forecasting.tuning import check_search
 
     check_search(load_config(config, _overrides(data)))  # fail fast on a bad config, before any flow
+    api = local_api.start()
     from flows.tune import tune as tune_flow
 
     with (
@@ -240,6 +245,8 @@ def tune(
         if not _state["quiet"]
         else _nullcontext()
     ):
+        if api is not None:
+            api.wait()
         out = run_stoppable(tune_flow, str(config), str(data.resolve()) if data else None, retrain=retrain)
     table = Table(title=f"study [bold]{out['study_name']}[/] ({out['storage']})", show_header=False)
     table.add_row(
