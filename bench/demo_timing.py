@@ -9,7 +9,7 @@ training time and its MLflow logging time are told apart. Every run uses a throw
 and ``.prefect/`` are untouched and every store starts empty (what a first ``make demo`` sees).
 Prefect's share is the whole ``forecast demo`` wall time minus the library phases.
 
-    .venv/bin/python bench/demo_timing.py            # phases + forecast demo (cold) + again (warm)
+    .venv/bin/python bench/demo_timing.py            # phases, compute only, forecast demo cold + warm
     .venv/bin/python bench/demo_timing.py --no-warm
 """
 
@@ -78,6 +78,11 @@ def worker_phases() -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)  # the flow's one worker gets every core
 
     t0 = time.perf_counter()
+    from forecasting import local_api
+
+    api = local_api.start()  # what the CLI does (nothing when an API is configured)
+    if api is not None:
+        api.wait()
     from prefect import flow
 
     @flow(name="bench-noop")
@@ -85,7 +90,7 @@ def worker_phases() -> dict[str, Any]:
         return 1
 
     noop()
-    phases["prefect import + ephemeral API start + one empty flow"] = time.perf_counter() - t0
+    phases["prefect import + local API start + one empty flow"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     cfg = load_config(DEMO_CONFIG)
@@ -159,6 +164,45 @@ def worker_phases() -> dict[str, Any]:
     }
 
 
+def worker_compute() -> dict[str, Any]:
+    """The demo's work without orchestration or tracking: the same data, the same families fitted
+    and scored on the same windows, the champion chosen by validation MSE, and its forecast of the
+    next horizon, in one process with the same torch threads as the flow's single worker."""
+    import torch
+
+    import forecasting.pipeline as lib
+    from forecasting.config import load_config
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = load_config(DEMO_CONFIG)
+    prepared = lib.prepare(cfg)
+    best: tuple[float, Any] | None = None
+    for spec in cfg.models:
+        model, metrics, _test_pred = lib.fit_and_score(prepared, spec)
+        if best is None or metrics["val_mse"] < best[0]:
+            best = (metrics["val_mse"], model)
+    assert best is not None
+    forecast = best[1].predict(prepared.test, cfg.window.horizon)
+    return {"champion_val_mse": best[0], "forecast_rows": len(forecast)}
+
+
+def run_compute(tmp: Path) -> dict[str, Any]:
+    load = load_average()
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker-compute"],
+        cwd=ROOT,
+        env=env_for(tmp),
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"compute worker failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "wall_s": wall, "load_before": load, "load_after": load_average()}
+
+
 def run_demo(tmp: Path) -> dict[str, Any]:
     work = tmp / "cwd"
     work.mkdir(parents=True, exist_ok=True)
@@ -182,9 +226,13 @@ def main() -> None:
     parser.add_argument("--no-warm", action="store_true", help="skip the second (warm-store) forecast demo")
     parser.add_argument("--out", type=Path, default=RESULTS / "demo_timing.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-compute", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker_phases()))
+        return
+    if args.worker_compute:
+        print(json.dumps(worker_compute()))
         return
 
     info = machine()
@@ -226,7 +274,10 @@ def main() -> None:
         phases.update(process_wall_s=wall, load_before=load, load_after=load_average())
         results["phases"] = phases
 
-        # 3. forecast demo, whole, on empty stores; then again on the stores it left (warm)
+        # 3. the same work with no orchestration and no tracking, whole process from outside
+        results["compute_only"] = run_compute(base / "compute")
+
+        # 4. forecast demo, whole, on empty stores; then again on the stores it left (warm)
         results["demo_cold"] = run_demo(base / "demo")
         if not args.no_warm:
             results["demo_warm"] = run_demo(base / "demo")
@@ -254,7 +305,7 @@ def report(results: dict[str, Any]) -> str:
     library = (
         python_start
         + sum(p["phases"].values())
-        - p["phases"]["prefect import + ephemeral API start + one empty flow"]
+        - p["phases"]["prefect import + local API start + one empty flow"]
     )
     lines.append(f"| python start-up | {python_start:.1f} | {python_start / total:.0%} |")
     for name, secs in p["phases"].items():
@@ -280,6 +331,24 @@ def report(results: dict[str, Any]) -> str:
             f"| `forecast demo` again on the same stores (rc {w['returncode']}, load {w['load_before']} -> "
             f"{w['load_after']}) | {w['wall_s']:.1f} | |"
         )
+    if "compute_only" in results:
+        c = results["compute_only"]
+        lines += [
+            "",
+            "Marginal cost, whole processes timed from outside: `forecast demo` minus the same work "
+            "without Prefect and MLflow (`--worker-compute`: python start-up, imports, data, the 9 "
+            "families fitted and scored, champion by validation, its forecast).",
+            "",
+            "| run | wall s | orchestration + tracking s | share |",
+            "|---|---|---|---|",
+            f"| compute only (load {c['load_before']} -> {c['load_after']}) | {c['wall_s']:.1f} | | |",
+        ]
+        runs = (("demo_cold", "`forecast demo`, empty stores"), ("demo_warm", "`forecast demo`, warm"))
+        for key, label in runs:
+            if key in results:
+                d = results[key]["wall_s"]
+                extra = d - c["wall_s"]
+                lines.append(f"| {label} | {d:.1f} | {extra:.1f} | **{extra / d:.0%}** |")
     lines += ["", "| family | train + score s | MLflow logging s | test MSE |", "|---|---|---|---|"]
     for name, f in p["families"].items():
         mse = f"{f['test_mse']:.4f}" if f["test_mse"] is not None else f["status"]
