@@ -186,19 +186,20 @@ def worker_compute() -> dict[str, Any]:
     return {"champion_val_mse": best[0], "forecast_rows": len(forecast)}
 
 
-def run_compute(tmp: Path) -> dict[str, Any]:
+def run_worker(flag: str, cwd: Path, tmp: Path) -> dict[str, Any]:
+    """This script as ``--worker``/``--worker-compute`` in a fresh process, timed from outside."""
     load = load_average()
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker-compute"],
-        cwd=ROOT,
+        [sys.executable, str(Path(__file__).resolve()), flag],
+        cwd=cwd,
         env=env_for(tmp),
         capture_output=True,
         text=True,
     )
     wall = time.perf_counter() - t0
     if out.returncode != 0:
-        raise SystemExit(f"compute worker failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{flag} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return {**result, "wall_s": wall, "load_before": load, "load_after": load_average()}
 
@@ -258,24 +259,12 @@ def main() -> None:
         )
 
         # 2. the phases, by library calls with timers
-        load = load_average()
-        t0 = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker"],
-            cwd=base,
-            env=env_for(base / "phases"),
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - t0
-        if out.returncode != 0:
-            raise SystemExit(f"phase worker failed:\n{out.stderr[-3000:]}")
-        phases = json.loads(out.stdout.strip().splitlines()[-1])
-        phases.update(process_wall_s=wall, load_before=load, load_after=load_average())
+        phases = run_worker("--worker", base, base / "phases")
+        phases["process_wall_s"] = phases.pop("wall_s")
         results["phases"] = phases
 
         # 3. the same work with no orchestration and no tracking, whole process from outside
-        results["compute_only"] = run_compute(base / "compute")
+        results["compute_only"] = run_worker("--worker-compute", ROOT, base / "compute")
 
         # 4. forecast demo, whole, on empty stores; then again on the stores it left (warm)
         results["demo_cold"] = run_demo(base / "demo")

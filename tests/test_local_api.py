@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import synthetic_csv
+from test_pipeline import raw_config
 
 from forecasting.local_api import api_configured
 
@@ -61,20 +61,8 @@ def test_inactive_profile_does_not_count(no_prefect_env):
 
 
 def _config(tmp_path: Path, models: list[dict], training: dict) -> Path:
-    synthetic_csv(tmp_path / "sales.csv", n=600)
-    raw = {
-        "data": {
-            "path": str(tmp_path / "sales.csv"),
-            "time_column": "ts",
-            "target": "sales",
-            "id_column": "store",
-        },
-        "split": {"method": "fractions", "train_fraction": 0.6, "test_fraction": 0.2},
-        "window": {"lookback": 48, "horizon": 12},
-        "models": models,
-        "training": {"progress": False, **training},
-        "tracking": {"experiment": "local-api"},
-    }
+    raw = raw_config(tmp_path, "local-api", models)
+    raw["training"].update(training)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
