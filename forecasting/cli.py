@@ -142,6 +142,7 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
         if api is not None:
             _import_ahead()
             api.wait()
+            forecast_pipeline = local_api.without_heartbeats(forecast_pipeline)
         outcome = run_stoppable(
             forecast_pipeline, str(config), str(data.resolve()) if data else None, predict=predict
         )
@@ -257,6 +258,7 @@ def tune(
         if api is not None:
             _import_ahead()
             api.wait()
+            tune_flow = local_api.without_heartbeats(tune_flow)
         out = run_stoppable(tune_flow, str(config), str(data.resolve()) if data else None, retrain=retrain)
     table = Table(title=f"study [bold]{out['study_name']}[/] ({out['storage']})", show_header=False)
     table.add_row(

@@ -32,7 +32,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import tomllib
 
@@ -193,6 +195,24 @@ def start() -> LocalAPI | None:
     os.environ["PREFECT_API_URL"] = api.url
     _STARTED.append(api)
     return api
+
+
+def without_heartbeats(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with Prefect's flow-run heartbeats off (in the calling thread's settings context).
+
+    Heartbeats let a long-lived server's automations mark runs whose process died; the local API
+    lives and dies with this command, so nothing reads them. Left on, every flow run (a pipeline
+    has three) waits ~1 s at its end for the heartbeat thread to wake from its one-second sleep
+    (measured: an empty flow takes 1.35 s with heartbeats, 0.40 s without).
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from prefect.settings import temporary_settings
+
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def stop_all() -> None:

@@ -154,3 +154,15 @@ def test_server_exits_when_the_command_is_killed(tmp_path):
             proc.kill()
         for pid in _servers_of(home):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_without_heartbeats_turns_them_off_only_inside():
+    from prefect.settings import get_current_settings
+
+    from forecasting.local_api import without_heartbeats
+
+    before = get_current_settings().flows.heartbeat_frequency
+    assert before is not None  # Prefect's default: on
+    inside = without_heartbeats(lambda x: (x, get_current_settings().flows.heartbeat_frequency))
+    assert inside(7) == (7, None)
+    assert get_current_settings().flows.heartbeat_frequency == before
