@@ -111,3 +111,18 @@ def test_unseen_series():
     assert scaled["y"].mean() == pytest.approx(0.0)
     back = scaler.inverse_y(scaled["y"].to_numpy(), scaled["series_id"].to_numpy(), history=other)
     np.testing.assert_allclose(back, other["y"].to_numpy())
+
+
+def test_lookups_follow_each_row_in_any_order_and_name_unknown_series():
+    a = make_frame(np.arange(10.0), series_id="a")
+    b = make_frame(100 + 10 * np.arange(10.0), series_id="b")
+    scaler = fit_scaler(pd.concat([a, b]), ["y"])
+    mixed = pd.concat([b, a, b.iloc[:3]]).sample(frac=1.0, random_state=0)  # rows interleaved
+    out = scaler.transform(mixed)
+    for sid, frame in (("a", a), ("b", b)):
+        expected = (mixed.loc[mixed["series_id"] == sid, "y"] - frame["y"].mean()) / frame["y"].std(ddof=0)
+        np.testing.assert_allclose(out.loc[mixed["series_id"] == sid, "y"], expected)
+    ids = mixed["series_id"].to_numpy()
+    np.testing.assert_allclose(scaler.inverse_y(out["y"].to_numpy(), ids), mixed["y"].to_numpy())
+    with pytest.raises(KeyError, match="zz"):
+        scaler.inverse_y(np.zeros(2), np.array(["a", "zz"], dtype=object))
