@@ -55,9 +55,12 @@ class LocalAPI:
         self.url = url
         self.log_path = log_path
 
-    def wait(self, timeout: float = 90.0) -> None:
+    def wait(self, timeout: float | None = None) -> None:
         """Block until the API answers its health check; raise ``LocalAPIError`` if it exits or
-        does not answer within ``timeout`` seconds."""
+        does not answer within ``timeout`` seconds (default: Prefect's own start-up limit,
+        ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``, which the CLI sets to 90)."""
+        if timeout is None:
+            timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
