@@ -36,11 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from forecasting.errors import ForecastingError
 
 _STARTED: list[LocalAPI] = []
+# Loopback needs no proxy; an HTTP(S)_PROXY in the environment must not swallow the health check.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class LocalAPIError(ForecastingError):
@@ -69,7 +69,7 @@ class LocalAPI:
                     f"the local Prefect API exited with status {code} before answering; see {self.log_path}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                with _NO_PROXY.open(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -121,9 +121,21 @@ def api_configured(cwd: Path | None = None) -> bool:
 
 def _read_toml(path: Path) -> dict:
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError):
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the `toml` package Prefect itself depends on
+        import toml
+
+        try:
+            return toml.loads(text)
+        except toml.TomlDecodeError:
+            return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return {}
 
 
