@@ -107,6 +107,19 @@ def season_length(freq: str) -> int:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux: ``VmHWM`` from /proc/self/status. ``getrusage``'s ``ru_maxrss`` survives ``exec``, so a
+    process started from a large parent (a Dask or Prefect worker, a subprocess of a big driver)
+    would report the parent's size (seen in bench/speed.py). Elsewhere: ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

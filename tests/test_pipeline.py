@@ -191,3 +191,17 @@ def test_bad_input_starts_no_run(tmp_path):
         run_pipeline(cfg)
     exp = MlflowClient().get_experiment_by_name("bad-input")
     assert exp is None or not MlflowClient().search_runs([exp.experiment_id])
+
+
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """A worker started from a big parent reports its own peak (``ru_maxrss`` survives exec)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    big = np.ones(150_000_000)  # 1.2 GB, touched, held while the child runs
+    code = "from forecasting.pipeline import peak_rss_mb; print(peak_rss_mb())"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    child = float(out.stdout.strip())
+    assert 50 < child < big.nbytes / 2**20 / 2, child
