@@ -23,21 +23,9 @@ from pathlib import Path
 
 # The loopback-server helpers the browser test uses (tests/servers.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from servers import start_forecast_ui, stop
+from servers import CHROMEDRIVER, CHROMIUM, chromium_driver, start_forecast_ui, stop
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 PLOT_PARAMS = ["model.name"]
 PLOT_METRICS = ["val_mse", "test_mse", "test_mae"]
 FOLD = ["Parameters", "Artifacts", "Tags"]
@@ -74,15 +62,7 @@ def chromium(profile: str, width: int, height: int):
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
             sys.exit(f"error: {path} is missing: `apt-get install chromium chromium-driver`")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager fetch anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return chromium_driver(profile, "--hide-scrollbars", f"--window-size={width},{height}")
 
 
 def shoot_compare(driver, base: str, experiment_id: str, run_ids: list[str], output: Path) -> None:

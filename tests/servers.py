@@ -128,3 +128,32 @@ def start_forecast_ui(tracking_uri: str, log: Path) -> tuple[subprocess.Popen, s
         stop(proc)
         raise RuntimeError(f"{err}; log:\n{log.read_text()[-3000:]}") from None
     return proc, base
+
+
+# Debian's Chromium and chromedriver (apt-get install chromium chromium-driver): no downloads.
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def chromium_driver(profile: str, *flags: str):
+    """A Selenium driver for headless Debian Chromium with the profile folder ``profile`` and
+    ``flags`` on top of ``CHROMIUM_FLAGS``. The explicit driver path and SE_OFFLINE keep Selenium
+    Manager from ever fetching a browser or a driver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)

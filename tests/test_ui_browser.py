@@ -17,25 +17,13 @@ from contextlib import contextmanager
 
 import pytest
 from mlflow import MlflowClient
-from servers import start_forecast_ui, stop
+from servers import CHROMEDRIVER, CHROMIUM, chromium_driver, start_forecast_ui, stop
 from test_pipeline import FAMILIES, make_config
 
 from forecasting.pipeline import run_pipeline
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=2400,1400",  # wide enough for all nine runs side by side
-)
 WAIT = 90  # seconds for the UI to render on a busy two-core runner
 
 
@@ -61,17 +49,8 @@ def _browser_or_skip() -> None:
 @contextmanager
 def _chromium() -> Iterator:
     """Headless Debian Chromium with a fresh profile, driven through Debian's chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or a driver
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    # An explicit driver path means Selenium Manager is not run at all.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = chromium_driver(profile, "--window-size=2400,1400")  # all nine runs side by side
     try:
         yield driver
     finally:
