@@ -68,54 +68,38 @@ M_TRAIN_WINDOWS = 16384
 # Per features ("S"/"M") and family: variants (label, params, training overrides). The first
 # variant is the family's default in this bench; with --quick only the first runs.
 _LR4 = {"lr": 2.5e-4}  # a quarter of the base lr: peak 1e-3 at batch 128
-VARIANTS: dict[str, dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]]] = {
+_Variant = tuple[str, dict[str, Any], dict[str, Any]]
+_ALL = {**_LR4, "max_train_windows": None}  # M: every training window in every epoch (no subsampling)
+_RECURRENT: list[_Variant] = [
+    ("seg24", {}, {}),
+    ("seg24-lr4", {}, _LR4),
+    ("seg24-lr4-d2", {"dropout": 0.2}, _LR4),
+]
+_SHARED: dict[str, list[_Variant]] = {
+    "naive": [("naive", {}, {})],
+    "seasonal_naive": [("day", {"season_length": 24}, {})],
+    "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
+    "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4), ("seg8-flat-lr4", {"head": "flatten"}, _LR4)],
+    "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+}
+_LINEAR: list[_Variant] = [
+    ("nlinear", {"kind": "nlinear"}, {}),
+    ("dlinear", {"kind": "dlinear"}, {}),
+    ("nlinear-lr4", {"kind": "nlinear"}, _LR4),
+]
+VARIANTS: dict[str, dict[str, list[_Variant]]] = {
     "S": {
-        "naive": [("naive", {}, {})],
-        "seasonal_naive": [("day", {"season_length": 24}, {})],
-        "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
-        "linear": [
-            ("nlinear", {"kind": "nlinear"}, {}),
-            ("dlinear", {"kind": "dlinear"}, {}),
-            ("nlinear-lr4", {"kind": "nlinear"}, _LR4),
-            ("dlinear-lr4", {"kind": "dlinear"}, _LR4),
-        ],
-        "rnn": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4), ("seg24-lr4-d2", {"dropout": 0.2}, _LR4)],
-        "lstm": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4), ("seg24-lr4-d2", {"dropout": 0.2}, _LR4)],
-        "gru": [("seg24", {}, {}), ("seg24-lr4", {}, _LR4), ("seg24-lr4-d2", {"dropout": 0.2}, _LR4)],
-        "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4), ("seg8-flat-lr4", {"head": "flatten"}, _LR4)],
-        "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+        **_SHARED,
+        "linear": [*_LINEAR, ("dlinear-lr4", {"kind": "dlinear"}, _LR4)],
+        **{family: _RECURRENT for family in ("rnn", "lstm", "gru")},
     },
     "M": {
-        "naive": [("naive", {}, {})],
-        "seasonal_naive": [("day", {"season_length": 24}, {})],
-        "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
-        "linear": [
-            ("nlinear", {"kind": "nlinear"}, {}),
-            ("dlinear", {"kind": "dlinear"}, {}),
-            ("nlinear-lr4", {"kind": "nlinear"}, _LR4),
-            # every training window in every epoch (no subsampling)
-            ("nlinear-lr4-all", {"kind": "nlinear"}, {**_LR4, "max_train_windows": None}),
-        ],
-        "rnn": [
-            ("seg24", {}, {}),
-            ("seg24-lr4", {}, _LR4),
-            ("seg24-lr4-d2", {"dropout": 0.2}, _LR4),
-            ("seg24-lr4-d2-all", {"dropout": 0.2}, {**_LR4, "max_train_windows": None}),
-        ],
-        "lstm": [
-            ("seg24", {}, {}),
-            ("seg24-lr4", {}, _LR4),
-            ("seg24-lr4-d2", {"dropout": 0.2}, _LR4),
-            ("seg24-lr4-d2-all", {"dropout": 0.2}, {**_LR4, "max_train_windows": None}),
-        ],
-        "gru": [
-            ("seg24", {}, {}),
-            ("seg24-lr4", {}, _LR4),
-            ("seg24-lr4-d2", {"dropout": 0.2}, _LR4),
-            ("seg24-lr4-d2-all", {"dropout": 0.2}, {**_LR4, "max_train_windows": None}),
-        ],
-        "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4), ("seg8-flat-lr4", {"head": "flatten"}, _LR4)],
-        "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+        **_SHARED,
+        "linear": [*_LINEAR, ("nlinear-lr4-all", {"kind": "nlinear"}, _ALL)],
+        **{
+            family: [*_RECURRENT, ("seg24-lr4-d2-all", {"dropout": 0.2}, _ALL)]
+            for family in ("rnn", "lstm", "gru")
+        },
     },
 }
 
