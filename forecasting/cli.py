@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -139,15 +139,20 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
         if not _state["quiet"]
         else _nullcontext()
     ):
-        if api is not None:
-            _import_ahead()
-            api.wait()
-            forecast_pipeline = local_api.without_heartbeats(forecast_pipeline)
-        outcome = run_stoppable(
-            forecast_pipeline, str(config), str(data.resolve()) if data else None, predict=predict
-        )
+        flow_fn = _ready(api, forecast_pipeline)
+        outcome = run_stoppable(flow_fn, str(config), str(data.resolve()) if data else None, predict=predict)
     outcome["log_file"] = str(log_file)
     return outcome
+
+
+def _ready(api: local_api.LocalAPI | None, flow_fn: Any) -> Any:
+    """The flow to run once this command's local API (if it started one) answers: imports done
+    while it starts, and flow heartbeats off (see ``local_api.without_heartbeats``)."""
+    if api is None:
+        return flow_fn
+    _import_ahead()
+    api.wait()
+    return local_api.without_heartbeats(flow_fn)
 
 
 def _import_ahead() -> None:
@@ -255,11 +260,8 @@ def tune(
         if not _state["quiet"]
         else _nullcontext()
     ):
-        if api is not None:
-            _import_ahead()
-            api.wait()
-            tune_flow = local_api.without_heartbeats(tune_flow)
-        out = run_stoppable(tune_flow, str(config), str(data.resolve()) if data else None, retrain=retrain)
+        flow_fn = _ready(api, tune_flow)
+        out = run_stoppable(flow_fn, str(config), str(data.resolve()) if data else None, retrain=retrain)
     table = Table(title=f"study [bold]{out['study_name']}[/] ({out['storage']})", show_header=False)
     table.add_row(
         "trials", f"{out['n_complete']} complete, {out['n_pruned']} pruned, {out['n_failed']} failed"
