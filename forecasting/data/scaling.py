@@ -17,14 +17,21 @@ from forecasting.errors import ConstantSeriesError, UnknownSeriesError, format_r
 SERIES, TARGET = "series_id", "y"
 
 
-def _stat_rows(stats: pd.DataFrame, series_ids: Any) -> np.ndarray:
-    """Row of ``stats`` for each element of ``series_ids``: one lookup per distinct series, not per
-    row (a 3-million-row frame of 10,000 series costs 10,000 lookups). Unknown ids raise KeyError
-    naming them, as ``.loc`` would."""
-    codes, uniques = pd.factorize(np.asarray(series_ids), sort=False)
+def _factorize(series_ids: Any) -> tuple[np.ndarray, Any]:
+    """(code per row, distinct ids) in order of first appearance; a Series stays in its own
+    (e.g. Arrow) storage rather than being copied to Python objects first."""
+    if not isinstance(series_ids, pd.Series | pd.Index | np.ndarray):
+        series_ids = np.asarray(series_ids)
+    return pd.factorize(series_ids, sort=False)
+
+
+def _stat_rows(stats: pd.DataFrame, codes: np.ndarray, uniques: Any) -> np.ndarray:
+    """Row of ``stats`` for each row coded by ``_factorize``: one lookup per distinct series, not
+    per row (a 3-million-row frame of 10,000 series costs 10,000 lookups). Unknown ids raise
+    KeyError naming them, as ``.loc`` would."""
     pos = stats.index.get_indexer(uniques)
     if (pos < 0).any() or (codes < 0).any():
-        unknown = list(uniques[pos < 0]) + (["<missing>"] if (codes < 0).any() else [])
+        unknown = list(np.asarray(uniques)[pos < 0]) + (["<missing>"] if (codes < 0).any() else [])
         raise KeyError(f"no scaling statistics for series {format_rows(unknown)}")
     return pos[codes]
 
@@ -38,10 +45,12 @@ class Scaler:
     std: pd.DataFrame
 
     def _stats_for(
-        self, frame: pd.DataFrame, unseen: Literal["raise", "fit"]
+        self, frame: pd.DataFrame, unseen: Literal["raise", "fit"], ids: Any = None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        ids = pd.unique(frame[SERIES])
-        missing = list(ids[self.mean.index.get_indexer(ids) < 0])
+        """Statistics covering every series of ``frame`` (``ids``: its distinct series, when the
+        caller has them already)."""
+        ids = pd.unique(frame[SERIES]) if ids is None else ids
+        missing = list(np.asarray(ids)[self.mean.index.get_indexer(ids) < 0])
         mean, std = self.mean, self.std
         if missing:
             if unseen == "raise":
@@ -54,9 +63,10 @@ class Scaler:
 
     def transform(self, frame: pd.DataFrame, unseen: Literal["raise", "fit"] = "raise") -> pd.DataFrame:
         """Scale ``columns`` of a canonical frame; NaN (future rows without y) stays NaN."""
-        mean, std = self._stats_for(frame, unseen)
+        codes, uniques = _factorize(frame[SERIES])
+        mean, std = self._stats_for(frame, unseen, uniques)
         out = frame.copy()
-        rows = _stat_rows(mean, frame[SERIES])
+        rows = _stat_rows(mean, codes, uniques)
         m = mean[self.columns].to_numpy()[rows]
         s = std[self.columns].to_numpy()[rows]
         out[self.columns] = (frame[self.columns].to_numpy(dtype=np.float64) - m) / s
@@ -69,7 +79,7 @@ class Scaler:
         mean, std = self.mean, self.std
         if history is not None:
             mean, std = self._stats_for(history, "fit")
-        rows = _stat_rows(mean, series_ids)
+        rows = _stat_rows(mean, *_factorize(series_ids))
         m = mean[TARGET].to_numpy()[rows]
         s = std[TARGET].to_numpy()[rows]
         shape = (-1,) + (1,) * (values.ndim - 1)
