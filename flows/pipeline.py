@@ -72,15 +72,21 @@ def prepared_for(cfg: Config) -> lib.Prepared:
 
 @task(name="train-model", task_run_name="train-{spec.name}")
 def train_task(
-    prepared: lib.Prepared, spec: ModelSpec, parent_run_id: str | None, threads: int, flow_run_id: str | None
+    prepared: lib.Prepared,
+    spec: ModelSpec,
+    parent_run_id: str | None,
+    threads: int,
+    flow_run_id: str | None,
+    members: dict[str, Any] | None = None,
 ) -> lib.ModelResult:
     from forecasting.tracking import Tracker
 
     _limit_threads(threads)
     tracker = Tracker(prepared.cfg.tracking)
     tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
-    result = lib.train_model(prepared, spec, tracker, parent_run_id, tags=tags)
-    result.model = None  # the model lives in MLflow; don't ship weights back between workers
+    result = lib.train_model(prepared, spec, tracker, parent_run_id, tags=tags, members=members)
+    if not any(lib.is_ensemble(m) for m in prepared.cfg.models):
+        result.model = None  # the model lives in MLflow; ship weights back only for an ensemble
     return result
 
 
@@ -162,8 +168,14 @@ def _train(
     cfg: Config, prepared: lib.Prepared, parent_run_id: str | None, flow_id: str | None
 ) -> list[lib.ModelResult]:
     threads = _threads_per_task(cfg)
-    futures = [train_task.submit(prepared, spec, parent_run_id, threads, flow_id) for spec in cfg.models]
-    results = [f.result() for f in futures]
+
+    def train_specs(specs: list[ModelSpec], members: dict[str, Any] | None) -> list[lib.ModelResult]:
+        futures = [
+            train_task.submit(prepared, spec, parent_run_id, threads, flow_id, members) for spec in specs
+        ]
+        return [f.result() for f in futures]
+
+    results = lib.train_all(prepared, train_specs)
     failed = [r for r in results if r.status != "FINISHED"]
     if failed:
         get_run_logger().warning("models failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed))

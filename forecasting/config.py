@@ -428,6 +428,15 @@ def _check_model_params(cfg: Config, source: str) -> None:
 
     for i, spec in enumerate(cfg.models):
         validate_model_spec(spec, where=f"{source}: models[{i}]")
+    runs = [m.run_name for m in cfg.models if m.name != "ensemble"]
+    for i, spec in enumerate(cfg.models):
+        members = spec.params.get("members", []) if spec.name == "ensemble" else []
+        unknown = [m for m in members if m not in runs]
+        if unknown:
+            raise ConfigError(
+                f"{source}: models[{i}] (ensemble): members {unknown} are not models of this config "
+                f"(its models: {runs})"
+            )
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

@@ -138,19 +138,30 @@ def run_params(cfg: Config, spec: ModelSpec, model: Forecaster) -> dict[str, Any
     }
     if model.uses_training_loop:
         params["training"] = cfg.training.model_dump(mode="json")
+    if getattr(model, "weights_", None):  # an ensemble: what it ended up combining
+        params["model"]["weights"] = dict(model.weights_)
     return params
 
 
 def fit_and_score(
-    prepared: Prepared, spec: ModelSpec, callbacks: list | None = None
+    prepared: Prepared,
+    spec: ModelSpec,
+    callbacks: list | None = None,
+    members: dict[str, Forecaster] | None = None,
 ) -> tuple[Forecaster, dict[str, float], pd.DataFrame]:
-    """Fit one model and score it on the validation and test windows (no tracking)."""
+    """Fit one model and score it on the validation and test windows (no tracking).
+
+    ``members``: for an ensemble, the fitted models it combines (see ``ensemble_members``).
+    """
     from forecasting.evaluation.metrics import evaluate_windows
 
     cfg = prepared.cfg
     model = build_model(spec, prepared.spec, cfg.training)
     start = time.perf_counter()
-    model.fit(prepared.train, prepared.val, callbacks=callbacks or [])
+    if members is not None:
+        model.fit_members(members, prepared.val)
+    else:
+        model.fit(prepared.train, prepared.val, callbacks=callbacks or [])
     fit_seconds = time.perf_counter() - start
     season = season_length(prepared.data.freq)
     score = dict(scaler=prepared.scaler, train=prepared.train, season=season)
@@ -171,18 +182,51 @@ def fit_and_score(
     return model, metrics, test_pred
 
 
+def is_ensemble(spec: ModelSpec) -> bool:
+    return spec.name == "ensemble"
+
+
+def ensemble_members(spec: ModelSpec, results: list[ModelResult]) -> dict[str, Forecaster]:
+    """The fitted models of this run an ensemble combines: those named in its ``members``
+    (run names), or every other model that finished; failed ones are left out."""
+    wanted = spec.params.get("members") or None
+    return {
+        r.name: r.model
+        for r in results
+        if r.status == "FINISHED"
+        and r.model is not None
+        and r.family != "ensemble"
+        and (wanted is None or r.name in wanted)
+    }
+
+
+def train_all(prepared: Prepared, train_one: Any, specs: list[ModelSpec] | None = None) -> list[ModelResult]:
+    """``train_one(spec, members)`` for every model: the others first, then the ensembles from
+    them (their members are the already fitted models, never trained twice). Config order."""
+    specs = list(prepared.cfg.models if specs is None else specs)
+    first = [s for s in specs if not is_ensemble(s)]
+    done = dict(zip([s.run_name for s in first], train_one(first, None), strict=True))
+    for spec in (s for s in specs if is_ensemble(s)):
+        (done[spec.run_name],) = train_one([spec], ensemble_members(spec, list(done.values())))
+    return [done[s.run_name] for s in specs]
+
+
 def train_model(
     prepared: Prepared,
     spec: ModelSpec,
     tracker: Any = None,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    members: dict[str, Forecaster] | None = None,
 ) -> ModelResult:
-    """Train, score and log one model as a child run. A failure is returned, not raised."""
+    """Train, score and log one model as a child run. A failure is returned, not raised.
+
+    ``members``: an ensemble's fitted members (``ensemble_members``); None trains it alone.
+    """
     family = spec.name
     if tracker is None:
         try:
-            model, metrics, pred = fit_and_score(prepared, spec)
+            model, metrics, pred = fit_and_score(prepared, spec, members=members)
         except Exception as err:
             return ModelResult(spec.run_name, family, "FAILED", error=f"{type(err).__name__}: {err}")
         return ModelResult(
@@ -199,7 +243,7 @@ def train_model(
             result = ModelResult(spec.run_name, family, "RUNNING", run_id=run.run_id)
             _log_inputs(run, prepared)
             model, metrics, pred = fit_and_score(
-                prepared, spec, callbacks=[run.epoch_callback, raise_if_stopped]
+                prepared, spec, callbacks=[run.epoch_callback, raise_if_stopped], members=members
             )
             run.log_params(run_params(prepared.cfg, spec, model))
             run.log_metrics(metrics)
@@ -464,7 +508,12 @@ def run_pipeline(cfg: Config, tracker: Any = None, flow_run_id: str | None = Non
             }
         )
         parent.log_text(dump_config(cfg), "config.yaml")
-        results = [train_model(prepared, spec, tracker, parent.run_id) for spec in cfg.models]
+        results = train_all(
+            prepared,
+            lambda specs, members: [
+                train_model(prepared, spec, tracker, parent.run_id, members=members) for spec in specs
+            ],
+        )
         board = leaderboard(results, cfg.tracking.selection_metric)
         log_pipeline_summary(parent, prepared, results, board)
         decision = select_champion(tracker, prepared, results, parent.run_id)

@@ -127,6 +127,23 @@ def test_champion_is_the_best_by_validation(pipeline_run):
 
 
 @pytest.mark.slow
+def test_the_ensemble_reuses_this_runs_models(pipeline_run):
+    _, result, _ = pipeline_run
+    by_name = {r.name: r for r in result.results}
+    ensemble = by_name["ensemble"]
+    assert ensemble.status == "FINISHED", ensemble.error
+    weights = ensemble.model.weights_
+    assert weights and sum(weights.values()) == pytest.approx(1.0)
+    for name, member in ensemble.model.members_.items():
+        assert member is by_name[name].model  # the fitted model itself: nothing trained twice
+    assert ensemble.metrics["val_mse"] <= min(r.metrics["val_mse"] for r in result.results) + 1e-9
+    params = MlflowClient().get_run(ensemble.run_id).data.params
+    prefix = "model.weights."
+    logged = {k.removeprefix(prefix): float(v) for k, v in params.items() if k.startswith(prefix)}
+    assert logged == pytest.approx(weights)
+
+
+@pytest.mark.slow
 def test_batch_predict_reproduces_in_process_forecasts(pipeline_run):
     cfg, result, _ = pipeline_run
     out = batch_predict(cfg)

@@ -16,6 +16,7 @@ is scored on identical windows, and returns the metrics and a long frame of pred
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,6 +131,38 @@ def score(
     }
 
 
+def iter_window_forecasts(
+    models: Sequence[Forecaster], windows: Windows, batch_size: int = 4096
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]:
+    """``(idx, targets (B, H), [forecasts (B, H) of each model])`` for consecutive batches.
+
+    Windows number their series in their own frame; each model is given its own training index
+    of each series (-1 for a series it has not seen).
+    """
+    maps = []
+    for model in models:
+        position = {str(s): i for i, s in enumerate(getattr(model, "series_", []))}
+        maps.append(np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64))
+    for idx in windows.iter_batches(batch_size):
+        batch = windows.batch(idx)
+        own = batch["series"]
+        forecasts = []
+        for model, to_model in zip(models, maps, strict=True):
+            batch["series"] = to_model[own]
+            forecasts.append(model.predict_windows(batch))
+        yield idx, batch["target"], forecasts
+
+
+def predict_all_windows(
+    model: Forecaster, windows: Windows, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and ``model``'s forecasts of every window: two (N, H) float64 arrays."""
+    y, yhat = np.empty((len(windows), windows.horizon)), np.empty((len(windows), windows.horizon))
+    for idx, target, (forecast,) in iter_window_forecasts([model], windows, batch_size):
+        y[idx], yhat[idx] = target, forecast
+    return y, yhat
+
+
 def evaluate_windows(
     model: Forecaster,
     windows: Windows,
@@ -160,15 +193,7 @@ def evaluate_windows(
             f"{model.name!r} (lookback {model.spec.lookback} / horizon {model.spec.horizon})"
         )
     n, horizon = len(windows), windows.horizon
-    # Windows number their series in their own frame; the model wants its training index (-1: unseen).
-    position = {str(s): i for i, s in enumerate(getattr(model, "series_", []))}
-    to_model = np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64)
-    y, yhat = np.empty((n, horizon)), np.empty((n, horizon))
-    for idx in windows.iter_batches(batch_size):
-        batch = windows.batch(idx)
-        y[idx] = batch["target"]
-        batch["series"] = to_model[batch["series"]]
-        yhat[idx] = model.predict_windows(batch)
+    y, yhat = predict_all_windows(model, windows, batch_size)
 
     ids = windows.arrays.series_ids[windows.series]  # (N,)
     scale = None

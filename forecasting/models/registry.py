@@ -23,6 +23,7 @@ _FAMILY_MODULES = {
     "tcn": "forecasting.models.tcn",
     "transformer": "forecasting.models.transformer",
     "linear": "forecasting.models.linear",
+    "ensemble": "forecasting.models.ensemble",
 }
 
 

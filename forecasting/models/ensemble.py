@@ -1,0 +1,158 @@
+"""The ensemble family (``ensemble``): a weighted mean of other fitted models' forecasts.
+
+Weights come from greedy ensemble selection (Caruana et al., 2004; what AutoGluon does): start
+from nothing, add with replacement the member whose addition most lowers the validation MSE,
+``rounds`` times, and keep the best prefix. Weights are counts / total, so they are non-negative
+and sum to one, and the ensemble's validation MSE is never above its best member's.
+
+In a pipeline the ensemble is built from the models the same run has already trained (no member
+is trained twice; ``members`` names runs, empty = every other model that finished). Fitted
+alone (``fit``), it trains its ``members`` (registry names; default linear, gru, transformer)
+on the same data first. Saved as one folder per member plus the weights; no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from forecasting.config import ModelSpec
+from forecasting.errors import ConfigError, ModelLoadError
+from forecasting.models.base import EpochCallback, Forecaster
+from forecasting.models.registry import build_model, register
+
+DEFAULT_MEMBERS = ("linear", "gru", "transformer")
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class EnsembleSettings:
+    members: list[str] = Field(default_factory=list)  # pipeline: run names; alone: registry names
+    rounds: int = Field(25, ge=1)  # greedy selection steps (weights are multiples of 1/rounds)
+
+
+def greedy_weights(gram: np.ndarray, cross: np.ndarray, sq: float, n: int, rounds: int) -> np.ndarray:
+    """Greedy selection with replacement on sufficient statistics of the validation forecasts.
+
+    With forecasts ``P`` (M members x n entries) and targets ``y`` (n,): ``gram = P P^T`` (M, M),
+    ``cross = P y`` (M,), ``sq = y . y``. The MSE of the weighted mean ``w P`` is
+    ``(w G w - 2 w c + sq) / n``, so a round costs O(M^2), not a pass over the data.
+    Returns the weights (M,) of the best ensemble seen, summing to one.
+    """
+    m = len(cross)
+    counts = np.zeros(m)
+    best, best_counts = np.inf, None
+    for r in range(1, rounds + 1):
+        trial = (counts[None, :] + np.eye(m)) / r  # (M, M): row k adds member k once
+        mse = (np.einsum("ki,ij,kj->k", trial, gram, trial) - 2 * trial @ cross + sq) / n
+        k = int(np.argmin(mse))
+        counts[k] += 1
+        if best_counts is None or mse[k] < best - 1e-12 * abs(best):
+            best, best_counts = float(mse[k]), counts.copy()
+    return best_counts / best_counts.sum()
+
+
+@register
+class Ensemble(Forecaster):
+    """Weighted mean of member forecasts, weights chosen greedily on the validation windows."""
+
+    name = "ensemble"
+    Settings = EnsembleSettings
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame | None = None,
+        callbacks: Sequence[EpochCallback] = (),
+    ) -> Ensemble:
+        """Train each member on ``train`` (each reports its epochs to ``callbacks`` in turn),
+        then weigh them on ``val`` (equal weights without it)."""
+        names = self.settings.members or list(DEFAULT_MEMBERS)
+        if "ensemble" in names:
+            raise ConfigError("ensemble: an ensemble cannot be its own member")
+        members = {
+            name: build_model(ModelSpec(name=name), self.spec, self.training).fit(train, val, callbacks)
+            for name in dict.fromkeys(names)
+        }
+        return self.fit_members(members, val)
+
+    def fit_members(self, members: Mapping[str, Forecaster], val: pd.DataFrame | None) -> Ensemble:
+        """Weigh already fitted models (same windows, same training series) on ``val``."""
+        from forecasting.evaluation.metrics import iter_window_forecasts
+
+        if not members:
+            raise ConfigError("ensemble: no fitted member to combine")
+        first = next(iter(members.values()))
+        for name, model in members.items():
+            if model.spec != self.spec:
+                raise ConfigError(f"ensemble: member {name!r} was trained on other windows ({model.spec})")
+            if model.series_ != first.series_:
+                raise ConfigError(f"ensemble: member {name!r} was trained on other series")
+        names, models = list(members), list(members.values())
+        weights = np.full(len(models), 1.0 / len(models))
+        if val is not None:
+            self._check_columns(val, "validation data")
+            windows = self.make_windows(val)
+            if len(windows) == 0:
+                raise ConfigError("ensemble: the validation data holds no full window to weigh members on")
+            m = len(models)
+            gram, cross, sq, n = np.zeros((m, m)), np.zeros(m), 0.0, 0
+            finite = np.ones(m, dtype=bool)
+            for _, target, forecasts in iter_window_forecasts(models, windows):
+                seen = np.isfinite(target)  # unobserved targets are not scored
+                p = np.stack([f[seen] for f in forecasts])  # (M, entries)
+                finite &= np.isfinite(p).all(axis=1)
+                p = np.where(np.isfinite(p), p, 0.0)
+                y = target[seen].astype(np.float64)
+                gram += p @ p.T
+                cross += p @ y
+                sq += float(y @ y)
+                n += y.size
+            if not finite.any() or n == 0:
+                raise ConfigError("ensemble: no member gives finite forecasts on the validation windows")
+            keep = np.flatnonzero(finite)
+            weights = np.zeros(m)
+            weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], cross[keep], sq, n, self.settings.rounds)
+        chosen = np.flatnonzero(weights > 0)
+        self.members_ = {names[i]: models[i] for i in chosen}
+        self.weights_ = {names[i]: float(weights[i]) for i in chosen}
+        self.freq_, self.series_ = first.freq_, list(first.series_)
+        self.handles_unseen_series = all(m.handles_unseen_series for m in self.members_.values())
+        self.fitted_ = True
+        return self
+
+    def _fit(self, train, train_windows, val_windows, callbacks) -> None:  # pragma: no cover
+        raise NotImplementedError("Ensemble.fit trains its members; see fit and fit_members")
+
+    def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        out = None
+        for name, model in self.members_.items():
+            part = self.weights_[name] * model.predict_windows(batch)  # (N, H)
+            out = part if out is None else out + part
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(m.n_params for m in getattr(self, "members_", {}).values())
+
+    def _save_state(self, path: Path) -> None:
+        entries = []
+        for i, (name, model) in enumerate(self.members_.items()):
+            folder = f"members/{i}"
+            model.save(path / folder)
+            entries.append({"name": name, "weight": self.weights_[name], "path": folder})
+        (path / "ensemble.json").write_text(json.dumps({"members": entries}, indent=2))
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            entries = json.loads((path / "ensemble.json").read_text())["members"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelLoadError(f"{path}: no readable ensemble.json ({err})") from None
+        self.members_ = {e["name"]: Forecaster.load(path / e["path"]) for e in entries}
+        self.weights_ = {e["name"]: float(e["weight"]) for e in entries}
+        self.handles_unseen_series = all(m.handles_unseen_series for m in self.members_.values())

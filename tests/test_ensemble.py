@@ -1,0 +1,142 @@
+"""The ensemble family: greedy weights, scoring, members reused in a pipeline, named errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting.config import ModelSpec, TrainingConfig
+from forecasting.errors import ConfigError
+from forecasting.evaluation.metrics import predict_all_windows
+from forecasting.models.base import DataSpec, Forecaster
+from forecasting.models.ensemble import Ensemble, greedy_weights
+from forecasting.models.registry import build_model
+
+L, H = 48, 12
+TRAINING = TrainingConfig(epochs=2, batch_size=64, patience=None, progress=False, seed=3, num_threads=1)
+
+
+def _stats(preds: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
+    return preds @ preds.T, preds @ y, float(y @ y), y.size
+
+
+def _mse(w: np.ndarray, preds: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((w @ preds - y) ** 2))
+
+
+def test_greedy_weights_average_opposite_errors():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(1000)
+    e = rng.standard_normal(1000)
+    preds = np.stack([y + e, y - e, y + 3 * rng.standard_normal(1000)])  # a third, worse member
+    w = greedy_weights(*_stats(preds, y), rounds=20)
+    np.testing.assert_allclose(w, [0.5, 0.5, 0.0])  # the two opposite errors cancel exactly
+    assert _mse(w, preds, y) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_greedy_weights_never_worse_than_the_best_member():
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(500)
+    preds = np.stack([y + s * rng.standard_normal(500) + b for s, b in [(0.5, 0.2), (0.7, -0.1), (1.0, 0)]])
+    w = greedy_weights(*_stats(preds, y), rounds=25)
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    # counts over the rounds of the best prefix (at most 25)
+    assert any(np.allclose(w * r, np.round(w * r)) for r in range(1, 26))
+    best_single = min(_mse(np.eye(3)[k], preds, y) for k in range(3))
+    assert _mse(w, preds, y) < best_single
+
+
+def _fitted(name: str, train: pd.DataFrame, holdout: pd.DataFrame, **params) -> Forecaster:
+    return build_model(ModelSpec(name=name, params=params), DataSpec(L, H), TRAINING).fit(train, holdout)
+
+
+def _split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    pos = frame.groupby("series_id").cumcount()
+    return frame[pos < 450].reset_index(drop=True), frame[pos >= 450 - L].reset_index(drop=True)
+
+
+def test_fit_members_weighs_on_validation_and_forecasts_the_weighted_mean(sine_frame):
+    train, holdout = _split(sine_frame)
+    members = {
+        "naive": _fitted("naive", train, holdout),
+        "seasonal": _fitted("seasonal_naive", train, holdout, season_length=24),
+        "linear": _fitted("linear", train, holdout),
+    }
+    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
+    ensemble.fit_members(members, holdout)
+
+    assert sum(ensemble.weights_.values()) == pytest.approx(1.0)
+    assert set(ensemble.members_) <= set(members) and all(w > 0 for w in ensemble.weights_.values())
+    assert all(ensemble.members_[k] is members[k] for k in ensemble.members_)  # reused, not refitted
+    windows = ensemble.make_windows(holdout)
+    y, combined = predict_all_windows(ensemble, windows)
+    member_mse = [float(np.mean((predict_all_windows(m, windows)[1] - y) ** 2)) for m in members.values()]
+    assert np.mean((combined - y) ** 2) <= min(member_mse) + 1e-12
+    expected = sum(w * predict_all_windows(members[k], windows)[1] for k, w in ensemble.weights_.items())
+    np.testing.assert_allclose(combined, expected, rtol=1e-12)
+    assert ensemble.n_params == sum(members[k].n_params for k in ensemble.members_)
+
+
+def test_fit_without_validation_gives_equal_weights(sine_frame):
+    train, _ = _split(sine_frame)
+    spec = ModelSpec(name="ensemble", params={"members": ["naive", "linear"]})
+    model = build_model(spec, DataSpec(L, H), TRAINING).fit(train)
+    assert model.weights_ == {"naive": 0.5, "linear": 0.5}
+
+
+class _Broken(Forecaster):
+    """A fitted model whose forecasts are NaN (a member that diverged)."""
+
+    name = "broken"
+
+    def _fit(self, train, train_windows, val_windows, callbacks) -> None:
+        pass
+
+    def _predict_windows(self, batch):
+        return np.full((len(batch["y"]), self.spec.horizon), np.nan)
+
+
+def test_a_member_with_non_finite_forecasts_gets_no_weight(sine_frame):
+    train, holdout = _split(sine_frame)
+    broken = _Broken(spec=DataSpec(L, H)).fit(train)
+    naive = _fitted("naive", train, holdout)
+    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
+    ensemble.fit_members({"broken": broken, "naive": naive}, holdout)
+    assert ensemble.weights_ == {"naive": 1.0}
+    assert np.isfinite(ensemble.predict(holdout)["yhat"]).all()
+
+
+def test_members_must_share_the_windows(sine_frame):
+    train, holdout = _split(sine_frame)
+    other = build_model(ModelSpec(name="naive"), DataSpec(L, 6), TRAINING).fit(train)
+    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
+    with pytest.raises(ConfigError, match="member 'naive' was trained on other windows"):
+        ensemble.fit_members({"naive": other}, holdout)
+    with pytest.raises(ConfigError, match="no fitted member"):
+        ensemble.fit_members({}, holdout)
+    with pytest.raises(ConfigError, match="its own member"):
+        build_model(ModelSpec(name="ensemble", params={"members": ["ensemble"]}), DataSpec(L, H)).fit(train)
+
+
+def test_config_names_unknown_members(tmp_path):
+    from test_pipeline import raw_config
+
+    from forecasting.config import config_from_dict
+
+    models = [{"name": "naive"}, {"name": "ensemble", "params": {"members": ["naive", "lstm"]}}]
+    raw = raw_config(tmp_path, "ens-config", models)
+    with pytest.raises(ConfigError, match=r"models\[1\] \(ensemble\): members \['lstm'\] are not models"):
+        config_from_dict(raw)
+
+
+def test_loaded_ensemble_is_a_plain_folder(sine_frame, tmp_path):
+    train, holdout = _split(sine_frame)
+    model = Ensemble(Ensemble.Settings(members=["naive", "linear"]), spec=DataSpec(L, H), training=TRAINING)
+    model.fit(train, holdout)
+    model.save(tmp_path / "ens")
+    assert (tmp_path / "ens" / "ensemble.json").exists()
+    assert not list((tmp_path / "ens").rglob("*.pkl"))
+    loaded = Forecaster.load(tmp_path / "ens")
+    assert loaded.weights_ == model.weights_
+    np.testing.assert_array_equal(loaded.predict(holdout)["yhat"], model.predict(holdout)["yhat"])
