@@ -47,7 +47,7 @@ from _common import (
     read_rows,
 )
 
-FAMILIES = ["naive", "seasonal_naive", "ar", "linear", "rnn", "lstm", "gru", "tcn", "transformer"]
+FAMILIES = ["naive", "seasonal_naive", "ar", "linear", "rnn", "lstm", "gru", "tcn", "transformer", "ensemble"]
 DEEP = ["linear", "rnn", "lstm", "gru", "tcn", "transformer"]
 TRAINED = ["ar", *DEEP]
 
@@ -81,6 +81,9 @@ _SHARED: dict[str, list[_Variant]] = {
     "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
     "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4), ("seg8-flat-lr4", {"head": "flatten"}, _LR4)],
     "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+    # Of the families fitted before it in the same invocation, each one's variant chosen on
+    # validation (as the table chooses), weighed greedily on validation (members added at run time).
+    "ensemble": [("greedy25", {"rounds": 25}, {})],
 }
 _LINEAR: list[_Variant] = [
     ("nlinear", {"kind": "nlinear"}, {}),
@@ -128,26 +131,29 @@ def score_windows(model: Any, windows: Any, batch_size: int = 4096) -> dict[str,
     """
     import numpy as np
 
-    position = {str(s): i for i, s in enumerate(getattr(model, "series_", []))}
-    to_model = np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64)
+    from forecasting.evaluation.metrics import iter_window_forecasts
+
     sq, ab, n = 0.0, 0.0, 0
-    for idx in windows.iter_batches(batch_size):
-        batch = windows.batch(idx)
-        batch["series"] = to_model[batch["series"]]
-        err = model.predict_windows(batch) - batch["target"].astype(np.float64)  # (B, H)
+    for _, target, (forecast,) in iter_window_forecasts([model], windows, batch_size):
+        err = forecast - target.astype(np.float64)  # (B, H)
         sq += float(np.square(err).sum())
         ab += float(np.abs(err).sum())
         n += err.size
     return {"mse": sq / n, "mae": ab / n}
 
 
-def fit_and_score_lean(prepared: Any, cfg: Any, spec: Any) -> tuple[Any, dict[str, float]]:
+def fit_and_score_lean(
+    prepared: Any, cfg: Any, spec: Any, members: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, float]]:
     """``pipeline.fit_and_score`` reduced to what the table needs (same fit, same windows)."""
     from forecasting.models.registry import build_model
 
     model = build_model(spec, prepared.spec, cfg.training)
     start = time.perf_counter()
-    model.fit(prepared.train, prepared.val)
+    if members is not None:
+        model.fit_members(members, prepared.val)
+    else:
+        model.fit(prepared.train, prepared.val)
     fit_seconds = time.perf_counter() - start
     val = score_windows(model, prepared.windows(prepared.val))
     start = time.perf_counter()
@@ -188,6 +194,7 @@ def run_cell(
         f"series, {n_test} test windows (prepared in {prep_s:.1f} s; load {load_average()})",
         flush=True,
     )
+    chosen: dict[str, tuple[float, Any]] = {}  # family -> (val MSE, model) of its best variant so far
     for family in families:
         variants = variants_for(features, family, FREQ[dataset])
         if args.quick or args.first_variant:
@@ -207,15 +214,25 @@ def run_cell(
                 continue
             cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
             spec = ModelSpec(name=family, label=label, params=params)
+            members = {f: m for f, (_, m) in chosen.items()} if family == "ensemble" else None
             load_before = load_average()
             try:
                 if args.scorer == "pipeline":
-                    model, metrics, _ = fit_and_score(dataclasses.replace(prepared, cfg=cfg), spec)
+                    model, metrics, _ = fit_and_score(
+                        dataclasses.replace(prepared, cfg=cfg), spec, members=members
+                    )
                 else:
-                    model, metrics = fit_and_score_lean(prepared, cfg, spec)
+                    model, metrics = fit_and_score_lean(prepared, cfg, spec, members)
                 error = ""
             except Exception as err:  # record the failure and go on with the next family
                 model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
+            if model is not None and family != "ensemble":
+                val = metrics.get("val_mse", float("inf"))
+                if family not in chosen or val < chosen[family][0]:
+                    chosen[family] = (val, model)
+            if members is not None and model is not None:
+                weights = {k: round(w, 4) for k, w in model.weights_.items()}
+                params = {**params, "members": sorted(members), "weights": weights}
             history = getattr(model, "history_", None) or []
             row = {
                 **row_key,

@@ -104,10 +104,10 @@ def worker_phases() -> dict[str, Any]:
     fit_time: dict[str, float] = {}
     original = lib.fit_and_score
 
-    def timed_fit(prepared_: Any, spec: Any, callbacks: Any = None) -> Any:
+    def timed_fit(prepared_: Any, spec: Any, callbacks: Any = None, members: Any = None) -> Any:
         start = time.perf_counter()
         try:
-            return original(prepared_, spec, callbacks)
+            return original(prepared_, spec, callbacks, members)
         finally:
             fit_time[spec.run_name] = time.perf_counter() - start
 
@@ -122,20 +122,26 @@ def worker_phases() -> dict[str, Any]:
                 "models": [m.run_name for m in cfg.models],
             }
         )
-        results = []
-        for spec in cfg.models:
-            start = time.perf_counter()
-            result = lib.train_model(prepared, spec, tracker, parent.run_id)
-            total = time.perf_counter() - start
-            results.append(result)
-            fit = fit_time.get(spec.run_name, 0.0)
-            per_family[spec.run_name] = {
-                "train_and_score_s": fit,
-                "mlflow_logging_s": total - fit,
-                "status": result.status,
-                "test_mse": result.metrics.get("test_mse"),
-            }
-            logging_total += total - fit
+
+        def train_timed(specs: list[Any], members: Any) -> list[Any]:
+            nonlocal logging_total
+            out = []
+            for spec in specs:
+                start = time.perf_counter()
+                result = lib.train_model(prepared, spec, tracker, parent.run_id, members=members)
+                total = time.perf_counter() - start
+                out.append(result)
+                fit = fit_time.get(spec.run_name, 0.0)
+                per_family[spec.run_name] = {
+                    "train_and_score_s": fit,
+                    "mlflow_logging_s": total - fit,
+                    "status": result.status,
+                    "test_mse": result.metrics.get("test_mse"),
+                }
+                logging_total += total - fit
+            return out
+
+        results = lib.train_all(prepared, train_timed)
         board = lib.leaderboard(results, cfg.tracking.selection_metric)
         start = time.perf_counter()
         lib.log_pipeline_summary(parent, prepared, results, board)
@@ -176,14 +182,18 @@ def worker_compute() -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(DEMO_CONFIG)
     prepared = lib.prepare(cfg)
-    best: tuple[float, Any] | None = None
-    for spec in cfg.models:
-        model, metrics, _test_pred = lib.fit_and_score(prepared, spec)
-        if best is None or metrics["val_mse"] < best[0]:
-            best = (metrics["val_mse"], model)
-    assert best is not None
-    forecast = best[1].predict(prepared.test, cfg.window.horizon)
-    return {"champion_val_mse": best[0], "forecast_rows": len(forecast)}
+
+    def fit(specs: list[Any], members: Any) -> list[Any]:
+        out = []
+        for spec in specs:
+            model, metrics, _test_pred = lib.fit_and_score(prepared, spec, members=members)
+            out.append(lib.ModelResult(spec.run_name, spec.name, "FINISHED", metrics=metrics, model=model))
+        return out
+
+    results = lib.train_all(prepared, fit)
+    best = min(results, key=lambda r: r.metrics["val_mse"])
+    forecast = best.model.predict(prepared.test, cfg.window.horizon)
+    return {"champion_val_mse": best.metrics["val_mse"], "forecast_rows": len(forecast)}
 
 
 def run_worker(flag: str, cwd: Path, tmp: Path) -> dict[str, Any]:
