@@ -278,3 +278,28 @@ def test_past_covariates_are_window_normalised_future_ones_are_not():
     torch.testing.assert_close(net(shifted), base, atol=1e-4, rtol=1e-4)
     moved = dict(batch, x_past=batch["x_past"] + torch.tensor([0.0, 5.0]))
     assert not torch.allclose(net(moved)[:, 0], base[:, 0])
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_segment_decoder_learns_and_round_trips(name: str, sine_frame: pd.DataFrame, tmp_path) -> None:
+    """SegRNN's parallel decoder: one recurrent step per horizon segment from the encoder state."""
+    train, test = split(sine_frame)
+    naive = build_model(ModelSpec(name="naive"), DataSpec(lookback=L, horizon=H)).fit(train)
+    m = model(name, training=fast(epochs=15), decoder="segments").fit(train, test)
+    assert m.network_.core.position.shape == (H // 8, 16)  # 3 output segments of 8 steps
+    assert window_mse(m, test) < 0.05 * window_mse(naive, test)
+    m.save(tmp_path / name)
+    pd.testing.assert_frame_equal(Forecaster.load(tmp_path / name).predict(test), m.predict(test))
+
+
+def test_segment_decoder_cuts_a_ragged_horizon_and_reads_future_covariates(sine_frame: pd.DataFrame) -> None:
+    frame = sine_frame.assign(hour=sine_frame["t"].dt.hour.astype(float))
+    spec = DataSpec(lookback=L, horizon=H, future=["hour"])
+    m = model("gru", spec, decoder="segments", segment_len=10).fit(frame)  # 24 = 10 + 10 + 4
+    assert m.network_.core.position.shape[0] == 3
+    w = m.make_windows(frame)
+    batch = w.batch(np.arange(8))
+    out = m.predict_windows(batch)
+    assert out.shape == (8, H) and np.isfinite(out).all()
+    shifted = {**batch, "x_future": batch["x_future"] + 5.0}
+    assert not np.allclose(m.predict_windows(shifted), out)  # the horizon's covariates are used

@@ -2,8 +2,16 @@
 
 The lookback is cut into segments (SegRNN, Lin et al. 2023): with 24-step segments a 96-step
 recurrence becomes 4 steps, which is both faster and more accurate than stepping through every
-hour. Each segment (with its past covariates) is embedded, a stack of recurrent layers runs over
-the segments, and the last hidden state feeds the direct multi-horizon head.
+hour. Each segment (with its past covariates) is embedded and a stack of recurrent layers runs
+over the segments. Two read-outs:
+
+- ``decoder: head`` (default): the last hidden state feeds the direct multi-horizon head, so all
+  H values come from one ``hidden``-wide vector.
+- ``decoder: segments``: SegRNN's parallel multi-step forecasting. The horizon is cut into
+  segments too; each gets a learnt position embedding, which runs one step through the same
+  recurrent stack from the encoder's final states (all segments at once, as a batch), and a
+  shared linear map turns each output into that segment's values. Long horizons then no longer
+  squeeze through one vector.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ class RecurrentSettings(ArchitectureSettings):
     """``activation`` shapes the segment embedding; the cells keep their own tanh/sigmoid gates."""
 
     cell: Cell = "lstm"
-    segment_len: int = Field(24, ge=1)  # lookback steps per recurrent step
+    segment_len: int = Field(24, ge=1)  # lookback (and, decoding by segments, horizon) steps per step
+    decoder: Literal["head", "segments"] = "head"
     recurrent_init: RecurrentInit = "orthogonal"  # hidden-to-hidden weights
     init: Init = "xavier"
 
@@ -74,9 +83,20 @@ class RecurrentNet(nn.Module):
         )
         self.norms = nn.ModuleList(make_norm(s.norm, s.hidden) for _ in range(s.layers))
         self.dropout = nn.Dropout(s.dropout)
+        self.horizon = dims.horizon
+        self.n_out = -(-dims.horizon // s.segment_len) if s.decoder == "segments" else 0
+        if self.n_out:
+            self.position = nn.Parameter(torch.zeros(self.n_out, s.hidden))  # one per output segment
+            nn.init.normal_(self.position, std=s.hidden**-0.5)
         init_weights(self, s.init, s.activation, recurrent=s.recurrent_init)
-        # The linear read-out keeps torch's default (smaller) scale whatever the body's scheme.
-        self.head = ForecastHead(s.hidden, dims, s.dropout)
+        # The linear read-outs keep torch's default (smaller) scale whatever the body's scheme.
+        if self.n_out:
+            self.segment_out = nn.Linear(s.hidden, s.segment_len)
+            # Covariates of the horizon (and statics) still enter through the direct head's maps.
+            covariates = dims.n_future or dims.n_static
+            self.head = ForecastHead(0, dims, s.dropout) if covariates else None
+        else:
+            self.head = ForecastHead(s.hidden, dims, s.dropout)
 
     def forward(
         self, y: torch.Tensor, x_past: torch.Tensor, x_future: torch.Tensor, static: torch.Tensor
@@ -84,11 +104,34 @@ class RecurrentNet(nn.Module):
         x = steps_with_covariates(y, x_past)  # (B, L, 1 + C)
         x = to_patches(x, self.segment_len, self.segment_len)  # (B, N, seg * (1 + C))
         h = self.embed(x)  # (B, N, D)
+        states = []
         for cell, norm in zip(self.cells, self.norms, strict=True):
-            out, _ = cell(h)  # (B, N, D)
+            out, state = cell(h)  # (B, N, D); state (1, B, D), a pair of them for an LSTM
+            states.append(state)
             out = self.dropout(out)
             h = norm(h + out if self.residual else out)
-        return self.head(h[:, -1], x_future, static)  # (B, H)
+        if not self.n_out:
+            return self.head(h[:, -1], x_future, static)  # (B, H)
+        return self._decode_segments(states, x_future, static)
+
+    def _decode_segments(self, states: list, x_future: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """One recurrent step per output segment, all segments in parallel: (B, H)."""
+        B, M = x_future.shape[0], self.n_out
+        d = self.position.new_zeros(B, M, self.position.shape[1]) + self.position  # (B, M, D)
+        d = d.reshape(B * M, 1, -1)  # each output segment is its own length-1 sequence
+        for cell, norm, state in zip(self.cells, self.norms, states, strict=True):
+            start = (
+                tuple(s.repeat_interleave(M, dim=1) for s in state)
+                if isinstance(state, tuple)
+                else state.repeat_interleave(M, dim=1)
+            )  # (1, B * M, D): each segment starts from its window's encoder state
+            out, _ = cell(d, start)  # (B * M, 1, D)
+            out = self.dropout(out)
+            d = norm(d + out if self.residual else out)
+        out = self.segment_out(d[:, 0]).reshape(B, M * self.segment_len)[:, : self.horizon]  # (B, H)
+        if self.head is not None:
+            out = out + self.head(out.new_zeros(B, 0), x_future, static)
+        return out
 
 
 class _Recurrent(NeuralForecaster):
