@@ -70,10 +70,13 @@ M_TRAIN_WINDOWS = 16384
 _LR4 = {"lr": 2.5e-4}  # a quarter of the base lr: peak 1e-3 at batch 128
 _Variant = tuple[str, dict[str, Any], dict[str, Any]]
 _ALL = {**_LR4, "max_train_windows": None}  # M: every training window in every epoch (no subsampling)
+_SEGMENTS = {"decoder": "segments"}  # SegRNN's parallel segment decoder instead of the head
 _RECURRENT: list[_Variant] = [
     ("seg24", {}, {}),
     ("seg24-lr4", {}, _LR4),
     ("seg24-lr4-d2", {"dropout": 0.2}, _LR4),
+    ("seg24-dec", _SEGMENTS, {}),
+    ("seg24-dec-lr4", _SEGMENTS, _LR4),
 ]
 _SHARED: dict[str, list[_Variant]] = {
     "naive": [("naive", {}, {})],
