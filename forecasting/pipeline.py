@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,14 +201,18 @@ def ensemble_members(spec: ModelSpec, results: list[ModelResult]) -> dict[str, F
     }
 
 
-def train_all(prepared: Prepared, train_one: Any, specs: list[ModelSpec] | None = None) -> list[ModelResult]:
-    """``train_one(spec, members)`` for every model: the others first, then the ensembles from
-    them (their members are the already fitted models, never trained twice). Config order."""
-    specs = list(prepared.cfg.models if specs is None else specs)
+TrainMany = Callable[[list[ModelSpec], "dict[str, Forecaster] | None"], list[ModelResult]]
+
+
+def train_all(prepared: Prepared, train_many: TrainMany) -> list[ModelResult]:
+    """Every configured model through ``train_many(specs, members) -> results`` (sequential,
+    or fanned out to a task runner): the others first, then each ensemble from their fitted
+    models (never trained twice). Results in config order."""
+    specs = list(prepared.cfg.models)
     first = [s for s in specs if not is_ensemble(s)]
-    done = dict(zip([s.run_name for s in first], train_one(first, None), strict=True))
+    done = dict(zip([s.run_name for s in first], train_many(first, None), strict=True))
     for spec in (s for s in specs if is_ensemble(s)):
-        (done[spec.run_name],) = train_one([spec], ensemble_members(spec, list(done.values())))
+        (done[spec.run_name],) = train_many([spec], ensemble_members(spec, list(done.values())))
     return [done[s.run_name] for s in specs]
 
 
