@@ -102,6 +102,7 @@ VARIANTS: dict[str, dict[str, list[_Variant]]] = {
     "M": {
         **_SHARED,
         "linear": [*_LINEAR, ("nlinear-lr4-all", {"kind": "nlinear"}, _ALL)],
+        "transformer": [*_SHARED["transformer"], ("patch16-lr4-all", {}, _ALL)],
         **{
             family: [*_RECURRENT, ("seg24-lr4-d2-all", {"dropout": 0.2}, _ALL)]
             for family in ("rnn", "lstm", "gru")

@@ -335,8 +335,8 @@ def report(results: dict[str, Any]) -> str:
         lines += [
             "",
             "Marginal cost, whole processes timed from outside: `forecast demo` minus the same work "
-            "without Prefect and MLflow (`--worker-compute`: python start-up, imports, data, the 9 "
-            "families fitted and scored, champion by validation, its forecast).",
+            "without Prefect and MLflow (`--worker-compute`: python start-up, imports, data, every model "
+            "of the demo config fitted and scored, champion by validation, its forecast).",
             "",
             "| run | wall s | orchestration + tracking s | share |",
             "|---|---|---|---|",
