@@ -303,3 +303,14 @@ def test_segment_decoder_cuts_a_ragged_horizon_and_reads_future_covariates(sine_
     assert out.shape == (8, H) and np.isfinite(out).all()
     shifted = {**batch, "x_future": batch["x_future"] + 5.0}
     assert not np.allclose(m.predict_windows(shifted), out)  # the horizon's covariates are used
+
+
+def test_segment_decoder_keeps_its_own_batch_norm_statistics(sine_frame: pd.DataFrame) -> None:
+    """With norm=batch the decoder's states get their own running statistics, not the encoder's."""
+    m = model("lstm", norm="batch", decoder="segments").fit(sine_frame)
+    core = m.network_.core
+    enc, dec = core.norms[0], core.decoder_norms[0]
+    assert enc is not dec and len(core.decoder_norms) == len(core.norms)
+    seen = [n for n in (enc, dec) if int(n.num_batches_tracked) > 0]
+    assert len(seen) == 2  # both were updated in training...
+    assert not torch.allclose(enc.running_mean, dec.running_mean)  # ...from different states

@@ -69,7 +69,12 @@ class GRUSettings(RecurrentSettings):
 
 
 class RecurrentNet(nn.Module):
-    """Segments of the lookback -> stacked recurrent layers -> last hidden state -> H values."""
+    """Segments of the lookback -> stacked recurrent layers -> H values.
+
+    ``decoder="head"`` reads the last hidden state with a linear head; ``"segments"`` (SegRNN)
+    runs one more step of the same cells per output segment, all in parallel, each from the
+    encoder's final states and a learnt position embedding, and maps each to ``segment_len`` values.
+    """
 
     def __init__(self, s: RecurrentSettings, dims: Dims):
         super().__init__()
@@ -88,6 +93,8 @@ class RecurrentNet(nn.Module):
         if self.n_out:
             self.position = nn.Parameter(torch.zeros(self.n_out, s.hidden))  # one per output segment
             nn.init.normal_(self.position, std=s.hidden**-0.5)
+            # Their own norms: a batch norm's running statistics must not mix encoder and decoder states.
+            self.decoder_norms = nn.ModuleList(make_norm(s.norm, s.hidden) for _ in range(s.layers))
         init_weights(self, s.init, s.activation, recurrent=s.recurrent_init)
         # The linear read-outs keep torch's default (smaller) scale whatever the body's scheme.
         if self.n_out:
@@ -119,7 +126,7 @@ class RecurrentNet(nn.Module):
         B, M = x_future.shape[0], self.n_out
         d = self.position.new_zeros(B, M, self.position.shape[1]) + self.position  # (B, M, D)
         d = d.reshape(B * M, 1, -1)  # each output segment is its own length-1 sequence
-        for cell, norm, state in zip(self.cells, self.norms, states, strict=True):
+        for cell, norm, state in zip(self.cells, self.decoder_norms, states, strict=True):
             start = (
                 tuple(s.repeat_interleave(M, dim=1) for s in state)
                 if isinstance(state, tuple)
