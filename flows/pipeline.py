@@ -85,8 +85,8 @@ def train_task(
     tracker = Tracker(prepared.cfg.tracking)
     tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
     result = lib.train_model(prepared, spec, tracker, parent_run_id, tags=tags, members=members)
-    if not any(lib.is_ensemble(m) for m in prepared.cfg.models):
-        result.model = None  # the model lives in MLflow; ship weights back only for an ensemble
+    if not lib.feeds_an_ensemble(prepared.cfg, spec):
+        result.model = None  # the model lives in MLflow; ship it back only to an ensemble's members
     return result
 
 

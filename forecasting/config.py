@@ -8,6 +8,7 @@ every model.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -121,6 +122,16 @@ class ModelSpec(_Section):
     name: str
     label: str | None = None  # run name; defaults to the registry name
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_a_name(cls, label: str | None) -> str | None:
+        # It names the MLflow run and keys the params that refer to it (an ensemble's weights).
+        if label is not None and not re.fullmatch(r"[\w.\-]{1,100}", label):
+            raise ValueError(
+                f"label {label!r}: use 1-100 letters, digits, '_', '.' or '-' (it names the model's run)"
+            )
+        return label
 
     @property
     def run_name(self) -> str:
@@ -430,6 +441,8 @@ def _check_model_params(cfg: Config, source: str) -> None:
         validate_model_spec(spec, where=f"{source}: models[{i}]")
     runs = [m.run_name for m in cfg.models if m.name != "ensemble"]
     for i, spec in enumerate(cfg.models):
+        if spec.name == "ensemble" and not runs:
+            raise ConfigError(f"{source}: models[{i}] (ensemble): the config has no other model to combine")
         members = spec.params.get("members", []) if spec.name == "ensemble" else []
         unknown = [m for m in members if m not in runs]
         if unknown:

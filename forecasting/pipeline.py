@@ -187,6 +187,16 @@ def is_ensemble(spec: ModelSpec) -> bool:
     return spec.name == "ensemble"
 
 
+def feeds_an_ensemble(cfg: Config, spec: ModelSpec) -> bool:
+    """Whether an ensemble of ``cfg`` combines ``spec``'s fitted model (so it must be kept)."""
+    if is_ensemble(spec):
+        return False
+    return any(
+        is_ensemble(e) and (not e.params.get("members") or spec.run_name in e.params["members"])
+        for e in cfg.models
+    )
+
+
 def ensemble_members(spec: ModelSpec, results: list[ModelResult]) -> dict[str, Forecaster]:
     """The fitted models of this run an ensemble combines: those named in its ``members``
     (run names), or every other model that finished; failed ones are left out."""

@@ -173,6 +173,11 @@ def check_search(cfg: Config) -> None:
         )
     for family, space in search.families.items():
         where = f"search.families.{family}"
+        if family == "ensemble":
+            raise ConfigError(
+                f"{where}: an ensemble is weighed on a run's fitted models, not searched; search its "
+                "members' families and add `- name: ensemble` to the models of the run that uses them"
+            )
         try:
             cls = get_model_class(family)
         except ForecastingError as err:

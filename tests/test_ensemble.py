@@ -17,8 +17,9 @@ L, H = 48, 12
 TRAINING = TrainingConfig(epochs=2, batch_size=64, patience=None, progress=False, seed=3, num_threads=1)
 
 
-def _stats(preds: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
-    return preds @ preds.T, preds @ y, float(y @ y), y.size
+def _stats(preds: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    err = preds - y
+    return err @ err.T, y.size
 
 
 def _mse(w: np.ndarray, preds: np.ndarray, y: np.ndarray) -> float:
@@ -128,6 +129,28 @@ def test_config_names_unknown_members(tmp_path):
     raw = raw_config(tmp_path, "ens-config", models)
     with pytest.raises(ConfigError, match=r"models\[1\] \(ensemble\): members \['lstm'\] are not models"):
         config_from_dict(raw)
+    alone = raw_config(tmp_path, "ens-alone", [{"name": "ensemble"}])
+    with pytest.raises(ConfigError, match=r"models\[0\] \(ensemble\): the config has no other model"):
+        config_from_dict(alone)
+    # a label keys the ensemble's weight params in MLflow, which refuses '(', '+', '@' in keys
+    odd = raw_config(tmp_path, "ens-label", [{"name": "gru", "label": "gru(big)"}, {"name": "ensemble"}])
+    with pytest.raises(ConfigError, match=r"label 'gru\(big\)': use 1-100 letters, digits"):
+        config_from_dict(odd)
+
+
+def test_only_an_ensembles_members_are_shipped_back(tmp_path):
+    from test_pipeline import raw_config
+
+    from forecasting.config import config_from_dict
+    from forecasting.pipeline import feeds_an_ensemble
+
+    models = [{"name": "naive"}, {"name": "linear"}, {"name": "ensemble", "params": {"members": ["linear"]}}]
+    cfg = config_from_dict(raw_config(tmp_path, "ens-ship", models))
+    assert [feeds_an_ensemble(cfg, s) for s in cfg.models] == [False, True, False]
+    every = config_from_dict(raw_config(tmp_path, "ens-all", [*models[:2], {"name": "ensemble"}]))
+    assert [feeds_an_ensemble(every, s) for s in every.models] == [True, True, False]
+    plain = config_from_dict(raw_config(tmp_path, "no-ens", models[:2]))
+    assert not any(feeds_an_ensemble(plain, s) for s in plain.models)
 
 
 def test_loaded_ensemble_is_a_plain_folder(sine_frame, tmp_path):

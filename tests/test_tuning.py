@@ -53,6 +53,9 @@ def test_config_rejects_a_search_that_cannot_run(tmp_path):
     cfg = search_config(tmp_path, "bad", {"sampler": "grid", "families": {"linear": {"layers": [1, 2]}}})
     with pytest.raises(ConfigError, match=r"search.families.linear.*unknown key params.layers"):
         tuning.check_search(cfg)
+    cfg = search_config(tmp_path, "bad", {"sampler": "grid", "families": {"ensemble": {}}})
+    with pytest.raises(ConfigError, match=r"search.families.ensemble: an ensemble is weighed on a run's"):
+        tuning.check_search(cfg)
 
 
 def test_cli_tune_without_a_search_space_is_a_config_error(tmp_path, capsys):

@@ -2,8 +2,8 @@
 
 Weights come from greedy ensemble selection (Caruana et al., 2004; what AutoGluon does): start
 from nothing, add with replacement the member whose addition most lowers the validation MSE,
-``rounds`` times, and keep the best prefix. Weights are counts / total, so they are non-negative
-and sum to one, and the ensemble's validation MSE is never above its best member's.
+``rounds`` times, and keep the best prefix. Weights are counts / prefix length, so they are
+non-negative and sum to one, and the ensemble's validation MSE is never above its best member's.
 
 In a pipeline the ensemble is built from the models the same run has already trained (no member
 is trained twice; ``members`` names runs, empty = every other model that finished). Fitted
@@ -33,23 +33,24 @@ DEFAULT_MEMBERS = ("linear", "gru", "transformer")
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class EnsembleSettings:
     members: list[str] = Field(default_factory=list)  # pipeline: run names; alone: registry names
-    rounds: int = Field(25, ge=1)  # greedy selection steps (weights are multiples of 1/rounds)
+    rounds: int = Field(25, ge=1)  # greedy selection steps (weights: multiples of 1/r, r <= rounds)
 
 
-def greedy_weights(gram: np.ndarray, cross: np.ndarray, sq: float, n: int, rounds: int) -> np.ndarray:
-    """Greedy selection with replacement on sufficient statistics of the validation forecasts.
+def greedy_weights(gram: np.ndarray, n: int, rounds: int) -> np.ndarray:
+    """Greedy selection with replacement on the Gram matrix of the members' validation errors.
 
-    With forecasts ``P`` (M members x n entries) and targets ``y`` (n,): ``gram = P P^T`` (M, M),
-    ``cross = P y`` (M,), ``sq = y . y``. The MSE of the weighted mean ``w P`` is
-    ``(w G w - 2 w c + sq) / n``, so a round costs O(M^2), not a pass over the data.
-    Returns the weights (M,) of the best ensemble seen, summing to one.
+    With errors ``E = P - y`` (M members x n entries; forecasts minus targets), ``gram = E E^T``
+    (M, M). Weights sum to one, so ``w P - y = w E`` and the MSE of the weighted mean is
+    ``w G w / n`` exactly: a round costs O(M^2), not a pass over the data, and nothing is
+    subtracted, so the level of the data costs no precision. Returns the weights (M,) of the best
+    ensemble seen, summing to one.
     """
-    m = len(cross)
+    m = len(gram)
     counts = np.zeros(m)
     best, best_counts = np.inf, None
     for r in range(1, rounds + 1):
         trial = (counts[None, :] + np.eye(m)) / r  # (M, M): row k adds member k once
-        mse = (np.einsum("ki,ij,kj->k", trial, gram, trial) - 2 * trial @ cross + sq) / n
+        mse = np.einsum("ki,ij,kj->k", trial, gram, trial) / n
         k = int(np.argmin(mse))
         counts[k] += 1
         if best_counts is None or mse[k] < best - 1e-12 * abs(best):
@@ -101,23 +102,22 @@ class Ensemble(Forecaster):
             if len(windows) == 0:
                 raise ConfigError("ensemble: the validation data holds no full window to weigh members on")
             m = len(models)
-            gram, cross, sq, n = np.zeros((m, m)), np.zeros(m), 0.0, 0
+            gram, n = np.zeros((m, m)), 0
             finite = np.ones(m, dtype=bool)
             for _, target, forecasts in iter_window_forecasts(models, windows):
                 seen = np.isfinite(target)  # unobserved targets are not scored
-                p = np.stack([f[seen] for f in forecasts])  # (M, entries)
-                finite &= np.isfinite(p).all(axis=1)
-                p = np.where(np.isfinite(p), p, 0.0)
                 y = target[seen].astype(np.float64)
-                gram += p @ p.T
-                cross += p @ y
-                sq += float(y @ y)
+                err = np.stack([f[seen] for f in forecasts]).astype(np.float64) - y  # (M, entries)
+                finite &= np.isfinite(err).all(axis=1)
+                err = np.where(np.isfinite(err), err, 0.0)
+                gram += err @ err.T
                 n += y.size
+            finite &= np.isfinite(np.diag(gram))  # errors so large their squares overflow
             if not finite.any() or n == 0:
                 raise ConfigError("ensemble: no member gives finite forecasts on the validation windows")
             keep = np.flatnonzero(finite)
             weights = np.zeros(m)
-            weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], cross[keep], sq, n, self.settings.rounds)
+            weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], n, self.settings.rounds)
         chosen = np.flatnonzero(weights > 0)
         self.members_ = {names[i]: models[i] for i in chosen}
         self.weights_ = {names[i]: float(weights[i]) for i in chosen}
@@ -151,8 +151,9 @@ class Ensemble(Forecaster):
     def _load_state(self, path: Path) -> None:
         try:
             entries = json.loads((path / "ensemble.json").read_text())["members"]
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelLoadError(f"{path}: no readable ensemble.json ({err})") from None
-        self.members_ = {e["name"]: Forecaster.load(path / e["path"]) for e in entries}
-        self.weights_ = {e["name"]: float(e["weight"]) for e in entries}
+            listed = [(str(e["name"]), float(e["weight"]), str(e["path"])) for e in entries]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ModelLoadError(f"{path}: no readable ensemble.json ({type(err).__name__}: {err})") from None
+        self.members_ = {name: Forecaster.load(path / folder) for name, _, folder in listed}
+        self.weights_ = {name: weight for name, weight, _ in listed}
         self.handles_unseen_series = all(m.handles_unseen_series for m in self.members_.values())
