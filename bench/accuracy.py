@@ -83,7 +83,12 @@ _SHARED: dict[str, list[_Variant]] = {
     "seasonal_naive": [("day", {"season_length": 24}, {})],
     "ar": [("aic48", {"max_lag": 48, "ic": "aic"}, {})],
     "tcn": [("seg8", {}, {}), ("seg8-lr4", {}, _LR4), ("seg8-flat-lr4", {"head": "flatten"}, _LR4)],
-    "transformer": [("patch16", {}, {}), ("patch16-lr4", {}, _LR4)],
+    "transformer": [
+        ("patch16", {}, {}),
+        ("patch16-lr4", {}, _LR4),
+        # PatchTST's own ETTh recipe as far as 2 cores allow: 3 layers, peak lr 1e-4, a longer run.
+        ("patch16-l3-lr40-e30", {"layers": 3}, {"lr": 2.5e-5, "epochs": 30, "patience": 10}),
+    ],
     # Of the families fitted before it in the same invocation, each one's variant chosen on
     # validation (as the table chooses), weighed greedily on validation (members added at run time).
     "ensemble": [("greedy25", {"rounds": 25}, {})],
