@@ -9,7 +9,9 @@ so MSE/MAE average over windows x steps x the 7 channels like the published tabl
 Each family runs with the settings listed in ``VARIANTS`` (recorded in the CSV row). When a family
 has several variants the table keeps the one with the lowest *validation* MSE: test figures never
 choose. Rows are appended to ``bench/results/accuracy.csv`` as they finish; a rerun skips rows
-already there (``--fresh`` starts over), so a long run can be stopped and resumed.
+already there (``--fresh`` starts over), so a long run can be stopped and resumed. The ensemble
+rows are the exception: their members must be fitted in the same invocation, so a cell that was
+resumed gets none (rerun it into a new ``--out``).
 
     .venv/bin/python bench/accuracy.py --quick              # ETTh1 S, L=336, H=96, first variants
     .venv/bin/python bench/accuracy.py                      # ETTh1/ETTh2 x S/M x H 96/336, L=336
@@ -89,9 +91,10 @@ _SHARED: dict[str, list[_Variant]] = {
         # PatchTST's own ETTh recipe as far as 2 cores allow: 3 layers, peak lr 1e-4, a longer run.
         ("patch16-l3-lr40-e30", {"layers": 3}, {"lr": 2.5e-5, "epochs": 30, "patience": 10}),
     ],
-    # Of the families fitted before it in the same invocation, each one's variant chosen on
-    # validation (as the table chooses), weighed greedily on validation (members added at run time).
-    "ensemble": [("greedy25", {"rounds": 25}, {})],
+    # Weighed greedily on validation (members added at run time) from the models fitted before it
+    # in the same invocation: each family's variant chosen on validation (as the table chooses),
+    # or (`-lib`, Caruana's "library") every variant of every family.
+    "ensemble": [("greedy25", {"rounds": 25}, {}), ("greedy25-lib", {"rounds": 25}, {})],
 }
 _LINEAR: list[_Variant] = [
     ("nlinear", {"kind": "nlinear"}, {}),
@@ -204,10 +207,13 @@ def run_cell(
         flush=True,
     )
     chosen: dict[str, tuple[float, Any]] = {}  # family -> (val MSE, model) of its best variant so far
+    library: dict[str, Any] = {}  # "family/variant" -> model: every fitted variant
+    resumed = False  # a row of this cell was already in --out (its model is not in memory)
     for family in families:
         variants = variants_for(features, family, FREQ[dataset])
         if args.quick or args.first_variant:
             variants = variants[:1]
+        variants = [v for v in variants if v[0] not in args.skip_variants]
         for label, params, overrides in variants:
             row_key = {
                 "dataset": dataset,
@@ -220,10 +226,17 @@ def run_cell(
             }
             if key_of(row_key) in done:
                 print(f"{family:>14} {label:<12} (in {args.out.name}; skipped)", flush=True)
+                resumed = True
+                continue
+            if family == "ensemble" and resumed:
+                # Its members must be this invocation's models; some were fitted by an earlier one.
+                print(f"{family:>14} {label:<12} not run: members fitted earlier; rerun into a new --out")
                 continue
             cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
             spec = ModelSpec(name=family, label=label, params=params)
-            members = {f: m for f, (_, m) in chosen.items()} if family == "ensemble" else None
+            members = None
+            if family == "ensemble":
+                members = library if label.endswith("-lib") else {f: m for f, (_, m) in chosen.items()}
             load_before = load_average()
             try:
                 if args.scorer == "pipeline":
@@ -236,6 +249,7 @@ def run_cell(
             except Exception as err:  # record the failure and go on with the next family
                 model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
             if model is not None and family != "ensemble":
+                library[f"{family}/{label}"] = model
                 val = metrics.get("val_mse", float("inf"))
                 if family not in chosen or val < chosen[family][0]:
                     chosen[family] = (val, model)
@@ -434,6 +448,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ETTh1 S L=336 H=96, first variant per family")
     parser.add_argument(
         "--first-variant", action="store_true", help="only the first (default) variant of each family"
+    )
+    parser.add_argument(
+        "--skip-variants", nargs="+", default=[], metavar="LABEL", help="leave out these variants (slow ones)"
     )
     parser.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"])
     parser.add_argument("--features", nargs="+", default=["S", "M"], choices=["S", "M"])
