@@ -187,27 +187,24 @@ def is_ensemble(spec: ModelSpec) -> bool:
     return spec.name == "ensemble"
 
 
+def _combines(ensemble: ModelSpec, family: str, run_name: str) -> bool:
+    """The membership rule: every other (non-ensemble) model, or those its ``members`` name."""
+    wanted = ensemble.params.get("members")
+    return family != "ensemble" and (not wanted or run_name in wanted)
+
+
 def feeds_an_ensemble(cfg: Config, spec: ModelSpec) -> bool:
     """Whether an ensemble of ``cfg`` combines ``spec``'s fitted model (so it must be kept)."""
-    if is_ensemble(spec):
-        return False
-    return any(
-        is_ensemble(e) and (not e.params.get("members") or spec.run_name in e.params["members"])
-        for e in cfg.models
-    )
+    return any(is_ensemble(e) and _combines(e, spec.name, spec.run_name) for e in cfg.models)
 
 
 def ensemble_members(spec: ModelSpec, results: list[ModelResult]) -> dict[str, Forecaster]:
     """The fitted models of this run an ensemble combines: those named in its ``members``
     (run names), or every other model that finished; failed ones are left out."""
-    wanted = spec.params.get("members") or None
     return {
         r.name: r.model
         for r in results
-        if r.status == "FINISHED"
-        and r.model is not None
-        and r.family != "ensemble"
-        and (wanted is None or r.name in wanted)
+        if r.status == "FINISHED" and r.model is not None and _combines(spec, r.family, r.name)
     }
 
 
