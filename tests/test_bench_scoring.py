@@ -1,0 +1,93 @@
+"""The accuracy bench's scoring: every window, and the windows a published test loader scored.
+
+Published ETT figures come from test loaders with ``drop_last=True``, which never scored the last
+``n_origins % batch`` origins; ``bench/accuracy.py`` records the MSE over both sets of windows.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting.data.windows import Windows, to_arrays
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from _common import append_row, published_origins, read_rows  # noqa: E402
+from accuracy import origin_rank, score_windows  # noqa: E402
+
+
+class LastValue:
+    """Forecasts the last lookback value; enough to have known errors per window."""
+
+    def __init__(self, series_ids):
+        self.series_ = list(series_ids)
+
+    def predict_windows(self, batch):
+        return np.repeat(batch["y"][:, -1:].astype(np.float64), batch["target"].shape[1], axis=1)
+
+
+def two_series(lengths=(12, 9)) -> Windows:
+    rng = np.random.default_rng(0)
+    parts = [
+        pd.DataFrame(
+            {
+                "series_id": name,
+                "t": pd.date_range("2024-01-01", periods=n, freq="h"),
+                "y": rng.normal(size=n).cumsum(),
+            }
+        )
+        for name, n in zip(("a", "b"), lengths, strict=True)
+    ]
+    return Windows(to_arrays(pd.concat(parts, ignore_index=True)), lookback=3, horizon=2)
+
+
+def test_published_origins_drop_the_last_partial_batch():
+    # ETTh test sets: 2880 - H + 1 origins per series.
+    assert published_origins(2545, "PatchTST/64") == 2432  # H=336, batch 128: 113 origins unscored
+    assert published_origins(2785, "PatchTST/42") == 2688  # H=96: 97 unscored
+    assert published_origins(2785, "NLinear") == 2784  # batch 32: 1 unscored
+    assert published_origins(2785, "ARIMA") == 2785  # no loader: every origin
+
+
+def test_origin_rank_counts_within_each_series():
+    w = two_series()
+    # 12 - 5 + 1 = 8 windows of "a", then 9 - 5 + 1 = 5 of "b".
+    assert origin_rank(w).tolist() == [*range(8), *range(5)]
+
+
+@pytest.mark.parametrize("batch_size", [3, 4096])
+def test_score_windows_over_every_window_and_the_first_origins(batch_size):
+    w = two_series()
+    model = LastValue(w.arrays.series_ids)
+    batch = w.batch(np.arange(len(w)))
+    err = model.predict_windows(batch) - batch["target"]  # (13, 2)
+    kept = np.r_[0:4, 8:12]  # the first 4 origins of each series
+
+    scores = score_windows(model, w, batch_size=batch_size, keep_origins=4)
+
+    assert scores["mse"] == pytest.approx(np.mean(err**2))
+    assert scores["mae"] == pytest.approx(np.mean(np.abs(err)))
+    assert scores["mse_pub"] == pytest.approx(np.mean(err[kept] ** 2))
+    assert scores["mae_pub"] == pytest.approx(np.mean(np.abs(err[kept])))
+    assert scores["mse_pub"] != pytest.approx(scores["mse"])
+    assert "mse_pub" not in score_windows(model, w, batch_size=batch_size)
+
+
+def test_append_row_widens_an_older_results_file(tmp_path):
+    path = tmp_path / "accuracy.csv"
+    append_row(path, {"family": "naive", "test_mse": 1.0})
+    append_row(
+        path, {"family": "linear", "test_mse": 0.5, "test_mse_pub": 0.4, "params": {"kind": "nlinear"}}
+    )
+
+    rows = read_rows(path)
+    assert [r["family"] for r in rows] == ["naive", "linear"]
+    assert rows[0]["test_mse_pub"] == "" and rows[1]["test_mse_pub"] == "0.4"
+    assert rows[1]["params"] == '{"kind": "nlinear"}'
+    assert not list(tmp_path.glob("*.tmp"))
