@@ -163,10 +163,12 @@ PUBLISHED: dict[tuple[str, str, int], list[tuple[str, int | None, float, float, 
 # How the published figures' test loaders batched the test set: ``DataLoader(batch_size=B,
 # drop_last=True)`` over the time origins (benchmarks.md 2.3 caveat 2), so the last
 # ``n_origins % B`` origins of the test set were never scored. B from each source's scripts:
-# PatchTST ``scripts/PatchTST/{,univariate/}etth{1,2}.sh`` (--batch_size 128, data_factory's test
-# flag drop_last=True); LTSF-Linear ``scripts/EXP-LongForecasting/*/etth*.sh`` (--batch_size 32);
-# FEDformer, Autoformer, Informer and the Time-Series-Library re-runs (TimesNet, RLinear, PatchTST
-# at L=96) with their default batch 32. ARIMA has no loader: every origin.
+# PatchTST ``scripts/PatchTST/{,univariate/}etth{1,2}.sh`` (--batch_size 128; data_factory's test
+# flag has drop_last=True). Those scripts are PatchTST/42's (seq_len=336); the repository has none
+# for PatchTST/64 (L=512), whose batch is assumed to be the same 128. LTSF-Linear
+# ``scripts/EXP-LongForecasting/*/etth*.sh`` (--batch_size 32, drop_last until 6fe4c28) and FEDformer
+# (default batch 32). Not listed, so every origin counts: ARIMA (no loader) and the iTransformer
+# appendix re-runs (TimesNet, RLinear, PatchTST at L=96), whose test loader uses batch size 1.
 PUBLISHED_TEST_BATCH: dict[str, int] = {
     "PatchTST/64": 128,
     "PatchTST/42": 128,
@@ -174,9 +176,6 @@ PUBLISHED_TEST_BATCH: dict[str, int] = {
     "DLinear": 32,
     "FEDformer": 32,
     "FEDformer-f": 32,
-    "TimesNet": 32,
-    "RLinear": 32,
-    "PatchTST": 32,
 }
 
 
@@ -283,7 +282,8 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     """Append one result row to a CSV (header on first write); dicts/lists are stored as JSON.
 
     A row with columns the file does not have yet (a bench that records something new) rewrites
-    the file once with the wider header; the earlier rows get those columns empty.
+    the file once with the wider header (new columns last); the earlier rows get those columns
+    empty. One writer per file: a bench process appends to its own ``--out``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for k, v in row.items()}

@@ -175,6 +175,16 @@ def score_windows(
     return out
 
 
+def published_window_scores(model: Any, windows: Any, keep_origins: int) -> dict[str, float]:
+    """``test_mse_pub``/``test_mae_pub`` of a fitted model; NaN (and a warning) if scoring fails."""
+    try:
+        scores = score_windows(model, windows, keep_origins=keep_origins)
+    except Exception as err:  # the fit and its every-window scores are still worth recording
+        print(f"warning: scoring the published loader's windows failed: {type(err).__name__}: {err}")
+        return {"test_mse_pub": float("nan"), "test_mae_pub": float("nan")}
+    return {"test_mse_pub": scores["mse_pub"], "test_mae_pub": scores["mae_pub"]}
+
+
 def fit_and_score_lean(
     prepared: Any,
     cfg: Any,
@@ -229,6 +239,7 @@ def run_cell(
     n_test = len(test_windows)
     # The published figure's test loader dropped its last partial batch: score those windows too.
     pub = best_published(dataset, features, horizon)
+    # ETT: every series has the same test origins (the seven columns share their timestamps).
     per_series = int(origin_rank(test_windows).max()) + 1 if n_test else 0
     keep = published_origins(per_series, pub[0]) if pub else None
     print(
@@ -274,11 +285,7 @@ def run_cell(
                         dataclasses.replace(prepared, cfg=cfg), spec, members=members
                     )
                     if keep is not None:
-                        pub_scores = score_windows(model, test_windows, keep_origins=keep)
-                        metrics |= {
-                            "test_mse_pub": pub_scores["mse_pub"],
-                            "test_mae_pub": pub_scores["mae_pub"],
-                        }
+                        metrics |= published_window_scores(model, test_windows, keep)
                 else:
                     model, metrics = fit_and_score_lean(prepared, cfg, spec, members, keep)
                 error = ""
@@ -414,7 +421,7 @@ def report(path: Path) -> str:
                 continue
             gap = scored[f] / target - 1
             beats = naive is None or scored[f] < naive
-            if gap > 0.10 or not beats:
+            if gap > 0.10 or not beats or (f in like and like[f] / target - 1 > 0.10):
                 notes.append(
                     f"- {dataset} {features} L={lookback} H={horizon} {f}: {scored[f]:.4f} is "
                     f"{gap:+.1%} vs the best published {target:.3f}"
@@ -425,10 +432,11 @@ def report(path: Path) -> str:
                     )
                     + ("" if beats else f"; does NOT beat naive ({naive:.4f})")
                 )
-        if best_f and round(scored[best_f], 3) > target:  # published figures have 3 decimals
+        short_like = best_like is not None and round(like[best_like], 3) > target
+        if best_f and (round(scored[best_f], 3) > target or short_like):  # published: 3 decimals
             notes.append(
                 f"- {dataset} {features} L={lookback} H={horizon}: best of ours ({best_f} "
-                f"{scored[best_f]:.4f}) is {scored[best_f] / target - 1:+.1%} above the best published "
+                f"{scored[best_f]:.4f}) is {scored[best_f] / target - 1:+.1%} against the best published "
                 f"{target:.3f}"
                 + (
                     f"; on the windows its loader scored: {best_like} {like[best_like]:.4f} "
@@ -441,7 +449,8 @@ def report(path: Path) -> str:
     lines.append("Cells: test MSE / MAE (normalised scale). Variant per family chosen by validation MSE.")
     lines.append(
         "Loader's windows: the published test loaders dropped their last partial batch "
-        "(`drop_last=True`; batch 128 in PatchTST's ETTh scripts, 32 in LTSF-Linear's and FEDformer's), "
+        "(`drop_last=True`; batch 128 in PatchTST's ETTh scripts, 32 in LTSF-Linear's and FEDformer's; "
+        "see `PUBLISHED_TEST_BATCH`), "
         "so they scored only the first origins of each series; the same MSE over those origins "
         "(`test_mse_pub` in the CSV)."
     )

@@ -32,7 +32,7 @@ class LastValue:
         return np.repeat(batch["y"][:, -1:].astype(np.float64), batch["target"].shape[1], axis=1)
 
 
-def two_series(lengths=(12, 9)) -> Windows:
+def two_series(lengths=(9, 12)) -> Windows:
     rng = np.random.default_rng(0)
     parts = [
         pd.DataFrame(
@@ -57,8 +57,8 @@ def test_published_origins_drop_the_last_partial_batch():
 
 def test_origin_rank_counts_within_each_series():
     w = two_series()
-    # 12 - 5 + 1 = 8 windows of "a", then 9 - 5 + 1 = 5 of "b".
-    assert origin_rank(w).tolist() == [*range(8), *range(5)]
+    # 9 - 5 + 1 = 5 windows of "a", then 12 - 5 + 1 = 8 of "b".
+    assert origin_rank(w).tolist() == [*range(5), *range(8)]
 
 
 @pytest.mark.parametrize("batch_size", [3, 4096])
@@ -67,7 +67,7 @@ def test_score_windows_over_every_window_and_the_first_origins(batch_size):
     model = LastValue(w.arrays.series_ids)
     batch = w.batch(np.arange(len(w)))
     err = model.predict_windows(batch) - batch["target"]  # (13, 2)
-    kept = np.r_[0:4, 8:12]  # the first 4 origins of each series
+    kept = np.r_[0:4, 5:9]  # the first 4 origins of each series
 
     scores = score_windows(model, w, batch_size=batch_size, keep_origins=4)
 
