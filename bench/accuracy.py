@@ -6,6 +6,11 @@ at stride 1 (2880 - H + 1 per series on ETTh), MSE/MAE on the normalised scale. 
 ``M``: the seven columns as seven series (wide format) and one global channel-independent model,
 so MSE/MAE average over windows x steps x the 7 channels like the published tables.
 
+The published figures were scored by test loaders that dropped their last partial batch
+(``drop_last=True``), so each row also records ``test_mse_pub``/``test_mae_pub``: the same over
+the first ``pub_origins`` origins of each series, the windows the cell's best published figure was
+scored on (``PUBLISHED_TEST_BATCH`` in ``_common.py``). ``test_mse`` (every window) stays the headline.
+
 Each family runs with the settings listed in ``VARIANTS`` (recorded in the CSV row). When a family
 has several variants the table keeps the one with the lowest *validation* MSE: test figures never
 choose. Rows are appended to ``bench/results/accuracy.csv`` as they finish; a rerun skips rows
