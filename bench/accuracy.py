@@ -94,6 +94,9 @@ _SHARED: dict[str, list[_Variant]] = {
     "transformer": [
         ("patch16", {}, {}),
         ("patch16-lr4", {}, _LR4),
+        # PatchTST normalises with BatchNorm over the tokens (its ``norm='BatchNorm'``), not LayerNorm.
+        ("patch16-bn", {"norm": "batch"}, {}),
+        ("patch16-bn-lr4", {"norm": "batch"}, _LR4),
         # PatchTST's own ETTh recipe as far as 2 cores allow: 3 layers, peak lr 1e-4, a longer run.
         ("patch16-l3-lr40-e30", {"layers": 3}, {"lr": 2.5e-5, "epochs": 30, "patience": 10}),
     ],
