@@ -109,6 +109,13 @@ def _row(lookback, family, variant, val, test, pub=""):
     }
 
 
+def _cells(lines, prefix):
+    start = next(i for i, line in enumerate(lines) if line.startswith("| data | feat | H | lookbacks run"))
+    names = [c.strip() for c in lines[start].strip("|").split("|")]
+    row = next(line for line in lines[start:] if line.startswith(prefix))
+    return dict(zip(names, [c.strip() for c in row.strip("|").split("|")], strict=True))
+
+
 def test_any_lookback_keeps_validations_variant_and_takes_each_familys_best_lookback():
     from accuracy import any_lookback, selected
 
@@ -121,11 +128,7 @@ def test_any_lookback_keeps_validations_variant_and_takes_each_familys_best_look
         _row(512, "gru", "a", 0.09, 0.095, 0.094),
     ]
     lines = any_lookback(selected(rows))
-    table = next(line for line in lines if line.startswith("| ETTh1 | S | 336"))
-    cells = [c.strip() for c in table.strip("|").split("|")]
-    header = next(line for line in lines if line.startswith("| data"))
-    names = [c.strip() for c in header.strip("|").split("|")]
-    got = dict(zip(names, cells, strict=True))
+    got = _cells(lines, "| ETTh1 | S | 336")
     assert got["lookbacks run"] == "336, 512"
     assert got["tcn"] == "0.0800 [512]"  # 0.070 was not validation's choice at L=336
     assert got["gru"] == "0.0850 [336]"
@@ -134,13 +137,6 @@ def test_any_lookback_keeps_validations_variant_and_takes_each_familys_best_look
     # 0.0755 rounds to 0.076 (the published 0.076): reached on those windows; 0.0800 is short
     notes = "\n".join(lines)
     assert "best of ours at any lookback 0.0800 (tcn, L=512, +5.3%)" in notes
-
-
-def _cells(lines, prefix):
-    start = next(i for i, line in enumerate(lines) if line.startswith("| data | feat | H | lookbacks run"))
-    names = [c.strip() for c in lines[start].strip("|").split("|")]
-    row = next(line for line in lines[start:] if line.startswith(prefix))
-    return dict(zip(names, [c.strip() for c in row.strip("|").split("|")], strict=True))
 
 
 def test_any_lookback_orders_lookbacks_as_numbers_and_notes_family_gaps_on_both_window_sets():
