@@ -79,6 +79,15 @@ _LR4 = {"lr": 2.5e-4}  # a quarter of the base lr: peak 1e-3 at batch 128
 _Variant = tuple[str, dict[str, Any], dict[str, Any]]
 _ALL = {**_LR4, "max_train_windows": None}  # M: every training window in every epoch (no subsampling)
 _SEGMENTS = {"decoder": "segments"}  # SegRNN's parallel segment decoder instead of the head
+_PATCHTST = {
+    "layers": 3,
+    "norm": "batch",
+    "position": "learned",
+    "pad_end": True,
+    "residual_attention": True,
+    "attention_dropout": 0.0,
+    "head_dropout": 0.0,
+}
 _RECURRENT: list[_Variant] = [
     ("seg24", {}, {}),
     ("seg24-lr4", {}, _LR4),
@@ -97,6 +106,10 @@ _SHARED: dict[str, list[_Variant]] = {
         # PatchTST normalises with BatchNorm over the tokens (its ``norm='BatchNorm'``), not LayerNorm.
         ("patch16-bn", {"norm": "batch"}, {}),
         ("patch16-bn-lr4", {"norm": "batch"}, _LR4),
+        # PatchTST/64's network for ETTh as a whole: 3 layers, BatchNorm, learned positions, end
+        # padding, residual attention, no dropout on the attention weights or the head.
+        ("patch16-ptst", _PATCHTST, {}),
+        ("patch16-ptst-lr4", _PATCHTST, _LR4),
         # PatchTST's own ETTh recipe as far as 2 cores allow: 3 layers, peak lr 1e-4, a longer run.
         ("patch16-l3-lr40-e30", {"layers": 3}, {"lr": 2.5e-5, "epochs": 30, "patience": 10}),
     ],

@@ -314,3 +314,72 @@ def test_segment_decoder_keeps_its_own_batch_norm_statistics(sine_frame: pd.Data
     seen = [n for n in (enc, dec) if int(n.num_batches_tracked) > 0]
     assert len(seen) == 2  # both were updated in training...
     assert not torch.allclose(enc.running_mean, dec.running_mean)  # ...from different states
+
+
+def test_end_padding_repeats_the_last_step_as_one_more_patch() -> None:
+    from forecasting.models.layers import n_patches, to_patches
+
+    x = torch.arange(2 * 48, dtype=torch.float32).reshape(2, 48, 1)  # (B, L, C)
+    plain, padded = to_patches(x, 16, 8), to_patches(x, 16, 8, pad_end=True)
+    assert plain.shape == (2, n_patches(48, 16, 8), 16) == (2, 5, 16)
+    assert padded.shape == (2, n_patches(48 + 8, 16, 8), 16) == (2, 6, 16)
+    torch.testing.assert_close(padded[:, :5], plain)  # the first patches are unchanged
+    last = padded[0, -1]  # steps 40..47, then step 47 held for 8 more
+    torch.testing.assert_close(last, torch.tensor([*range(40, 48), *[47] * 8], dtype=torch.float32))
+
+
+def test_residual_attention_is_multihead_attention_plus_the_previous_scores() -> None:
+    from forecasting.models.transformer import ResidualAttention
+
+    torch.manual_seed(0)
+    res, mha = ResidualAttention(16, 4, 0.0), torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    with torch.no_grad():  # the same projections
+        res.qkv.weight.copy_(mha.in_proj_weight)
+        res.qkv.bias.copy_(mha.in_proj_bias)
+        res.out.weight.copy_(mha.out_proj.weight)
+        res.out.bias.copy_(mha.out_proj.bias)
+    h = torch.randn(3, 7, 16)  # (B, N, D)
+    out, scores = res(h, None)
+    torch.testing.assert_close(out, mha(h, h, h, need_weights=False)[0], atol=1e-5, rtol=1e-5)
+    assert scores.shape == (3, 4, 7, 7)
+    # The weights it averages with are softmax(scores); a second layer adds these scores to its own.
+    _, avg = mha(h, h, h, need_weights=True, average_attn_weights=True)
+    torch.testing.assert_close(scores.softmax(-1).mean(1), avg, atol=1e-5, rtol=1e-5)
+    prev = torch.randn(3, 4, 7, 7)
+    _, carried = res(h, prev)
+    torch.testing.assert_close(carried, scores + prev)
+
+
+def test_patchtst_details_learn_and_round_trip(sine_frame: pd.DataFrame, tmp_path) -> None:
+    """Learned positions, end padding, residual attention, BatchNorm, no attention/head dropout."""
+    details = {
+        "position": "learned",
+        "pad_end": True,
+        "residual_attention": True,
+        "norm": "batch",
+        "attention_dropout": 0.0,
+        "head_dropout": 0.0,
+        "dropout": 0.2,
+        "layers": 2,
+        "patch_len": 8,
+        "stride": 4,
+    }
+    train, test = split(sine_frame)
+    naive = build_model(ModelSpec(name="naive"), DataSpec(lookback=L, horizon=H)).fit(train)
+    m = model("transformer", training=fast(epochs=10), **details).fit(train, test)
+    net = m.network_.core
+    tokens = (L + 4 - 8) // 4 + 1  # 12 patches with the end one
+    assert net.position.pe.shape == (tokens, 16) and net.position.pe.requires_grad
+    assert net.position.pe.abs().max() > 0.02  # trained away from its +-0.02 start
+    assert net.head.proj.in_features == tokens * 16 and net.head.dropout.p == 0.0
+    assert all(b.attn.dropout.p == 0.0 and b.dropout.p == 0.2 for b in net.blocks)
+    assert window_mse(m, test) < 0.1 * window_mse(naive, test)
+    m.save(tmp_path / "t")
+    loaded = Forecaster.load(tmp_path / "t")
+    assert loaded.settings == m.settings
+    pd.testing.assert_frame_equal(loaded.predict(test), m.predict(test))
+
+
+def test_transformer_dropouts_default_to_the_shared_one() -> None:
+    net = model("transformer", dropout=0.25).build_network().core
+    assert net.head.dropout.p == 0.25 and net.blocks[0].attn.dropout == 0.25  # nn.MultiheadAttention's float

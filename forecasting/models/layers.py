@@ -133,12 +133,17 @@ def n_patches(length: int, patch_len: int, stride: int) -> int:
     return math.ceil(max(0, length - patch_len) / stride) + 1
 
 
-def to_patches(x: torch.Tensor, patch_len: int, stride: int) -> torch.Tensor:
+def to_patches(x: torch.Tensor, patch_len: int, stride: int, pad_end: bool = False) -> torch.Tensor:
     """Cut a sequence into (possibly overlapping) patches whose last one ends on the last step.
 
     x: (B, L, C) -> (B, N, patch_len * C), N = ``n_patches(L, patch_len, stride)``. When the patches
     do not tile L exactly, the first step is repeated in front (the oldest values matter least).
+    ``pad_end`` first repeats the last step ``stride`` times at the end (PatchTST's
+    ``padding_patch='end'``): one patch more, N = ``n_patches(L + stride, ...)``, whose newest
+    steps are the latest value held.
     """
+    if pad_end:
+        x = torch.cat([x, x[:, -1:].expand(-1, stride, -1)], dim=1)  # (B, L + stride, C)
     B, L, C = x.shape
     n = n_patches(L, patch_len, stride)
     pad = (n - 1) * stride + patch_len - L
@@ -159,6 +164,20 @@ class PositionalEncoding(nn.Module):
         pe[:, 0::2] = torch.sin(pos * freq)
         pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
         self.register_buffer("pe", pe, persistent=False)  # rebuilt, not saved
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[: x.shape[1]]  # (B, N, D)
+
+
+class LearnedPosition(nn.Module):
+    """Learned positions (PatchTST's default), one D-vector per token, added to (B, N, D) tokens.
+
+    Initialised uniform in +-0.02 as PatchTST does, so the tokens start close to their content.
+    """
+
+    def __init__(self, d_model: int, n_tokens: int):
+        super().__init__()
+        self.pe = nn.Parameter(torch.empty(n_tokens, d_model).uniform_(-0.02, 0.02))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pe[: x.shape[1]]  # (B, N, D)
