@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import numpy as np
@@ -346,8 +347,23 @@ def test_residual_attention_is_multihead_attention_plus_the_previous_scores() ->
     _, avg = mha(h, h, h, need_weights=True, average_attn_weights=True)
     torch.testing.assert_close(scores.softmax(-1).mean(1), avg, atol=1e-5, rtol=1e-5)
     prev = torch.randn(3, 4, 7, 7)
-    _, carried = res(h, prev)
+    out_prev, carried = res(h, prev)
     torch.testing.assert_close(carried, scores + prev)
+    # prev enters the softmax: the same as torch's attention with prev as an additive float mask.
+    masked = mha(h, h, h, attn_mask=prev.reshape(3 * 4, 7, 7), need_weights=False)[0]
+    torch.testing.assert_close(out_prev, masked, atol=1e-5, rtol=1e-5)
+
+
+def test_residual_attention_hands_each_layer_the_previous_layers_scores() -> None:
+    net = model("transformer", layers=3, residual_attention=True).build_network().core.eval()
+    seen: list[tuple] = []  # (prev received, scores returned) per block, in order
+    for block in net.blocks:
+        block.attn.register_forward_hook(lambda mod, args, out: seen.append((args[1], out[1])))
+    y = torch.randn(2, L)
+    net(y, torch.zeros(2, L, 0), torch.zeros(2, H, 0), torch.zeros(2, 0))
+    assert len(seen) == 3 and seen[0][0] is None
+    for (_, returned), (received, _) in itertools.pairwise(seen):
+        assert received is returned
 
 
 def test_patchtst_details_learn_and_round_trip(sine_frame: pd.DataFrame, tmp_path) -> None:

@@ -66,14 +66,18 @@ class TransformerSettings(ArchitectureSettings):
     pad_end: bool = False  # repeat the last step ``stride`` times at the end: one patch more
     residual_attention: bool = False  # add the previous layer's pre-softmax scores (RealFormer)
     attention_dropout: float | None = Field(None, ge=0, lt=1)  # None: ``dropout``
-    head_dropout: float | None = Field(None, ge=0, lt=1)  # None: ``dropout``
+    # On the head's input, as the head's other dropout was (PatchTST drops the head's output;
+    # its ETTh scripts set it to 0, where the two are the same). None: ``dropout``.
+    head_dropout: float | None = Field(None, ge=0, lt=1)
 
 
 class ResidualAttention(nn.Module):
     """Multi-head self-attention that adds the previous layer's scores to its own before softmax.
 
     PatchTST's ``res_attention`` (He et al., 2020, RealFormer). h (B, N, D), prev (B, heads, N, N)
-    or None -> (out (B, N, D), scores (B, heads, N, N)), the scores for the next layer.
+    or None -> (out (B, N, D), scores (B, heads, N, N)), the scores for the next layer. Its
+    projections are ``nn.Linear``, so the model's ``init`` scheme covers them (with the default
+    ``xavier`` they start as ``nn.MultiheadAttention``'s do).
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float):
