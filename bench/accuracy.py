@@ -269,24 +269,150 @@ def run_cell(
         flush=True,
     )
     chosen: dict[str, tuple[float, Any]] = {}  # family -> (val MSE, model) of its best variant so far
+    picks: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = {}  # family -> that variant
     library: dict[str, Any] = {}  # "family/variant" -> model: every fitted variant
     resumed = False  # a row of this cell was already in --out (its model is not in memory)
+
+    def record(
+        family: str,
+        label: str,
+        params: dict[str, Any],
+        cfg: Any,
+        model: Any,
+        metrics: dict[str, float],
+        error: str,
+        load_before: str,
+    ) -> None:
+        """Keep a fitted model for the ensembles and append its row to --out."""
+        row_key = {
+            "dataset": dataset,
+            "features": features,
+            "lookback": lookback,
+            "horizon": horizon,
+            "family": family,
+            "variant": label,
+            "device": args.device,
+        }
+        if model is not None and family != "ensemble":
+            library[f"{family}/{label}"] = model
+            val = metrics.get("val_mse", float("inf"))
+            if family not in chosen or val < chosen[family][0]:
+                chosen[family] = (val, model)
+        history = getattr(model, "history_", None) or []
+        row = {
+            **row_key,
+            "test_mse": metrics.get("test_mse", float("nan")),
+            "test_mae": metrics.get("test_mae", float("nan")),
+            "val_mse": metrics.get("val_mse", float("nan")),
+            # over the origins the best published figure's loader scored (drop_last)
+            "test_mse_pub": metrics.get("test_mse_pub", float("nan")),
+            "test_mae_pub": metrics.get("test_mae_pub", float("nan")),
+            "pub_origins": keep if keep is not None else "",
+            "val_mae": metrics.get("val_mae", float("nan")),
+            "fit_s": round(metrics.get("fit_seconds", float("nan")), 2),
+            "score_s": round(metrics.get("predict_seconds", float("nan")), 2),
+            "epochs": len(history),
+            "best_epoch": getattr(model, "best_epoch_", "") if history else "",
+            "n_params": int(metrics.get("n_params", 0)),
+            "test_windows": n_test,
+            "params": params,
+            "training": (
+                {k: v for k, v in cfg.training.model_dump(mode="json").items() if k in _LOGGED}
+                if model is not None and model.uses_training_loop
+                else {}
+            ),
+            "threads": args.threads,
+            "load_before": load_before,
+            "load_after": load_average(),
+            "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "error": error,
+        }
+        append_row(args.out, row)
+        done.add(key_of(row_key))
+        print(
+            f"{family:>14} {label:<12} test MSE {fmt(row['test_mse'])} MAE {fmt(row['test_mae'])}  "
+            f"val MSE {fmt(row['val_mse'])}  fit {row['fit_s']:>7} s  epochs {row['epochs']} "
+            f"(best {row['best_epoch']})  load {row['load_after']}" + (f"  {error}" if error else ""),
+            flush=True,
+        )
+
+    def score(cfg: Any, spec: Any, members: dict[str, Any] | None) -> tuple[Any, dict[str, float]]:
+        if args.scorer == "pipeline":
+            model, metrics, test_pred = fit_and_score(
+                dataclasses.replace(prepared, cfg=cfg), spec, members=members
+            )
+            if keep is not None:
+                metrics |= published_window_scores(test_pred, test_windows, keep)
+            return model, metrics
+        return fit_and_score_lean(prepared, cfg, spec, members, keep)
+
+    def seed_average(family: str) -> None:
+        """The family's validation-chosen variant fitted with ``args.seeds`` seeds, forecasts averaged.
+
+        Seed ``BASE_TRAINING['seed']`` is the model already fitted; the others differ only in the
+        seed (initialisation, window order, dropout). Equal weights: nothing more is fitted on
+        validation, so the row competes with the single models on validation like any variant."""
+        label, params, overrides, fit_s = picks[family]
+        avg_label = f"{label}-x{args.seeds}"
+        if key_of({**key, "family": family, "variant": avg_label}) in done:
+            print(f"{family:>14} {avg_label:<12} (in {args.out.name}; skipped)", flush=True)
+            return
+        load_before = load_average()
+        seeds = [BASE_TRAINING["seed"] + i for i in range(args.seeds)]
+        members = {f"{family}/{label}/seed{seeds[0]}": chosen[family][1]}
+        member_scores: list[tuple[float, float]] = []
+        total_fit = fit_s
+        for seed in seeds[1:]:
+            cfg = base_cfg.model_copy(
+                update={"training": base_cfg.training.model_copy(update={**overrides, "seed": seed})}
+            )
+            model, metrics = fit_and_score_lean(
+                prepared, cfg, ModelSpec(name=family, label=label, params=params)
+            )
+            members[f"{family}/{label}/seed{seed}"] = model
+            member_scores.append((metrics["val_mse"], metrics["test_mse"]))
+            total_fit += metrics["fit_seconds"]
+            print(
+                f"{'':>14} {label:<12} seed {seed}: test MSE {fmt(metrics['test_mse'])}  "
+                f"val MSE {fmt(metrics['val_mse'])}  fit {metrics['fit_seconds']:.1f} s",
+                flush=True,
+            )
+        cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
+        try:
+            spec = ModelSpec(name="ensemble", label=avg_label, params={"weighting": "equal"})
+            model, metrics = score(cfg, spec, members)
+            metrics["fit_seconds"] = total_fit
+            error = ""
+        except Exception as err:
+            model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
+        info = {
+            **params,
+            "seeds": seeds,
+            # the added seeds' own scores (the first seed's are its variant's row)
+            "member_val_mse": [round(v, 5) for v, _ in member_scores],
+            "member_test_mse": [round(t, 5) for _, t in member_scores],
+        }
+        # Recorded under the family, so that the tables choose among it and the single variants.
+        record(family, avg_label, info, cfg, model, metrics, error, load_before)
+
+    key = {
+        "dataset": dataset,
+        "features": features,
+        "lookback": lookback,
+        "horizon": horizon,
+        "device": args.device,
+    }
     for family in families:
         variants = variants_for(features, family, FREQ[dataset])
         if args.quick or args.first_variant:
             variants = variants[:1]
         variants = [v for v in variants if v[0] not in args.skip_variants]
+        if args.chosen_from is not None and family in DEEP:
+            # Only the variant that the rows of --chosen-from choose on validation.
+            pick = args.chosen_from.get((dataset, features, str(lookback), str(horizon), args.device, family))
+            variants = [v for v in variants if pick is not None and v[0] == pick["variant"]]
         for label, params, overrides in variants:
-            row_key = {
-                "dataset": dataset,
-                "features": features,
-                "lookback": lookback,
-                "horizon": horizon,
-                "family": family,
-                "variant": label,
-                "device": args.device,
-            }
-            if key_of(row_key) in done:
+            if key_of({**key, "family": family, "variant": label}) in done:
                 print(f"{family:>14} {label:<12} (in {args.out.name}; skipped)", flush=True)
                 resumed = True
                 continue
@@ -301,62 +427,20 @@ def run_cell(
                 members = library if label.endswith("-lib") else {f: m for f, (_, m) in chosen.items()}
             load_before = load_average()
             try:
-                if args.scorer == "pipeline":
-                    model, metrics, test_pred = fit_and_score(
-                        dataclasses.replace(prepared, cfg=cfg), spec, members=members
-                    )
-                    if keep is not None:
-                        metrics |= published_window_scores(test_pred, test_windows, keep)
-                else:
-                    model, metrics = fit_and_score_lean(prepared, cfg, spec, members, keep)
+                model, metrics = score(cfg, spec, members)
                 error = ""
             except Exception as err:  # record the failure and go on with the next family
                 model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
             if model is not None and family != "ensemble":
-                library[f"{family}/{label}"] = model
                 val = metrics.get("val_mse", float("inf"))
                 if family not in chosen or val < chosen[family][0]:
-                    chosen[family] = (val, model)
+                    picks[family] = (label, params, overrides, metrics.get("fit_seconds", float("nan")))
             if members is not None and model is not None:
                 weights = {k: round(w, 4) for k, w in model.weights_.items()}
                 params = {**params, "members": sorted(members), "weights": weights}
-            history = getattr(model, "history_", None) or []
-            row = {
-                **row_key,
-                "test_mse": metrics.get("test_mse", float("nan")),
-                "test_mae": metrics.get("test_mae", float("nan")),
-                "val_mse": metrics.get("val_mse", float("nan")),
-                # over the origins the best published figure's loader scored (drop_last)
-                "test_mse_pub": metrics.get("test_mse_pub", float("nan")),
-                "test_mae_pub": metrics.get("test_mae_pub", float("nan")),
-                "pub_origins": keep if keep is not None else "",
-                "val_mae": metrics.get("val_mae", float("nan")),
-                "fit_s": round(metrics.get("fit_seconds", float("nan")), 2),
-                "score_s": round(metrics.get("predict_seconds", float("nan")), 2),
-                "epochs": len(history),
-                "best_epoch": getattr(model, "best_epoch_", "") if history else "",
-                "n_params": int(metrics.get("n_params", 0)),
-                "test_windows": n_test,
-                "params": params,
-                "training": (
-                    {k: v for k, v in cfg.training.model_dump(mode="json").items() if k in _LOGGED}
-                    if model is not None and model.uses_training_loop
-                    else {}
-                ),
-                "threads": args.threads,
-                "load_before": load_before,
-                "load_after": load_average(),
-                "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-                "error": error,
-            }
-            append_row(args.out, row)
-            done.add(key_of(row_key))
-            print(
-                f"{family:>14} {label:<12} test MSE {fmt(row['test_mse'])} MAE {fmt(row['test_mae'])}  "
-                f"val MSE {fmt(row['val_mse'])}  fit {row['fit_s']:>7} s  epochs {row['epochs']} "
-                f"(best {row['best_epoch']})  load {row['load_after']}" + (f"  {error}" if error else ""),
-                flush=True,
-            )
+            record(family, label, params, cfg, model, metrics, error, load_before)
+        if args.seeds > 1 and family in DEEP and family in picks:
+            seed_average(family)
 
 
 _LOGGED = (
@@ -666,6 +750,21 @@ def main() -> None:
         help="pipeline: forecasting.pipeline.fit_and_score (all metrics, prediction frame); lean: the "
         "same fit and windows, MSE/MAE only (much faster on ETTm1 M)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="K > 1: also fit each deep family's validation-chosen variant with K seeds and record "
+        "the mean of their forecasts as variant '<label>-xK' (a deep ensemble of one variant)",
+    )
+    parser.add_argument(
+        "--chosen-from",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="deep families run only the variant that this CSV's rows choose on validation (with "
+        "--seeds: seed-average a cell without refitting its other variants)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.csv")
     parser.add_argument("--fresh", action="store_true", help="ignore (and move aside) rows already in --out")
     parser.add_argument("--report", action="store_true", help="only print the tables from --out")
@@ -681,6 +780,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(json.dumps(machine()))
+    if args.chosen_from is not None:
+        args.chosen_from = selected(read_rows(args.chosen_from))
     done = {key_of(r) for r in read_rows(args.out) if not r.get("error")}
     for features in args.features:
         for dataset in args.datasets:

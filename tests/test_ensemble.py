@@ -86,6 +86,26 @@ def test_fit_without_validation_gives_equal_weights(sine_frame):
     assert model.weights_ == {"naive": 0.5, "linear": 0.5}
 
 
+def test_equal_weighting_takes_the_plain_mean_even_with_validation(sine_frame):
+    train, holdout = _split(sine_frame)
+    members = {
+        "naive": _fitted("naive", train, holdout),
+        "seasonal": _fitted("seasonal_naive", train, holdout, season_length=24),
+        "linear": _fitted("linear", train, holdout),
+    }
+    greedy = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING).fit_members(members, holdout)
+    assert len(greedy.weights_) < 3  # greedy drops a member here, so the two differ
+    spec = ModelSpec(name="ensemble", params={"weighting": "equal"})
+    equal = build_model(spec, DataSpec(L, H), TRAINING).fit_members(members, holdout)
+    assert equal.weights_ == pytest.approx({k: 1 / 3 for k in members})
+    windows = equal.make_windows(holdout)
+    _, combined = predict_all_windows(equal, windows)
+    expected = np.mean([predict_all_windows(m, windows)[1] for m in members.values()], axis=0)
+    np.testing.assert_allclose(combined, expected, rtol=1e-12)
+    with pytest.raises(ConfigError, match="weighting"):
+        build_model(ModelSpec(name="ensemble", params={"weighting": "median"}), DataSpec(L, H), TRAINING)
+
+
 class _Broken(Forecaster):
     """A fitted model whose forecasts are NaN (a member that diverged)."""
 

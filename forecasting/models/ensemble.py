@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ DEFAULT_MEMBERS = ("linear", "gru", "transformer")
 class EnsembleSettings:
     members: list[str] = Field(default_factory=list)  # pipeline: run names; alone: registry names
     rounds: int = Field(25, ge=1)  # greedy selection steps (weights: multiples of 1/r, r <= rounds)
+    # greedy: weights chosen on validation as above; equal: the plain mean of every member (e.g.
+    # one model fitted with several seeds), nothing chosen on validation.
+    weighting: Literal["greedy", "equal"] = "greedy"
 
 
 def greedy_weights(gram: np.ndarray, n: int, rounds: int) -> np.ndarray:
@@ -83,7 +87,8 @@ class Ensemble(Forecaster):
         return self.fit_members(members, val)
 
     def fit_members(self, members: Mapping[str, Forecaster], val: pd.DataFrame | None) -> Ensemble:
-        """Weigh already fitted models (same windows, same training series) on ``val``."""
+        """Weigh already fitted models (same windows, same training series) on ``val``
+        (``weighting: equal``, or no ``val``: equal weights)."""
         from forecasting.evaluation.metrics import iter_window_forecasts
 
         if not members:
@@ -96,7 +101,7 @@ class Ensemble(Forecaster):
                 raise ConfigError(f"ensemble: member {name!r} was trained on other series")
         names, models = list(members), list(members.values())
         weights = np.full(len(models), 1.0 / len(models))
-        if val is not None:
+        if val is not None and self.settings.weighting == "greedy":
             self._check_columns(val, "validation data")
             windows = self.make_windows(val)
             if len(windows) == 0:
