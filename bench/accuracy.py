@@ -151,6 +151,14 @@ def variants_for(features: str, family: str, freq: str) -> list[tuple[str, dict[
     return out
 
 
+def is_seed_average(row: dict[str, str]) -> bool:
+    """A row of ``--seeds``: one variant fitted with several seeds, forecasts averaged."""
+    try:
+        return "seeds" in json.loads(row.get("params") or "{}")
+    except ValueError:
+        return False
+
+
 def key_of(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(
         str(row[k]) for k in ("dataset", "features", "lookback", "horizon", "family", "variant", "device")
@@ -282,8 +290,12 @@ def run_cell(
         metrics: dict[str, float],
         error: str,
         load_before: str,
+        trained: bool | None = None,
     ) -> None:
-        """Keep a fitted model for the ensembles and append its row to --out."""
+        """Keep a fitted model for the ensembles and append its row to --out.
+
+        ``trained``: record ``cfg``'s training settings (default: when the model has a training
+        loop; a seed average has none of its own but its members were trained with them)."""
         row_key = {
             "dataset": dataset,
             "features": features,
@@ -318,7 +330,7 @@ def run_cell(
             "params": params,
             "training": (
                 {k: v for k, v in cfg.training.model_dump(mode="json").items() if k in _LOGGED}
-                if model is not None and model.uses_training_loop
+                if (model is not None and model.uses_training_loop if trained is None else trained)
                 else {}
             ),
             "threads": args.threads,
@@ -393,7 +405,7 @@ def run_cell(
             "member_test_mse": [round(t, 5) for _, t in member_scores],
         }
         # Recorded under the family, so that the tables choose among it and the single variants.
-        record(family, avg_label, info, cfg, model, metrics, error, load_before)
+        record(family, avg_label, info, cfg, model, metrics, error, load_before, trained=model is not None)
 
     key = {
         "dataset": dataset,
@@ -781,7 +793,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(json.dumps(machine()))
     if args.chosen_from is not None:
-        args.chosen_from = selected(read_rows(args.chosen_from))
+        # Among the single variants: a seed average is not a variant one can refit on its own.
+        args.chosen_from = selected([r for r in read_rows(args.chosen_from) if not is_seed_average(r)])
     done = {key_of(r) for r in read_rows(args.out) if not r.get("error")}
     for features in args.features:
         for dataset in args.datasets:

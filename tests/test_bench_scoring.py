@@ -196,3 +196,41 @@ def test_any_lookback_skips_cells_run_at_one_lookback():
     from accuracy import any_lookback, selected
 
     assert any_lookback(selected([_row(336, "tcn", "a", 0.1, 0.09)])) == []
+
+
+def test_seeds_average_the_validation_chosen_variant(tmp_path, monkeypatch):
+    """``--seeds 3``: the chosen variant again with seeds 1 and 2, recorded as '<label>-x3'; with
+    ``--chosen-from`` only that variant runs. The mean forecast's MSE is at most the members' mean
+    MSE (convexity), and seed 0 is the variant's own row."""
+    import json
+
+    import accuracy
+
+    out = tmp_path / "seeds.csv"
+    common = ["--datasets", "ETTh1", "--features", "S", "--lookbacks", "48", "--horizons", "24"]
+    common += ["--models", "linear", "--max-steps", "3", "--seeds", "3", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", *common])
+    accuracy.main()
+    rows = read_rows(out)
+    singles = [r for r in rows if not r["variant"].endswith("-x3")]
+    assert [r["variant"] for r in singles] == [v[0] for v in accuracy.VARIANTS["S"]["linear"]]
+    chosen = min(singles, key=lambda r: float(r["val_mse"]))
+    (avg,) = [r for r in rows if r["variant"].endswith("-x3")]
+    assert avg["variant"] == f"{chosen['variant']}-x3" and avg["family"] == "linear"
+    params = json.loads(avg["params"])
+    assert json.loads(avg["training"]) == json.loads(chosen["training"])  # the members' settings
+    assert params["seeds"] == [0, 1, 2] and len(params["member_test_mse"]) == 2
+    member_val = [float(chosen["val_mse"]), *params["member_val_mse"]]
+    member_test = [float(chosen["test_mse"]), *params["member_test_mse"]]
+    assert len(set(member_test)) == 3  # the seeds differ
+    assert float(avg["val_mse"]) <= np.mean(member_val) + 1e-5
+    assert float(avg["test_mse"]) <= np.mean(member_test) + 1e-5
+
+    again = tmp_path / "again.csv"
+    argv = [a if a != str(out) else str(again) for a in common]
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", *argv, "--chosen-from", str(out)])
+    accuracy.main()
+    rerun = {r["variant"]: r for r in read_rows(again)}
+    assert set(rerun) == {avg["variant"], chosen["variant"]}
+    assert float(rerun[chosen["variant"]]["test_mse"]) == pytest.approx(float(chosen["test_mse"]), rel=1e-6)
+    assert float(rerun[avg["variant"]]["test_mse"]) == pytest.approx(float(avg["test_mse"]), rel=1e-6)
