@@ -481,8 +481,8 @@ def selected(rows: list[dict[str, str]], by: str = "val_mse") -> dict[tuple[str,
     """Per (dataset, features, L, H, device, family): the variant with the lowest ``by`` (validation MSE)."""
     best: dict[tuple[str, ...], dict[str, str]] = {}
     for r in rows:
-        if r.get("error"):
-            continue
+        if r.get("error") or not _number(r.get(by)):
+            continue  # a NaN would stick as the first row seen (every comparison with it is False)
         k = (r["dataset"], r["features"], r["lookback"], r["horizon"], r["device"], r["family"])
         if k not in best or float(r[by]) < float(best[k][by]):
             best[k] = r
@@ -516,7 +516,7 @@ def report(path: Path) -> str:
         for f in FAMILIES:
             r = ours[f]
             out.append(f"{float(r['test_mse']):.4f} / {float(r['test_mae']):.3f}" if r else "")
-        scored = {f: float(r["test_mse"]) for f, r in ours.items() if r}
+        scored = {f: _test_mse(r) for f, r in ours.items() if r}
         best_f = min(scored, key=scored.get) if scored else None
         out.append(f"{scored[best_f]:.4f} ({best_f})" if best_f else "")
         like = {f: float(r["test_mse_pub"]) for f, r in ours.items() if r and _number(r.get("test_mse_pub"))}
@@ -654,7 +654,7 @@ def any_lookback(sel: dict[tuple[str, ...], dict[str, str]]) -> list[str]:
     for cell in cells:
         dataset, features, horizon, device = cell
         fams = groups[cell]
-        best = {f: min(rs, key=lambda r: float(r["test_mse"])) for f, rs in fams.items()}
+        best = {f: min(rs, key=_test_mse) for f, rs in fams.items()}
         pub = best_published(dataset, features, int(horizon))
         looks = sorted({r["lookback"] for rs in fams.values() for r in rs}, key=int)
         out = [dataset, features + ("" if device == "cpu" else f" ({device})"), horizon, ", ".join(looks)]
@@ -663,7 +663,7 @@ def any_lookback(sel: dict[tuple[str, ...], dict[str, str]]) -> list[str]:
                 continue
             r = best.get(f)
             out.append(f"{float(r['test_mse']):.4f} [{r['lookback']}]" if r else "")
-        b = min(best.values(), key=lambda r: float(r["test_mse"]))
+        b = min(best.values(), key=_test_mse)
         out.append(f"{float(b['test_mse']):.4f} ({b['family']}, L={b['lookback']})")
         like = [r for rs in fams.values() for r in rs if _number(r.get("test_mse_pub"))]
         bl = min(like, key=lambda r: float(r["test_mse_pub"])) if like else None
@@ -709,6 +709,11 @@ def any_lookback(sel: dict[tuple[str, ...], dict[str, str]]) -> list[str]:
     if notes:
         lines += ["", "Short at any lookback:", *notes]
     return lines
+
+
+def _test_mse(row: dict[str, str]) -> float:
+    """Sort key: a NaN test MSE (a model whose test forecasts were not finite) sorts last."""
+    return float(row["test_mse"]) if _number(row.get("test_mse")) else float("inf")
 
 
 def _number(x: Any) -> bool:

@@ -234,3 +234,20 @@ def test_seeds_average_the_validation_chosen_variant(tmp_path, monkeypatch):
     assert set(rerun) == {avg["variant"], chosen["variant"]}
     assert float(rerun[chosen["variant"]]["test_mse"]) == pytest.approx(float(chosen["test_mse"]), rel=1e-6)
     assert float(rerun[avg["variant"]]["test_mse"]) == pytest.approx(float(avg["test_mse"]), rel=1e-6)
+
+
+def test_a_nan_mse_is_never_chosen_and_sorts_last():
+    from accuracy import any_lookback, selected
+
+    rows = [
+        _row(336, "tcn", "diverged", "nan", "nan"),  # first seen: a NaN must not stick
+        _row(336, "tcn", "a", 0.10, 0.090),
+        _row(512, "tcn", "a", 0.12, 0.080),
+        _row(336, "gru", "a", 0.10, "nan"),  # chosen on validation, its test forecasts not finite
+        _row(512, "gru", "a", 0.09, 0.095),
+    ]
+    sel = selected(rows)
+    assert sel[("ETTh1", "S", "336", "336", "cpu", "tcn")]["variant"] == "a"
+    got = _cells(any_lookback(sel), "| ETTh1 | S | 336")
+    assert got["gru"] == "0.0950 [512]" and got["tcn"] == "0.0800 [512]"
+    assert got["best ours"] == "0.0800 (tcn, L=512)"
