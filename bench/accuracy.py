@@ -280,6 +280,7 @@ def run_cell(
     picks: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = {}  # family -> that variant
     library: dict[str, Any] = {}  # "family/variant" -> model: every fitted variant
     resumed = False  # a row of this cell was already in --out (its model is not in memory)
+    partly_resumed: set[str] = set()  # families with such a row
 
     def record(
         family: str,
@@ -307,7 +308,7 @@ def run_cell(
         }
         if model is not None and family != "ensemble":
             library[f"{family}/{label}"] = model
-            val = metrics.get("val_mse", float("inf"))
+            val = _finite_or_inf(metrics.get("val_mse"))
             if family not in chosen or val < chosen[family][0]:
                 chosen[family] = (val, model)
         history = getattr(model, "history_", None) or []
@@ -366,36 +367,33 @@ def run_cell(
         validation, so the row competes with the single models on validation like any variant."""
         label, params, overrides, fit_s = picks[family]
         avg_label = f"{label}-x{args.seeds}"
-        if key_of({**key, "family": family, "variant": avg_label}) in done:
-            print(f"{family:>14} {avg_label:<12} (in {args.out.name}; skipped)", flush=True)
-            return
         load_before = load_average()
         seeds = [BASE_TRAINING["seed"] + i for i in range(args.seeds)]
         members = {f"{family}/{label}/seed{seeds[0]}": chosen[family][1]}
         member_scores: list[tuple[float, float]] = []
         total_fit = fit_s
-        for seed in seeds[1:]:
-            cfg = base_cfg.model_copy(
-                update={"training": base_cfg.training.model_copy(update={**overrides, "seed": seed})}
-            )
-            model, metrics = fit_and_score_lean(
-                prepared, cfg, ModelSpec(name=family, label=label, params=params)
-            )
-            members[f"{family}/{label}/seed{seed}"] = model
-            member_scores.append((metrics["val_mse"], metrics["test_mse"]))
-            total_fit += metrics["fit_seconds"]
-            print(
-                f"{'':>14} {label:<12} seed {seed}: test MSE {fmt(metrics['test_mse'])}  "
-                f"val MSE {fmt(metrics['val_mse'])}  fit {metrics['fit_seconds']:.1f} s",
-                flush=True,
-            )
-        cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
         try:
+            for seed in seeds[1:]:
+                cfg = base_cfg.model_copy(
+                    update={"training": base_cfg.training.model_copy(update={**overrides, "seed": seed})}
+                )
+                model, metrics = fit_and_score_lean(
+                    prepared, cfg, ModelSpec(name=family, label=label, params=params)
+                )
+                members[f"{family}/{label}/seed{seed}"] = model
+                member_scores.append((metrics["val_mse"], metrics["test_mse"]))
+                total_fit += metrics["fit_seconds"]
+                print(
+                    f"{'':>14} {label:<12} seed {seed}: test MSE {fmt(metrics['test_mse'])}  "
+                    f"val MSE {fmt(metrics['val_mse'])}  fit {metrics['fit_seconds']:.1f} s",
+                    flush=True,
+                )
+            cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
             spec = ModelSpec(name="ensemble", label=avg_label, params={"weighting": "equal"})
             model, metrics = score(cfg, spec, members)
             metrics["fit_seconds"] = total_fit
             error = ""
-        except Exception as err:
+        except Exception as err:  # an error row for the average; the next family goes on
             model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
         info = {
             **params,
@@ -423,10 +421,13 @@ def run_cell(
             # Only the variant that the rows of --chosen-from choose on validation.
             pick = args.chosen_from.get((dataset, features, str(lookback), str(horizon), args.device, family))
             variants = [v for v in variants if pick is not None and v[0] == pick["variant"]]
+            if not variants:
+                print(f"{family:>14} (--chosen-from has no choice for this cell among the variants run)")
         for label, params, overrides in variants:
             if key_of({**key, "family": family, "variant": label}) in done:
                 print(f"{family:>14} {label:<12} (in {args.out.name}; skipped)", flush=True)
                 resumed = True
+                partly_resumed.add(family)
                 continue
             if family == "ensemble" and resumed:
                 # Its members must be this invocation's models; some were fitted by an earlier one.
@@ -436,6 +437,8 @@ def run_cell(
             spec = ModelSpec(name=family, label=label, params=params)
             members = None
             if family == "ensemble":
+                # greedy25: each family's validation choice (with --seeds, often its seed average);
+                # -lib: every model fitted in this invocation (seed averages included)
                 members = library if label.endswith("-lib") else {f: m for f, (_, m) in chosen.items()}
             load_before = load_average()
             try:
@@ -444,15 +447,27 @@ def run_cell(
             except Exception as err:  # record the failure and go on with the next family
                 model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
             if model is not None and family != "ensemble":
-                val = metrics.get("val_mse", float("inf"))
+                val = _finite_or_inf(metrics.get("val_mse"))
                 if family not in chosen or val < chosen[family][0]:
                     picks[family] = (label, params, overrides, metrics.get("fit_seconds", float("nan")))
             if members is not None and model is not None:
                 weights = {k: round(w, 4) for k, w in model.weights_.items()}
                 params = {**params, "members": sorted(members), "weights": weights}
             record(family, label, params, cfg, model, metrics, error, load_before)
-        if args.seeds > 1 and family in DEEP and family in picks:
-            seed_average(family)
+        if args.seeds > 1 and family in DEEP:
+            avg_key = (
+                key_of({**key, "family": family, "variant": f"{picks[family][0]}-x{args.seeds}"})
+                if family in picks
+                else None
+            )
+            if avg_key is not None and avg_key in done:
+                print(f"{family:>14} {avg_key[5]:<12} (in {args.out.name}; skipped)", flush=True)
+                resumed = True
+            elif family in partly_resumed or family not in picks:
+                # Its choice must come from every variant fitted here (an earlier run fitted some).
+                print(f"{family:>14} no seed average: not every variant was fitted in this invocation")
+            else:
+                seed_average(family)
 
 
 _LOGGED = (
@@ -577,7 +592,8 @@ def report(path: Path) -> str:
         lines += notes
     lines += any_lookback(sel)
     oracle = selected(rows, by="test_mse")
-    if any(oracle[k]["variant"] != sel[k]["variant"] for k in sel):
+    shown = [k for k in sel if k in oracle]  # a family whose every test MSE is NaN has no oracle
+    if any(oracle[k]["variant"] != sel[k]["variant"] for k in shown):
         lines.append("")
         lines.append(
             "For information only, the variant with the lowest *test* MSE where it differs from the one "
@@ -589,7 +605,7 @@ def report(path: Path) -> str:
             "| best on test: variant, test MSE |"
         )
         lines.append("|---|---|---|---|---|---|---|")
-        for k in sorted(sel, key=lambda k: (k[4], k[1], k[0], int(k[3]), k[5])):
+        for k in sorted(shown, key=lambda k: (k[4], k[1], k[0], int(k[3]), k[5])):
             a, b = sel[k], oracle[k]
             if a["variant"] != b["variant"]:
                 lines.append(
@@ -709,6 +725,11 @@ def any_lookback(sel: dict[tuple[str, ...], dict[str, str]]) -> list[str]:
     if notes:
         lines += ["", "Short at any lookback:", *notes]
     return lines
+
+
+def _finite_or_inf(x: Any) -> float:
+    """A validation MSE to compare: NaN (a diverged fit) or missing compares as +inf."""
+    return float(x) if _number(x) else float("inf")
 
 
 def _test_mse(row: dict[str, str]) -> float:

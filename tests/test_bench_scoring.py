@@ -206,6 +206,18 @@ def test_seeds_average_the_validation_chosen_variant(tmp_path, monkeypatch):
 
     import accuracy
 
+    import forecasting.pipeline
+
+    averages = []  # the seed averages the bench scored (through the pipeline's scorer)
+    real = forecasting.pipeline.fit_and_score
+
+    def spy(prepared, spec, callbacks=None, members=None):
+        result = real(prepared, spec, callbacks=callbacks, members=members)
+        if spec.name == "ensemble":
+            averages.append(result[0])
+        return result
+
+    monkeypatch.setattr(forecasting.pipeline, "fit_and_score", spy)
     out = tmp_path / "seeds.csv"
     common = ["--datasets", "ETTh1", "--features", "S", "--lookbacks", "48", "--horizons", "24"]
     common += ["--models", "linear", "--max-steps", "3", "--seeds", "3", "--out", str(out)]
@@ -222,7 +234,11 @@ def test_seeds_average_the_validation_chosen_variant(tmp_path, monkeypatch):
     assert params["seeds"] == [0, 1, 2] and len(params["member_test_mse"]) == 2
     member_val = [float(chosen["val_mse"]), *params["member_val_mse"]]
     member_test = [float(chosen["test_mse"]), *params["member_test_mse"]]
-    assert len(set(member_test)) == 3  # the seeds differ
+    assert len({round(t, 5) for t in member_test}) == 3  # the seeds differ
+    (model,) = averages  # equal weights over the three seeds of the chosen variant
+    assert sorted(m.training.seed for m in model.members_.values()) == [0, 1, 2]
+    assert list(model.weights_.values()) == pytest.approx([1 / 3] * 3)
+    assert {m.settings.kind for m in model.members_.values()} == {params["kind"]}
     assert float(avg["val_mse"]) <= np.mean(member_val) + 1e-5
     assert float(avg["test_mse"]) <= np.mean(member_test) + 1e-5
 
@@ -251,3 +267,14 @@ def test_a_nan_mse_is_never_chosen_and_sorts_last():
     got = _cells(any_lookback(sel), "| ETTh1 | S | 336")
     assert got["gru"] == "0.0950 [512]" and got["tcn"] == "0.0800 [512]"
     assert got["best ours"] == "0.0800 (tcn, L=512)"
+
+
+def test_report_survives_a_family_whose_only_test_mse_is_nan(tmp_path):
+    from accuracy import report
+
+    path = tmp_path / "accuracy.csv"
+    extra = {"params": "{}", "training": "{}", "fit_s": "1.0", "epochs": "3", "best_epoch": "1"}
+    for r in [_row(336, "gru", "a", 0.10, "nan"), _row(336, "tcn", "a", 0.10, 0.090)]:
+        append_row(path, {**r, **extra, "test_mae": "0.2", "pub_origins": "", "load_after": "0.1"})
+    text = report(path)
+    assert "0.0900 (tcn)" in text  # the best of ours skips the NaN

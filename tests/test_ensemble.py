@@ -118,13 +118,18 @@ class _Broken(Forecaster):
         return np.full((len(batch["y"]), self.spec.horizon), np.nan)
 
 
-def test_a_member_with_non_finite_forecasts_gets_no_weight(sine_frame):
+@pytest.mark.parametrize("weighting", ["greedy", "equal"])
+def test_a_member_with_non_finite_forecasts_gets_no_weight(sine_frame, weighting):
     train, holdout = _split(sine_frame)
     broken = _Broken(spec=DataSpec(L, H)).fit(train)
     naive = _fitted("naive", train, holdout)
-    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
-    ensemble.fit_members({"broken": broken, "naive": naive}, holdout)
-    assert ensemble.weights_ == {"naive": 1.0}
+    seasonal = _fitted("seasonal_naive", train, holdout, season_length=24)
+    spec = ModelSpec(name="ensemble", params={"weighting": weighting})
+    ensemble = build_model(spec, DataSpec(L, H), TRAINING)
+    ensemble.fit_members({"broken": broken, "naive": naive, "seasonal": seasonal}, holdout)
+    assert "broken" not in ensemble.weights_ and sum(ensemble.weights_.values()) == pytest.approx(1.0)
+    if weighting == "equal":
+        assert ensemble.weights_ == {"naive": 0.5, "seasonal": 0.5}
     assert np.isfinite(ensemble.predict(holdout)["yhat"]).all()
 
 

@@ -4,6 +4,7 @@ Weights come from greedy ensemble selection (Caruana et al., 2004; what AutoGluo
 from nothing, add with replacement the member whose addition most lowers the validation MSE,
 ``rounds`` times, and keep the best prefix. Weights are counts / prefix length, so they are
 non-negative and sum to one, and the ensemble's validation MSE is never above its best member's.
+``weighting: equal`` takes the plain mean instead (e.g. of one model fitted with several seeds).
 
 In a pipeline the ensemble is built from the models the same run has already trained (no member
 is trained twice; ``members`` names runs, empty = every other model that finished). Fitted
@@ -64,7 +65,7 @@ def greedy_weights(gram: np.ndarray, n: int, rounds: int) -> np.ndarray:
 
 @register
 class Ensemble(Forecaster):
-    """Weighted mean of member forecasts, weights chosen greedily on the validation windows."""
+    """Weighted mean of member forecasts, weights chosen greedily on the validation windows (or equal)."""
 
     name = "ensemble"
     Settings = EnsembleSettings
@@ -87,8 +88,10 @@ class Ensemble(Forecaster):
         return self.fit_members(members, val)
 
     def fit_members(self, members: Mapping[str, Forecaster], val: pd.DataFrame | None) -> Ensemble:
-        """Weigh already fitted models (same windows, same training series) on ``val``
-        (``weighting: equal``, or no ``val``: equal weights)."""
+        """Weigh already fitted models (same windows, same training series) on ``val``.
+
+        ``weighting: equal``, or no ``val``: equal weights (with ``val``, over the members whose
+        validation forecasts are finite)."""
         from forecasting.evaluation.metrics import iter_window_forecasts
 
         if not members:
@@ -101,7 +104,7 @@ class Ensemble(Forecaster):
                 raise ConfigError(f"ensemble: member {name!r} was trained on other series")
         names, models = list(members), list(members.values())
         weights = np.full(len(models), 1.0 / len(models))
-        if val is not None and self.settings.weighting == "greedy":
+        if val is not None:
             self._check_columns(val, "validation data")
             windows = self.make_windows(val)
             if len(windows) == 0:
@@ -122,7 +125,10 @@ class Ensemble(Forecaster):
                 raise ConfigError("ensemble: no member gives finite forecasts on the validation windows")
             keep = np.flatnonzero(finite)
             weights = np.zeros(m)
-            weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], n, self.settings.rounds)
+            if self.settings.weighting == "equal":
+                weights[keep] = 1.0 / len(keep)
+            else:
+                weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], n, self.settings.rounds)
         chosen = np.flatnonzero(weights > 0)
         self.members_ = {names[i]: models[i] for i in chosen}
         self.weights_ = {names[i]: float(weights[i]) for i in chosen}
