@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -505,9 +506,12 @@ def selected(rows: list[dict[str, str]], by: str = "val_mse") -> dict[tuple[str,
 
 
 def report(path: Path) -> str:
-    rows = read_rows(path)
-    if not rows:
+    every = read_rows(path)
+    if not every:
         return f"(no rows in {path})"
+    # The main tables are one seed per variant, as the published tables are; the seed averages
+    # (--seeds) get their own section at the end.
+    rows = [r for r in every if not is_seed_average(r)]
     sel = selected(rows)
     cells = sorted(
         {k[:5] for k in sel},
@@ -613,6 +617,7 @@ def report(path: Path) -> str:
                     f"{a['variant']}, {float(a['test_mse']):.4f} | "
                     f"{b['variant']}, {float(b['test_mse']):.4f} |"
                 )
+    lines += seed_averages(every)
     fits = [r for r in sel.values() if r["family"] in TRAINED]
     lines.append("")
     lines.append(
@@ -724,6 +729,90 @@ def any_lookback(sel: dict[tuple[str, ...], dict[str, str]]) -> list[str]:
                 )
     if notes:
         lines += ["", "Short at any lookback:", *notes]
+    return lines
+
+
+def seed_averages(rows: list[dict[str, str]]) -> list[str]:
+    """The ``--seeds`` rows beside the one-seed variant they average, and what they change.
+
+    "validation chooses": with the averages among the variants (the choice ``selected`` makes
+    over every row); "best ours" is then the family with the lowest test MSE, as in the main table.
+    """
+    averages = [r for r in rows if is_seed_average(r) and not r.get("error")]
+    if not averages:
+        return []
+    singles = [r for r in rows if not is_seed_average(r)]
+    one, both = selected(singles), selected(rows)
+    by_label = {(*key_of(r)[:4], r["family"], r["variant"]): r for r in singles}
+    lines = [
+        "",
+        "Seed averages (`--seeds K`): the variant validation chose, fitted again with seeds 1..K-1, "
+        "forecasts averaged with equal weights (variant `<label>-xK`). Test MSE of the one-seed row "
+        "(the main table's), of the other seeds alone, and of the average; then whether validation "
+        "picks the average when it is one more variant:",
+        "",
+        "| data | feat | L | H | family | variant | one seed | other seeds | average (change) "
+        "| val: average / one seed | validation picks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    picked = better = 0
+    changes = []
+    for r in sorted(
+        averages,
+        key=lambda r: (
+            r["features"],
+            r["dataset"],
+            -int(r["lookback"]),
+            int(r["horizon"]),
+            FAMILIES.index(r["family"]),
+        ),
+    ):
+        label = r["variant"].rsplit("-x", 1)[0]
+        base = by_label.get((r["dataset"], r["features"], r["lookback"], r["horizon"], r["family"], label))
+        if base is None:
+            continue
+        others = json.loads(r["params"]).get("member_test_mse", [])
+        t1, tk = _test_mse(base), _test_mse(r)
+        k = (r["dataset"], r["features"], r["lookback"], r["horizon"], r["device"], r["family"])
+        chosen = both[k]["variant"] == r["variant"]
+        picked += chosen
+        better += tk < t1
+        changes.append(tk / t1 - 1)
+        span = f"{min(others):.4f}-{max(others):.4f}" if others else ""
+        cell = " | ".join(r[c] for c in ("dataset", "features", "lookback", "horizon", "family"))
+        val = f"{float(r['val_mse']):.4f} / {float(base['val_mse']):.4f}"
+        lines.append(
+            f"| {cell} | {label} | {t1:.4f} | {span} | {tk:.4f} ({tk / t1 - 1:+.1%}) "
+            f"| {val} | {'average' if chosen else 'one seed'} |"
+        )
+    if not changes:
+        return []
+    median = statistics.median(changes)
+    lines += [
+        "",
+        f"{len(changes)} averages: lower test MSE than the one-seed row in {better}, median change "
+        f"{median:+.1%}; validation picks the average in {picked}.",
+        "",
+        "Best of ours per cell, one seed per variant vs with the averages among the variants "
+        "(cells with averages only):",
+        "",
+        "| data | feat | L | H | one seed | with averages | best published |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cells = sorted(
+        {(*key_of(r)[:4], r["device"]) for r in averages}, key=lambda c: (c[1], c[0], -int(c[2]), int(c[3]))
+    )
+    for c in cells:
+        pub = best_published(c[0], c[1], int(c[3]))
+
+        shown = []
+        for sel in (one, both):
+            b = min((r for k, r in sel.items() if k[:5] == c), key=_test_mse)
+            gap = f", {_test_mse(b) / pub[2] - 1:+.1%}" if pub else ""
+            shown.append(f"{_test_mse(b):.4f} ({b['family']} {b['variant']}{gap})")
+        lines.append(
+            f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {shown[0]} | {shown[1]} | {published_label(pub)} |"
+        )
     return lines
 
 

@@ -278,3 +278,32 @@ def test_report_survives_a_family_whose_only_test_mse_is_nan(tmp_path):
         append_row(path, {**r, **extra, "test_mae": "0.2", "pub_origins": "", "load_after": "0.1"})
     text = report(path)
     assert "0.0900 (tcn)" in text  # the best of ours skips the NaN
+
+
+def test_report_keeps_seed_averages_out_of_the_main_tables_and_compares_them(tmp_path):
+    import json
+
+    from accuracy import report
+
+    def row(variant, val, test, params):
+        r = _row(336, "tcn", variant, val, test)
+        extra = {"params": json.dumps(params), "training": "{}", "fit_s": "1.0", "epochs": "3"}
+        return {**r, **extra, "best_epoch": "1", "test_mae": "0.2", "pub_origins": "", "load_after": "0.1"}
+
+    rows = [
+        row("a", 0.10, 0.090, {}),
+        row("b", 0.11, 0.070, {}),
+        # the average of "a": lower validation MSE, so chosen when it is one more variant
+        row("a-x5", 0.09, 0.081, {"seeds": [0, 1, 2, 3, 4], "member_test_mse": [0.085, 0.095, 0.088, 0.092]}),
+    ]
+    csv_path = tmp_path / "accuracy.csv"
+    for r in rows:
+        append_row(csv_path, r)
+    text = report(csv_path)
+    main_table = text.split("Seed averages")[0]
+    assert "0.0900 / 0.200" in main_table and "0.0810" not in main_table  # one seed: "a" is chosen
+    line = next(x for x in text.splitlines() if x.startswith("| ETTh1 | S | 336 | 336 | tcn | a |"))
+    assert "| 0.0900 | 0.0850-0.0950 | 0.0810 (-10.0%) | 0.0900 / 0.1000 | average |" in line
+    assert "1 averages: lower test MSE than the one-seed row in 1, median change -10.0%" in text
+    best = next(x for x in text.splitlines() if x.startswith("| ETTh1 | S | 336 | 336 | 0.0900"))
+    assert "| 0.0900 (tcn a, +18.4%) | 0.0810 (tcn a-x5, +6.6%) |" in best
