@@ -18,6 +18,10 @@ already there (``--fresh`` starts over), so a long run can be stopped and resume
 rows are the exception: their members must be fitted in the same invocation, so a cell that was
 resumed gets none (rerun it into a new ``--out``).
 
+``--seeds K`` also fits each deep family's validation-chosen variant with K-1 more seeds and records
+the mean of the K forecasts (``<label>-xK``). The main tables stay one seed per variant, as the
+published ones are; a section at the end compares each average with its one-seed row.
+
     .venv/bin/python bench/accuracy.py --quick              # ETTh1 S, L=336, H=96, first variants
     .venv/bin/python bench/accuracy.py                      # ETTh1/ETTh2 x S/M x H 96/336, L=336
     .venv/bin/python bench/accuracy.py --datasets ETTh1 --features M --horizons 96 --models lstm
@@ -293,11 +297,14 @@ def run_cell(
         error: str,
         load_before: str,
         trained: bool | None = None,
+        average: bool = False,
     ) -> None:
         """Keep a fitted model for the ensembles and append its row to --out.
 
         ``trained``: record ``cfg``'s training settings (default: when the model has a training
-        loop; a seed average has none of its own but its members were trained with them)."""
+        loop; a seed average has none of its own but its members were trained with them).
+        ``average``: a seed average, kept out of the ensembles' members like out of the main
+        tables (they stay one seed per variant)."""
         row_key = {
             "dataset": dataset,
             "features": features,
@@ -307,7 +314,7 @@ def run_cell(
             "variant": label,
             "device": args.device,
         }
-        if model is not None and family != "ensemble":
+        if model is not None and family != "ensemble" and not average:
             library[f"{family}/{label}"] = model
             val = _finite_or_inf(metrics.get("val_mse"))
             if family not in chosen or val < chosen[family][0]:
@@ -404,7 +411,18 @@ def run_cell(
             "member_test_mse": [round(t, 5) for _, t in member_scores],
         }
         # Recorded under the family, so that the tables choose among it and the single variants.
-        record(family, avg_label, info, cfg, model, metrics, error, load_before, trained=model is not None)
+        record(
+            family,
+            avg_label,
+            info,
+            cfg,
+            model,
+            metrics,
+            error,
+            load_before,
+            trained=model is not None,
+            average=True,
+        )
 
     key = {
         "dataset": dataset,
@@ -438,8 +456,8 @@ def run_cell(
             spec = ModelSpec(name=family, label=label, params=params)
             members = None
             if family == "ensemble":
-                # greedy25: each family's validation choice (with --seeds, often its seed average);
-                # -lib: every model fitted in this invocation (seed averages included)
+                # greedy25: each family's validation choice; -lib: every variant fitted in this
+                # invocation (one seed each: not the seed averages)
                 members = library if label.endswith("-lib") else {f: m for f, (_, m) in chosen.items()}
             load_before = load_average()
             try:
@@ -882,7 +900,8 @@ def main() -> None:
         type=int,
         default=1,
         help="K > 1: also fit each deep family's validation-chosen variant with K seeds and record "
-        "the mean of their forecasts as variant '<label>-xK' (a deep ensemble of one variant)",
+        "the mean of their forecasts as variant '<label>-xK' (a deep ensemble of one variant; "
+        "reported in its own section, beside the one-seed tables)",
     )
     parser.add_argument(
         "--chosen-from",

@@ -208,22 +208,29 @@ def test_seeds_average_the_validation_chosen_variant(tmp_path, monkeypatch):
 
     import forecasting.pipeline
 
-    averages = []  # the seed averages the bench scored (through the pipeline's scorer)
+    from forecasting.models.ensemble import Ensemble
+
+    averages, ensembles = [], []  # what the bench scored through the pipeline's scorer
     real = forecasting.pipeline.fit_and_score
 
     def spy(prepared, spec, callbacks=None, members=None):
         result = real(prepared, spec, callbacks=callbacks, members=members)
         if spec.name == "ensemble":
-            averages.append(result[0])
+            (averages if spec.run_name.endswith("-x3") else ensembles).append(result[0])
         return result
 
     monkeypatch.setattr(forecasting.pipeline, "fit_and_score", spy)
     out = tmp_path / "seeds.csv"
     common = ["--datasets", "ETTh1", "--features", "S", "--lookbacks", "48", "--horizons", "24"]
     common += ["--models", "linear", "--max-steps", "3", "--seeds", "3", "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", ["accuracy.py", *common])
+    with_ensembles = [*common, "--models", "linear", "ensemble"]  # the later --models wins
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", *with_ensembles])
     accuracy.main()
-    rows = read_rows(out)
+    # the cell's ensembles weigh the one-seed variants, never a seed average
+    assert len(ensembles) == 2 and all(
+        not isinstance(m, Ensemble) for e in ensembles for m in e.members_.values()
+    )
+    rows = [r for r in read_rows(out) if r["family"] == "linear"]
     singles = [r for r in rows if not r["variant"].endswith("-x3")]
     assert [r["variant"] for r in singles] == [v[0] for v in accuracy.VARIANTS["S"]["linear"]]
     chosen = min(singles, key=lambda r: float(r["val_mse"]))
