@@ -207,7 +207,6 @@ def test_seeds_average_the_validation_chosen_variant(tmp_path, monkeypatch):
     import accuracy
 
     import forecasting.pipeline
-
     from forecasting.models.ensemble import Ensemble
 
     averages, ensembles = [], []  # what the bench scored through the pipeline's scorer
