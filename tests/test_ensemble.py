@@ -57,13 +57,17 @@ def _split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[pos < 450].reset_index(drop=True), frame[pos >= 450 - L].reset_index(drop=True)
 
 
-def test_fit_members_weighs_on_validation_and_forecasts_the_weighted_mean(sine_frame):
-    train, holdout = _split(sine_frame)
-    members = {
+def _three_members(train: pd.DataFrame, holdout: pd.DataFrame) -> dict[str, Forecaster]:
+    return {
         "naive": _fitted("naive", train, holdout),
         "seasonal": _fitted("seasonal_naive", train, holdout, season_length=24),
         "linear": _fitted("linear", train, holdout),
     }
+
+
+def test_fit_members_weighs_on_validation_and_forecasts_the_weighted_mean(sine_frame):
+    train, holdout = _split(sine_frame)
+    members = _three_members(train, holdout)
     ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
     ensemble.fit_members(members, holdout)
 
@@ -88,11 +92,7 @@ def test_fit_without_validation_gives_equal_weights(sine_frame):
 
 def test_equal_weighting_takes_the_plain_mean_even_with_validation(sine_frame):
     train, holdout = _split(sine_frame)
-    members = {
-        "naive": _fitted("naive", train, holdout),
-        "seasonal": _fitted("seasonal_naive", train, holdout, season_length=24),
-        "linear": _fitted("linear", train, holdout),
-    }
+    members = _three_members(train, holdout)
     greedy = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING).fit_members(members, holdout)
     assert len(greedy.weights_) < 3  # greedy drops a member here, so the two differ
     spec = ModelSpec(name="ensemble", params={"weighting": "equal"})
