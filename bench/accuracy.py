@@ -372,7 +372,7 @@ def run_cell(
 
         Seed ``BASE_TRAINING['seed']`` is the model already fitted; the others differ only in the
         seed (initialisation, window order, dropout). Equal weights: nothing more is fitted on
-        validation, so the row competes with the single models on validation like any variant."""
+        validation. The report shows it beside its one-seed row (``seed_averages``)."""
         label, params, overrides, fit_s = picks[family]
         avg_label = f"{label}-x{args.seeds}"
         load_before = load_average()
@@ -380,13 +380,12 @@ def run_cell(
         members = {f"{family}/{label}/seed{seeds[0]}": chosen[family][1]}
         member_scores: list[tuple[float, float]] = []
         total_fit = fit_s
+        cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
         try:
             for seed in seeds[1:]:
-                cfg = base_cfg.model_copy(
-                    update={"training": base_cfg.training.model_copy(update={**overrides, "seed": seed})}
-                )
+                seeded = cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": seed})})
                 model, metrics = fit_and_score_lean(
-                    prepared, cfg, ModelSpec(name=family, label=label, params=params)
+                    prepared, seeded, ModelSpec(name=family, label=label, params=params)
                 )
                 members[f"{family}/{label}/seed{seed}"] = model
                 member_scores.append((metrics["val_mse"], metrics["test_mse"]))
@@ -396,7 +395,6 @@ def run_cell(
                     f"val MSE {fmt(metrics['val_mse'])}  fit {metrics['fit_seconds']:.1f} s",
                     flush=True,
                 )
-            cfg = base_cfg.model_copy(update={"training": base_cfg.training.model_copy(update=overrides)})
             spec = ModelSpec(name="ensemble", label=avg_label, params={"weighting": "equal"})
             model, metrics = score(cfg, spec, members)
             metrics["fit_seconds"] = total_fit
@@ -410,7 +408,7 @@ def run_cell(
             "member_val_mse": [round(v, 5) for v, _ in member_scores],
             "member_test_mse": [round(t, 5) for _, t in member_scores],
         }
-        # Recorded under the family, so that the tables choose among it and the single variants.
+        # Recorded under the family (and ``cfg``: seed 0's settings; ``params.seeds`` lists them all).
         record(
             family,
             avg_label,
