@@ -297,14 +297,11 @@ def run_cell(
         error: str,
         load_before: str,
         trained: bool | None = None,
-        average: bool = False,
     ) -> None:
-        """Keep a fitted model for the ensembles and append its row to --out.
+        """Append a fit's row to --out.
 
         ``trained``: record ``cfg``'s training settings (default: when the model has a training
-        loop; a seed average has none of its own but its members were trained with them).
-        ``average``: a seed average, kept out of the ensembles' members like out of the main
-        tables (they stay one seed per variant)."""
+        loop; a seed average has none of its own but its members were trained with them)."""
         row_key = {
             "dataset": dataset,
             "features": features,
@@ -314,11 +311,6 @@ def run_cell(
             "variant": label,
             "device": args.device,
         }
-        if model is not None and family != "ensemble" and not average:
-            library[f"{family}/{label}"] = model
-            val = _finite_or_inf(metrics.get("val_mse"))
-            if family not in chosen or val < chosen[family][0]:
-                chosen[family] = (val, model)
         history = getattr(model, "history_", None) or []
         row = {
             **row_key,
@@ -408,7 +400,8 @@ def run_cell(
             "member_val_mse": [round(v, 5) for v, _ in member_scores],
             "member_test_mse": [round(t, 5) for _, t in member_scores],
         }
-        # Recorded under the family (and ``cfg``: seed 0's settings; ``params.seeds`` lists them all).
+        # Recorded under the family, not kept for the ensembles; ``cfg`` holds seed 0's settings and
+        # ``params.seeds`` lists them all.
         record(
             family,
             avg_label,
@@ -419,7 +412,6 @@ def run_cell(
             error,
             load_before,
             trained=model is not None,
-            average=True,
         )
 
     key = {
@@ -464,8 +456,11 @@ def run_cell(
             except Exception as err:  # record the failure and go on with the next family
                 model, metrics, error = None, {}, f"{type(err).__name__}: {err}"
             if model is not None and family != "ensemble":
+                # The ensembles' members and the seed averages' base: one seed per variant.
+                library[f"{family}/{label}"] = model
                 val = _finite_or_inf(metrics.get("val_mse"))
                 if family not in chosen or val < chosen[family][0]:
+                    chosen[family] = (val, model)
                     picks[family] = (label, params, overrides, metrics.get("fit_seconds", float("nan")))
             if members is not None and model is not None:
                 weights = {k: round(w, 4) for k, w in model.weights_.items()}
