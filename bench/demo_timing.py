@@ -243,7 +243,12 @@ def main() -> None:
         print(json.dumps(worker_phases()))
         return
     if args.worker_compute:
-        print(json.dumps(worker_compute()))
+        print(json.dumps(worker_compute()), flush=True)
+        # shut down as the `forecast` script does (forecasting.cli.console_script): what that saves is not
+        # orchestration or tracking, so the work without them must save it too
+        import gc
+
+        gc.freeze()
         return
 
     info = machine()

@@ -129,3 +129,67 @@ def test_console_script_in_a_fresh_process(tmp_path, etth1):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: SeriesTooShortError: ")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "status"), [(["validate", str(DEMO)], 0), (["validate", "nope.yaml"], 2)])
+def test_console_script_exits_with_the_status_after_freezing_the_heap(args, status, tmp_path):
+    """`forecast` (forecasting.cli:console_script) exits with main()'s status, the objects alive at its end
+    frozen so that Python's shutdown does not walk them; the exit hooks still run after that."""
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), flush=True))\n"
+        "from forecasting import cli\n"
+        f"sys.argv = ['forecast', *{args!r}]\n"
+        "cli.console_script()\n"
+    )
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == status, proc.stderr
+    frozen = int(proc.stdout.strip().splitlines()[-1].split()[1])
+    assert frozen > 10_000  # pandas, pydantic and the config are loaded by then
+
+
+def test_spinner_only_on_a_terminal(monkeypatch):
+    """No spinner thread when output goes to a file (it would take the GIL from training for
+    nothing), and 4 redraws a second on a terminal."""
+    import io
+
+    from rich.console import Console
+    from rich.status import Status
+
+    from forecasting import cli
+
+    monkeypatch.setattr(cli, "console", Console(file=io.StringIO()))
+    assert not isinstance(cli._status("working"), Status)
+    monkeypatch.setattr(cli, "console", Console(file=io.StringIO(), force_terminal=True))
+    status = cli._status("working")
+    assert isinstance(status, Status)
+    assert status._live.refresh_per_second == 4
+    monkeypatch.setitem(cli._state, "quiet", True)
+    assert not isinstance(cli._status("working"), Status)
+
+
+def test_tracking_store_is_opened_while_the_api_starts(tmp_path):
+    """The CLI opens the flow's MLflow stores (tracking tables, model registry) before the flow,
+    writes nothing to them, and leaves a store that does not open to the flow, which reports it."""
+    import sqlite3
+
+    import mlflow
+
+    from forecasting import cli
+    from forecasting.config import load_config
+
+    db = tmp_path / "ahead.db"
+    cfg = load_config(DEMO, {"tracking": {"tracking_uri": f"sqlite:///{db}", "experiment": "ahead"}})
+    assert cli._open_tracking_store(cfg) is None
+    with sqlite3.connect(db) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        experiments = [row[0] for row in con.execute("SELECT name FROM experiments")]
+        runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert {"experiments", "runs", "metrics", "registered_models", "model_versions"} <= tables
+    assert experiments == ["Default"] and runs == 0  # MLflow's own default experiment, nothing else
+    assert mlflow.MlflowClient(f"sqlite:///{db}").get_experiment_by_name("ahead") is None
+    bad = load_config(DEMO, {"tracking": {"tracking_uri": "postgresql://nobody@127.0.0.1:1/none"}})
+    assert cli._open_tracking_store(bad) is None
