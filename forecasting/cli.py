@@ -162,17 +162,22 @@ def _import_ahead() -> None:
 
 
 def _open_tracking_store(cfg: Any) -> None:
-    """Open the MLflow tracking and model-registry stores the flow will log to, while the local
-    API starts. MLflow keeps one store per URI for the process, so the flow's tracker finds them
-    open: on a new SQLite store this is where MLflow creates its tables (~1-3 s), which otherwise
-    runs inside the flow. Nothing is written to them (no experiment, no run). A store that does not
-    open is left for the flow to report, with its usual error."""
-    from mlflow import MlflowClient
-
+    """Open the flow's MLflow stores (tracking and model registry) while the local API starts,
+    when they are a SQLite file. MLflow keeps one store per URI for the process, so the flow's
+    tracker finds them open; on a new file this is where MLflow creates its tables and its
+    "Default" experiment (~1-5 s on 2 cores), which otherwise runs inside the flow. Nothing of
+    ours is written (no experiment, no run). A server (HTTP, PostgreSQL, ...) is left to the flow:
+    opening it costs little, and one that is down would spend MLflow's retries twice. A store that
+    does not open is left to the flow to report, with its usual error."""
     from forecasting.tracking import resolve_tracking_uri
 
+    uri = resolve_tracking_uri(cfg.tracking)[0]
+    if not uri.startswith("sqlite:"):
+        return
+    from mlflow import MlflowClient
+
     try:
-        client = MlflowClient(resolve_tracking_uri(cfg.tracking)[0])
+        client = MlflowClient(uri)
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
     except Exception:  # the flow reports it, as it does when no local API is started
@@ -440,8 +445,8 @@ def console_script() -> None:
     full garbage collection.
 
     When the command returns, its work is done and its files are closed. What is left is Python's
-    shutdown, whose collector walks every object torch, pandas, MLflow and Prefect created: 2-5 s
-    on a 2-core machine, a tenth of a demo (bench/BENCHMARKS.md §6). ``gc.freeze()`` moves the
+    shutdown, whose collector walks every object torch, pandas, MLflow and Prefect created: 4.5-5 s
+    after a demo on a 2-core machine (bench/BENCHMARKS.md §6). ``gc.freeze()`` moves the
     objects alive now out of the collector's reach, so that walk is skipped. The exit hooks still
     run (Prefect's flush of logs and events, the local API's shutdown, logging's flush), and so
     does the clean-up of every object freed by reference counting; objects caught in reference

@@ -133,12 +133,14 @@ def test_console_script_in_a_fresh_process(tmp_path, etth1):
 
 @pytest.mark.parametrize(("args", "status"), [(["validate", str(DEMO)], 0), (["validate", "nope.yaml"], 2)])
 def test_console_script_exits_with_the_status_after_freezing_the_heap(args, status, tmp_path):
-    """`forecast` (forecasting.cli:console_script) exits with main()'s status, the objects alive at its end
-    frozen so that Python's shutdown does not walk them; the exit hooks still run after that."""
+    """`forecast` (forecasting.cli:console_script) exits with main()'s status, the objects alive
+    at the command's end frozen (more than after its import alone), so that Python's shutdown does
+    not walk them; the exit hooks still run after that."""
     script = (
         "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), flush=True))\n"
         "from forecasting import cli\n"
+        "imported = len(gc.get_objects())\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), imported, flush=True))\n"
         f"sys.argv = ['forecast', *{args!r}]\n"
         "cli.console_script()\n"
     )
@@ -147,13 +149,13 @@ def test_console_script_exits_with_the_status_after_freezing_the_heap(args, stat
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert proc.returncode == status, proc.stderr
-    frozen = int(proc.stdout.strip().splitlines()[-1].split()[1])
-    assert frozen > 10_000  # pandas, pydantic and the config are loaded by then
+    _, frozen, imported = proc.stdout.strip().splitlines()[-1].split()
+    assert int(frozen) > int(imported) > 0  # frozen after the command (pandas, config), not before
 
 
 def test_spinner_only_on_a_terminal(monkeypatch):
     """No spinner thread when output goes to a file (it would take the GIL from training for
-    nothing), and 4 redraws a second on a terminal."""
+    nothing), 4 redraws a second on a terminal, none with --quiet."""
     import io
 
     from rich.console import Console
@@ -161,6 +163,9 @@ def test_spinner_only_on_a_terminal(monkeypatch):
 
     from forecasting import cli
 
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):  # rich reads these as a terminal
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(cli._state, "quiet", False)
     monkeypatch.setattr(cli, "console", Console(file=io.StringIO()))
     assert not isinstance(cli._status("working"), Status)
     monkeypatch.setattr(cli, "console", Console(file=io.StringIO(), force_terminal=True))
@@ -171,25 +176,50 @@ def test_spinner_only_on_a_terminal(monkeypatch):
     assert not isinstance(cli._status("working"), Status)
 
 
-def test_tracking_store_is_opened_while_the_api_starts(tmp_path):
-    """The CLI opens the flow's MLflow stores (tracking tables, model registry) before the flow,
-    writes nothing to them, and leaves a store that does not open to the flow, which reports it."""
+def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch):
+    """On a SQLite store the CLI opens the flow's MLflow stores (tracking tables, model registry)
+    before the flow, in MLflow's per-URI caches that the flow's tracker then reuses, and writes
+    nothing of ours; a server is left to the flow, and so is a store that does not open."""
     import sqlite3
 
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from forecasting import cli
     from forecasting.config import load_config
+    from forecasting.tracking import Tracker
 
+    tracking_cache = tracking_utils._tracking_store_registry._get_store_with_resolved_uri
+    registry_cache = registry_utils._get_store_registry()._get_store_with_resolved_uri
     db = tmp_path / "ahead.db"
-    cfg = load_config(DEMO, {"tracking": {"tracking_uri": f"sqlite:///{db}", "experiment": "ahead"}})
+    uri = f"sqlite:///{db}"
+    cfg = load_config(DEMO, {"tracking": {"tracking_uri": uri, "experiment": "ahead"}})
+    before = (tracking_cache.cache_info().misses, registry_cache.cache_info().misses)
     assert cli._open_tracking_store(cfg) is None
+    opened = (tracking_cache.cache_info().misses, registry_cache.cache_info().misses)
+    assert opened == (before[0] + 1, before[1] + 1)  # one tracking store, one registry store
     with sqlite3.connect(db) as con:
         tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         experiments = [row[0] for row in con.execute("SELECT name FROM experiments")]
         runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     assert {"experiments", "runs", "metrics", "registered_models", "model_versions"} <= tables
     assert experiments == ["Default"] and runs == 0  # MLflow's own default experiment, nothing else
-    assert mlflow.MlflowClient(f"sqlite:///{db}").get_experiment_by_name("ahead") is None
-    bad = load_config(DEMO, {"tracking": {"tracking_uri": "postgresql://nobody@127.0.0.1:1/none"}})
-    assert cli._open_tracking_store(bad) is None
+
+    previous = mlflow.get_tracking_uri()
+    try:
+        Tracker(cfg.tracking).client.search_registered_models()  # what the flow opens
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert (tracking_cache.cache_info().misses, registry_cache.cache_info().misses) == opened
+
+    opened_with = []
+    monkeypatch.setattr(mlflow, "MlflowClient", lambda *a, **k: opened_with.append(a))
+    server = load_config(DEMO, {"tracking": {"tracking_uri": "http://127.0.0.1:1"}})
+    assert cli._open_tracking_store(server) is None and opened_with == []
+    monkeypatch.undo()
+    unopenable = tmp_path / "a-file"
+    unopenable.write_text("not a directory")
+    broken = load_config(DEMO, {"tracking": {"tracking_uri": f"sqlite:///{unopenable}/store.db"}})
+    assert cli._open_tracking_store(broken) is None
+    assert unopenable.read_text() == "not a directory"
