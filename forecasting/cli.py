@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 from forecasting import local_api
 from forecasting.errors import ForecastingError, InputValidationError
 from forecasting.interrupts import Terminated
+
+if TYPE_CHECKING:
+    from forecasting.config import Config
 
 app = typer.Typer(
     add_completion=False,
@@ -141,7 +144,7 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
     return outcome
 
 
-def _ready(api: local_api.LocalAPI | None, flow_fn: Any, cfg: Any) -> Any:
+def _ready(api: local_api.LocalAPI | None, flow_fn: Any, cfg: Config) -> Any:
     """The flow to run once this command's local API (if it started one) answers: imports and the
     MLflow stores' set-up done while it starts, and flow heartbeats off (see
     ``local_api.without_heartbeats``)."""
@@ -161,7 +164,7 @@ def _import_ahead() -> None:
     import torch._dynamo  # noqa: F401
 
 
-def _open_tracking_store(cfg: Any) -> None:
+def _open_tracking_store(cfg: Config) -> None:
     """Open the flow's MLflow stores (tracking and model registry) while the local API starts,
     when they are a SQLite file. MLflow keeps one store per URI for the process, so the flow's
     tracker finds them open; on a new file this is where MLflow creates its tables and its

@@ -206,6 +206,14 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch):
     assert {"experiments", "runs", "metrics", "registered_models", "model_versions"} <= tables
     assert experiments == ["Default"] and runs == 0  # MLflow's own default experiment, nothing else
 
+    # the tracker sets MLflow's tracking URI and active experiment for the process: restore them
+    from mlflow.tracking import fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+    if "MLFLOW_EXPERIMENT_ID" in os.environ:
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
+        monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     previous = mlflow.get_tracking_uri()
     try:
         Tracker(cfg.tracking).client.search_registered_models()  # what the flow opens
