@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -186,13 +187,25 @@ def _post(url: str, body: dict) -> dict:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+    return _open(req)
 
 
 def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
+    return _open(urllib.request.Request(url))
+
+
+def _open(req: urllib.request.Request, attempts: int = 5) -> dict:
+    """The API's JSON answer. A 503 is Prefect's "retry": a SQLite write that met a lock (the
+    server's own services write too), rolled back; Prefect's client retries it, and so does this."""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _wait_for_deployments(api: str, n: int, served: subprocess.Popen, tmp_path: Path) -> list[dict]:
