@@ -11,6 +11,7 @@ by Ctrl-C or SIGTERM ends ``KILLED``; none is left ``RUNNING``.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -61,7 +62,17 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> tuple[str, str | None]:
     return uri, None
 
 
+def _lost_a_race(err: MlflowException) -> bool:
+    """True for a write that another writer's identical insert beat (SQLite's "UNIQUE constraint
+    failed", PostgreSQL's "violates unique constraint", or a server's "already exists")."""
+    text = str(err).lower()
+    return "unique constraint" in text or err.error_code == "RESOURCE_ALREADY_EXISTS"
+
+
+@functools.cache
 def code_version() -> str:
+    """The project's commit, read once per process: the code a process runs is the code it
+    imported, whatever HEAD says later (and a ``git`` call per run cost 10-30 ms)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -159,7 +170,15 @@ class RunLogger:
         entity = DatasetInput(
             dataset=dataset._to_mlflow_entity(), tags=[InputTag(key="mlflow.data.context", value=context)]
         )
-        self.client.log_inputs(self.run_id, datasets=[entity])
+        try:
+            self.client.log_inputs(self.run_id, datasets=[entity])
+        except MlflowException as err:
+            # Runs logging the same new dataset at the same moment (the training fan-out's first
+            # models on a new store) each insert it; the store keeps one row per experiment, name
+            # and digest, so all but one fail and roll back. The dataset is stored now: link it.
+            if not _lost_a_race(err):
+                raise
+            self.client.log_inputs(self.run_id, datasets=[entity])
 
     @contextmanager
     def activated(self) -> Iterator[None]:
@@ -201,17 +220,26 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         try:
-            exp = self.client.get_experiment_by_name(cfg.experiment)
-            self.experiment_id = (
-                exp.experiment_id
-                if exp is not None
-                else self.client.create_experiment(cfg.experiment, artifact_location=artifact_root)
-            )
+            self.experiment_id = self._experiment(cfg.experiment, artifact_root)
         except MlflowException as err:
             raise TrackingError(
                 f"tracking store {self.uri!r} refused experiment {cfg.experiment!r}: {err}"
             ) from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def _experiment(self, name: str, artifact_root: str | None) -> str:
+        """The experiment's id, created when it does not exist yet. Workers that open a new store
+        at the same moment all try to create it; those that lose the race read the winner's."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_root)
+        except MlflowException as err:
+            exp = self.client.get_experiment_by_name(name) if _lost_a_race(err) else None
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def start(
         self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None
