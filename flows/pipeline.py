@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +112,6 @@ def _limit_threads(threads: int) -> None:
 
 
 # --- task runners ---------------------------------------------------------------------------
-def _workers_and_threads(cfg: Config) -> tuple[int, int]:
-    cores = os.cpu_count() or 1
-    workers = cfg.orchestration.max_workers or max(1, cores // 2)
-    workers = min(workers, len(cfg.models)) or 1
-    return workers, max(1, cores // workers)
-
-
 def task_runner_for(cfg: Config) -> Any:
     """Dask when configured (prefect-dask, optional extra), else a capped thread pool."""
     orch = cfg.orchestration
@@ -136,7 +128,7 @@ def task_runner_for(cfg: Config) -> Any:
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={"n_workers": orch.dask_local_workers, "threads_per_worker": 1, "processes": True},
         )
-    workers, _ = _workers_and_threads(cfg)
+    workers, _ = lib.workers_and_threads(cfg)
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
@@ -144,7 +136,7 @@ def _threads_per_task(cfg: Config) -> int:
     orch = cfg.orchestration
     if orch.dask_address or orch.dask_local_workers:
         return cfg.training.num_threads or 1
-    return _workers_and_threads(cfg)[1]
+    return lib.workers_and_threads(cfg)[1]
 
 
 def _load(config_path: str, overrides: dict[str, Any] | None, data_path: str | None) -> Config:
@@ -267,6 +259,7 @@ def _run(cfg: Config, select: bool) -> dict[str, Any]:
                 "models": [m.run_name for m in cfg.models],
             }
         )
+        lib.log_inputs(parent, prepared)
         try:
             results = fan_out(parent.run_id)
         finally:

@@ -190,7 +190,7 @@ class ScheduleSpec(_Section):
 class OrchestrationConfig(_Section):
     """How the flows run: one machine by default, Dask when an address or local cluster is given."""
 
-    max_workers: int | None = Field(None, ge=1)  # concurrent training tasks; default: 1 per 2 cores
+    max_workers: int | None = Field(None, ge=1)  # concurrent training tasks; default: one per core
     dask_address: str | None = None  # tcp://host:8786 of a running dask.distributed scheduler
     dask_local_workers: int | None = Field(None, ge=1)  # start a LocalCluster of this many processes
     schedules: list[ScheduleSpec] = Field(default_factory=list)

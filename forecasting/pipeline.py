@@ -7,6 +7,7 @@ through ``forecasting.tracking.Tracker`` and the pyfunc through ``forecasting.se
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -253,7 +254,7 @@ def train_model(
     try:
         with tracker.run(spec.run_name, parent_id=parent_run_id, tags=run_tags) as run:
             result = ModelResult(spec.run_name, family, "RUNNING", run_id=run.run_id)
-            _log_inputs(run, prepared)
+            log_inputs(run, prepared)
             model, metrics, pred = fit_and_score(
                 prepared, spec, callbacks=[run.epoch_callback, raise_if_stopped], members=members
             )
@@ -275,7 +276,27 @@ def train_model(
         )
 
 
-def _log_inputs(run: Any, prepared: Prepared) -> None:
+def workers_and_threads(cfg: Config) -> tuple[int, int]:
+    """How many models train at once on this machine, and torch's threads for each.
+
+    Default: one model per core (at most one per configured model), the cores shared out among
+    them. The models of a pipeline are small: a second torch thread gains one little (the demo's
+    training takes 17.7 s as 2 tasks x 1 thread and 16.9 s as 1 x 2 on 2 cores), and on a busy
+    machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task overlaps one
+    model's MLflow logging and Prefect's state traffic with another's training (the demo:
+    ~3.5 s faster on 2 cores). ``orchestration.max_workers`` caps the tasks: each holds its
+    model, its batches and, while it scores, its prediction frames in memory.
+    """
+    cores = os.cpu_count() or 1
+    workers = min(cfg.orchestration.max_workers or cores, len(cfg.models)) or 1
+    return workers, max(1, cores // workers)
+
+
+def log_inputs(run: Any, prepared: Prepared) -> None:
+    """The dataset (MLflow's dataset input: name, digest, source, schema, a 1,000-row profile),
+    the config and the repair report, on a model run and on its pipeline run. The pipeline run logs
+    them first, so that the dataset is stored before its models, which train concurrently, link
+    it."""
     run.log_dataset(
         prepared.data.frame.head(1000),
         source=str(prepared.cfg.data.path),
@@ -519,7 +540,7 @@ def run_pipeline(cfg: Config, tracker: Any = None, flow_run_id: str | None = Non
                 "models": [m.run_name for m in cfg.models],
             }
         )
-        parent.log_text(dump_config(cfg), "config.yaml")
+        log_inputs(parent, prepared)
         results = train_all(
             prepared,
             lambda specs, members: [

@@ -47,10 +47,33 @@ def test_retry_policy_skips_bad_input():
     assert fp.retry_unless_bad_input(None, None, State(InputValidationError("bad"))) is False
 
 
-def test_threads_are_capped_to_the_machine(tmp_path):
-    cfg = load_config(write_config(tmp_path, "caps"))
-    workers, threads = fp._workers_and_threads(cfg)
-    assert workers * threads <= max(os.cpu_count() or 1, 1)
+@pytest.mark.parametrize(
+    ("cores", "models", "max_workers", "expected"),
+    [
+        (2, 10, None, (2, 1)),  # this machine's demo: two models at a time, one thread each
+        (1, 10, None, (1, 1)),
+        (16, 10, None, (10, 1)),  # never more tasks than models
+        (16, 3, None, (3, 5)),  # the cores shared out among them
+        (2, 10, 1, (1, 2)),  # orchestration.max_workers caps the tasks
+        (16, 10, 4, (4, 4)),
+    ],
+)
+def test_training_tasks_and_threads_share_the_cores(
+    tmp_path, monkeypatch, cores, models, max_workers, expected
+):
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            "caps",
+            [{"name": "naive", "label": f"n{i}"} for i in range(models)],
+            orchestration={"max_workers": max_workers},
+        )
+    )
+    monkeypatch.setattr(fp.lib.os, "cpu_count", lambda: cores)
+    workers, threads = fp.lib.workers_and_threads(cfg)
+    assert (workers, threads) == expected
+    assert workers * threads <= cores
+    assert fp.task_runner_for(cfg)._max_workers == workers
 
 
 def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
@@ -66,6 +89,9 @@ def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
     assert {r.info.run_name for r in children} == {"naive", "ar"}
     assert all(r.data.tags["prefect_flow_run_id"] == flow_run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in children)
+    # the pipeline run logs the dataset before its models (which train at once) link the same one
+    digests = [[i.dataset.digest for i in run.inputs.dataset_inputs] for run in [parent, *children]]
+    assert digests == [[parent.data.tags["dataset_hash"]]] * 3
     assert outcome["decision"]["alias"] == "champion"
     assert len(pd.read_csv(outcome["prediction"]["output"])) == 3 * 12
 
