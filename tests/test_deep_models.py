@@ -399,3 +399,46 @@ def test_patchtst_details_learn_and_round_trip(sine_frame: pd.DataFrame, tmp_pat
 def test_transformer_dropouts_default_to_the_shared_one() -> None:
     net = model("transformer", dropout=0.25).build_network().core
     assert net.head.dropout.p == 0.25 and net.blocks[0].attn.dropout == 0.25  # nn.MultiheadAttention's float
+
+
+def test_models_trained_at_once_in_threads_are_the_models_trained_alone(sine_frame: pd.DataFrame) -> None:
+    """Torch draws initial weights and dropout masks from one generator per process, and the
+    training fan-out trains models in threads: a seed must give the same model beside others as
+    alone (two transformers with dropout and an LSTM without, trained together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    makers = [
+        lambda: model("transformer", training=fast(epochs=3)),
+        lambda: model("transformer", training=fast(epochs=3, seed=1)),
+        lambda: model("lstm", training=fast(epochs=3)),
+        lambda: model("transformer", training=fast(epochs=3)),
+    ]
+
+    def fit_predict(make) -> pd.DataFrame:
+        return make().fit(sine_frame).predict(sine_frame)
+
+    alone = [fit_predict(make) for make in makers]
+    pd.testing.assert_frame_equal(alone[0], alone[3])
+    assert not alone[0]["yhat"].equals(alone[1]["yhat"])  # the seed matters
+    for _ in range(2):
+        with ThreadPoolExecutor(len(makers)) as pool:
+            together = list(pool.map(fit_predict, makers))
+        for a, b in zip(alone, together, strict=True):
+            pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "draws"),
+    [
+        ("transformer", {}, True),  # dropout 0.3
+        ("transformer", {"dropout": 0.0}, False),
+        ("lstm", {}, False),
+        ("lstm", {"dropout": 0.2}, True),
+        ("tcn", {}, False),
+        ("linear", {}, False),
+    ],
+)
+def test_which_networks_draw_random_numbers_in_training(name: str, params: dict, draws: bool) -> None:
+    from forecasting.training.randomness import draws_in_training
+
+    assert draws_in_training(model(name, **params).build_network()) is draws

@@ -16,6 +16,7 @@ parameter count) lives here once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -41,6 +42,7 @@ from forecasting.models.layers import (
 )
 from forecasting.training import autocast, num_threads, resolve_device, train
 from forecasting.training.loop import EVAL_BATCH
+from forecasting.training.randomness import GLOBAL_RNG, draws_in_training
 
 WEIGHTS_FILE = "weights.pt"
 TRAINING_FILE = "training.json"
@@ -132,10 +134,15 @@ class NeuralForecaster(Forecaster):
     ) -> None:
         cfg = self.training
         cuda = list(range(torch.cuda.device_count()))
-        # Seed a private copy of torch's RNG: the caller's random state is left as it was.
-        with torch.random.fork_rng(devices=cuda), num_threads(cfg.num_threads):
+        with contextlib.ExitStack() as rng, num_threads(cfg.num_threads):
+            # Seed a private copy of torch's one generator (the caller's random state is left as it
+            # was), held against other models training in other threads (``randomness``).
+            rng.enter_context(GLOBAL_RNG)
+            rng.enter_context(torch.random.fork_rng(devices=cuda))
             torch.manual_seed(cfg.seed)
             network = self.build_network()
+            if not draws_in_training(network):
+                rng.close()  # its training draws nothing: other models may seed theirs meanwhile
             result = train(
                 network, train_windows, val_windows, cfg, callbacks, name=self.name, meta=self._meta()
             )
@@ -182,6 +189,6 @@ class NeuralForecaster(Forecaster):
         """Trainable parameters (known before fitting too: the sizes come from the spec)."""
         network = getattr(self, "network_", None)
         if network is None:
-            with torch.random.fork_rng(devices=[]):
+            with GLOBAL_RNG, torch.random.fork_rng(devices=[]):
                 network = self.build_network()
         return sum(p.numel() for p in network.parameters() if p.requires_grad)

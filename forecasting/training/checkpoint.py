@@ -55,8 +55,10 @@ def rng_states(rng: np.random.Generator) -> dict[str, Any]:
     return states
 
 
-def set_rng_states(rng: np.random.Generator, states: dict[str, Any]) -> None:
+def set_rng_states(rng: np.random.Generator, states: dict[str, Any], torch_too: bool = True) -> None:
     rng.bit_generator.state = states["numpy"]
+    if not torch_too:
+        return
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

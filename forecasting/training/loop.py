@@ -35,6 +35,7 @@ from forecasting.training.checkpoint import (
     set_rng_states,
 )
 from forecasting.training.progress import EpochProgress
+from forecasting.training.randomness import draws_in_training
 from forecasting.training.schedule import lr_schedule
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -310,7 +311,9 @@ def _resume(
         )
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    set_rng_states(rng, saved["rng"])
+    # Torch's generator is restored only for a network that draws from it in training (it then
+    # holds it: ``randomness``); another's would take the numbers of a model training beside it.
+    set_rng_states(rng, saved["rng"], torch_too=draws_in_training(model))
     return _LoopState(
         epoch=saved["epoch"],
         step=saved["step"],
