@@ -11,7 +11,6 @@ by Ctrl-C or SIGTERM ends ``KILLED``; none is left ``RUNNING``.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
@@ -69,10 +68,15 @@ def _lost_a_race(err: MlflowException) -> bool:
     return "unique constraint" in text or err.error_code == "RESOURCE_ALREADY_EXISTS"
 
 
-@functools.cache
+_COMMIT: dict[str, str] = {}
+
+
 def code_version() -> str:
     """The project's commit, read once per process: the code a process runs is the code it
-    imported, whatever HEAD says later (and a ``git`` call per run cost 10-30 ms)."""
+    imported, whatever HEAD says later (and a ``git`` call per run cost 10-30 ms). A ``git`` that
+    timed out is asked again at the next run; its other answers (no checkout, no git) stand."""
+    if "commit" in _COMMIT:
+        return _COMMIT["commit"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -81,9 +85,12 @@ def code_version() -> str:
             text=True,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
+        commit = out.stdout.strip() or "unknown"
+    except subprocess.TimeoutExpired:
         return "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return _COMMIT.setdefault("commit", commit)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

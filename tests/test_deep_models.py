@@ -442,3 +442,34 @@ def test_which_networks_draw_random_numbers_in_training(name: str, params: dict,
     from forecasting.training.randomness import draws_in_training
 
     assert draws_in_training(model(name, **params).build_network()) is draws
+
+
+def test_loading_a_model_beside_a_training_one_leaves_its_numbers_alone(
+    sine_frame: pd.DataFrame, tmp_path
+) -> None:
+    """Each model is loaded back to be logged to MLflow while others train: building the loaded
+    network (random weights, replaced by the saved ones) must not take a training network's
+    dropout masks."""
+    import threading
+
+    model("lstm").fit(sine_frame).save(tmp_path / "lstm")
+    expected = model("transformer", training=fast(epochs=3)).fit(sine_frame).predict(sine_frame)
+    done = threading.Event()
+
+    def load_until_done() -> int:
+        n = 0
+        while not done.is_set():
+            Forecaster.load(tmp_path / "lstm")
+            n += 1
+        return n
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        loads = pool.submit(load_until_done)
+        try:
+            got = model("transformer", training=fast(epochs=3)).fit(sine_frame).predict(sine_frame)
+        finally:
+            done.set()
+        assert loads.result() > 0
+    pd.testing.assert_frame_equal(got, expected)

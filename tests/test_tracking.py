@@ -127,10 +127,31 @@ def test_concurrent_trackers_share_one_new_experiment(own_store):
     assert sorted(e.name for e in client.search_experiments()) == ["Default", "new-0", "new-1", "new-2"]
 
 
-def test_code_version_is_read_once_per_process():
+def test_code_version_is_read_once_per_process(monkeypatch):
     """The commit is read when the first run starts (one ``git`` call per process, not per run):
-    the code a process runs is the code it imported, whatever HEAD says later."""
-    code_version.cache_clear()
+    the code a process runs is the code it imported, whatever HEAD says later. A ``git`` that
+    timed out is asked again."""
+    import subprocess
+
+    from forecasting import tracking
+
+    monkeypatch.setattr(tracking, "_COMMIT", {})
+    real_run = subprocess.run
+
+    def timed_out(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], 5)
+
+    monkeypatch.setattr(tracking.subprocess, "run", timed_out)
+    assert code_version() == "unknown"
+    monkeypatch.setattr(tracking.subprocess, "run", real_run)
     first = code_version()
-    assert first == code_version() and code_version.cache_info().hits == 1
-    assert first == "unknown" or (len(first) >= 7 and all(c in "0123456789abcdef" for c in first))
+    git = real_run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tracking.PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert first == (git.stdout.strip() or "unknown")
+
+    def no_more_git(*args, **kwargs):
+        raise AssertionError("git asked again")
+
+    monkeypatch.setattr(tracking.subprocess, "run", no_more_git)
+    assert code_version() == first

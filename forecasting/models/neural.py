@@ -31,6 +31,7 @@ from torch import nn
 
 from forecasting.data.windows import Windows, to_tensors
 from forecasting.errors import ModelLoadError
+from forecasting.interrupts import raise_if_stopped
 from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.layers import (
     Activation,
@@ -138,6 +139,7 @@ class NeuralForecaster(Forecaster):
             # Seed a private copy of torch's one generator (the caller's random state is left as it
             # was), held against other models training in other threads (``randomness``).
             rng.enter_context(GLOBAL_RNG)
+            raise_if_stopped()  # it may have waited for a whole training: a stop asked meanwhile wins
             rng.enter_context(torch.random.fork_rng(devices=cuda))
             torch.manual_seed(cfg.seed)
             network = self.build_network()
@@ -169,12 +171,19 @@ class NeuralForecaster(Forecaster):
             json.dumps({"history": self.history_, "best_epoch": self.best_epoch_}, indent=2)
         )
 
+    def _network_aside(self) -> nn.Module:
+        """A network built without touching anyone's random numbers: its initial weights are drawn
+        from a private copy of torch's generator, held against a model training in another thread
+        (``randomness``; loading a model for MLflow runs beside the other models' training)."""
+        with GLOBAL_RNG, torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            return self.build_network()
+
     def _load_state(self, path: Path) -> None:
         try:
             state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as err:
             raise ModelLoadError(f"{path}: cannot read {WEIGHTS_FILE} ({err})") from None
-        network = self.build_network()
+        network = self._network_aside()  # its random initial weights are replaced right away
         try:
             network.load_state_dict(state)
         except RuntimeError as err:
@@ -189,6 +198,5 @@ class NeuralForecaster(Forecaster):
         """Trainable parameters (known before fitting too: the sizes come from the spec)."""
         network = getattr(self, "network_", None)
         if network is None:
-            with GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-                network = self.build_network()
+            network = self._network_aside()
         return sum(p.numel() for p in network.parameters() if p.requires_grad)

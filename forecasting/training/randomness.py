@@ -6,10 +6,14 @@ seeding it, drawing from it and restoring it at the same time take each other's 
 trained beside another came out different from the same model trained alone, with the same seed.
 
 ``GLOBAL_RNG`` is held by whoever uses that generator: a model while it seeds it and builds its
-network, and, when its network draws in training too (``draws_in_training``: dropout), for the
+network (also a model being loaded: its network is built before its weights replace the random
+ones), and, when its network draws in training too (``draws_in_training``: dropout), for the
 whole of its training. Models whose training draws nothing (no dropout: the recurrent, TCN and
-linear defaults) train beside it; the seeded sections are short. The numbers each model draws
-are then the ones it draws alone, so a seed gives the same model at any ``max_workers``.
+linear defaults) release it once built and train beside any other. While a model with dropout
+trains, the models already training go on, but one that starts meanwhile (or is loaded to be
+logged) waits for it to finish. The numbers each model draws are then the ones it draws alone,
+so a seed gives the same model at any ``max_workers`` (to floating-point rounding where the
+torch thread count differs: it changes the order of sums).
 """
 
 from __future__ import annotations
