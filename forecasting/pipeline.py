@@ -280,11 +280,10 @@ def workers_and_threads(cfg: Config) -> tuple[int, int]:
     """How many models train at once on this machine, and torch's threads for each.
 
     Default: one model per core (at most one per configured model), the cores shared out among
-    them. The models of a pipeline are small: a second torch thread gains one little (the demo's
-    training takes 17.7 s as 2 tasks x 1 thread and 16.9 s as 1 x 2 on 2 cores), and on a busy
-    machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task overlaps one
-    model's MLflow logging and Prefect's state traffic with another's training (the demo:
-    ~3.5 s faster on 2 cores). ``orchestration.max_workers`` caps the tasks: each holds its
+    them. The models of a pipeline are small: a second torch thread gains them little, and on a busy
+    machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task keeps the
+    other core busy during one model's MLflow logging and Prefect's state traffic (the demo on 2
+    cores: ~5 s faster, bench/BENCHMARKS.md §6). ``orchestration.max_workers`` caps the tasks: each holds its
     model, its batches and, while it scores, its prediction frames in memory.
     """
     cores = os.cpu_count() or 1

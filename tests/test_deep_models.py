@@ -473,3 +473,28 @@ def test_loading_a_model_beside_a_training_one_leaves_its_numbers_alone(
             done.set()
         assert loads.result() > 0
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_model_trains_start_to_end_while_a_dropout_model_trains(sine_frame: pd.DataFrame) -> None:
+    """A network with dropout takes torch's generator only for each forward pass (its own stream
+    swapped in), not for its whole training: another model can seed, build and train meanwhile,
+    and both come out as they do alone."""
+    import threading
+
+    expected_lstm = model("lstm").fit(sine_frame).predict(sine_frame)
+    expected = model("transformer", training=fast(epochs=3)).fit(sine_frame).predict(sine_frame)
+    beside: dict[str, pd.DataFrame] = {}
+    done = threading.Event()
+
+    def other() -> None:
+        beside["lstm"] = model("lstm").fit(sine_frame).predict(sine_frame)
+        done.set()
+
+    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1:  # the transformer is mid-training: the LSTM starts and must finish
+            threading.Thread(target=other, daemon=True).start()
+            assert done.wait(120), "the LSTM could not start while the transformer trained"
+
+    got = model("transformer", training=fast(epochs=3)).fit(sine_frame, callbacks=[after_epoch])
+    pd.testing.assert_frame_equal(got.predict(sine_frame), expected)
+    pd.testing.assert_frame_equal(beside["lstm"], expected_lstm)

@@ -16,7 +16,6 @@ parameter count) lives here once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -31,7 +30,6 @@ from torch import nn
 
 from forecasting.data.windows import Windows, to_tensors
 from forecasting.errors import ModelLoadError
-from forecasting.interrupts import raise_if_stopped
 from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.layers import (
     Activation,
@@ -43,7 +41,7 @@ from forecasting.models.layers import (
 )
 from forecasting.training import autocast, num_threads, resolve_device, train
 from forecasting.training.loop import EVAL_BATCH
-from forecasting.training.randomness import GLOBAL_RNG, draws_in_training
+from forecasting.training.randomness import GLOBAL_RNG, RandomStream, draws_in_training
 
 WEIGHTS_FILE = "weights.pt"
 TRAINING_FILE = "training.json"
@@ -135,18 +133,23 @@ class NeuralForecaster(Forecaster):
     ) -> None:
         cfg = self.training
         cuda = list(range(torch.cuda.device_count()))
-        with contextlib.ExitStack() as rng, num_threads(cfg.num_threads):
-            # Seed a private copy of torch's one generator (the caller's random state is left as it
-            # was), held against other models training in other threads (``randomness``).
-            rng.enter_context(GLOBAL_RNG)
-            raise_if_stopped()  # it may have waited for a whole training: a stop asked meanwhile wins
-            rng.enter_context(torch.random.fork_rng(devices=cuda))
-            torch.manual_seed(cfg.seed)
-            network = self.build_network()
-            if not draws_in_training(network):
-                rng.close()  # its training draws nothing: other models may seed theirs meanwhile
+        # Seed a private copy of torch's one generator (the caller's random state is left as it
+        # was), held against models training in other threads (``randomness``); a network that
+        # draws in training goes on with its own stream of it.
+        with num_threads(cfg.num_threads):
+            with GLOBAL_RNG, torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(cfg.seed)
+                network = self.build_network()
+                stream = RandomStream(cuda) if draws_in_training(network) else None
             result = train(
-                network, train_windows, val_windows, cfg, callbacks, name=self.name, meta=self._meta()
+                network,
+                train_windows,
+                val_windows,
+                cfg,
+                callbacks,
+                name=self.name,
+                meta=self._meta(),
+                random_stream=stream,
             )
         self.network_ = network.eval()
         self.history_ = result.history

@@ -11,6 +11,7 @@ loss and gradients are finite, clip, optimiser step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ from forecasting.training.checkpoint import (
     set_rng_states,
 )
 from forecasting.training.progress import EpochProgress
-from forecasting.training.randomness import draws_in_training
+from forecasting.training.randomness import RandomStream, draws_in_training
 from forecasting.training.schedule import lr_schedule
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -166,6 +167,7 @@ def train(
     *,
     name: str = "model",
     meta: dict[str, Any] | None = None,
+    random_stream: RandomStream | None = None,
 ) -> TrainResult:
     """Train ``model`` in place (ending with its best weights) and return the run's history.
 
@@ -188,9 +190,12 @@ def train(
     optimizer = make_optimizer(model, cfg, lr_of(0))
     state = _LoopState()
 
+    # Dropout masks come from the network's own stream of torch's generator when the caller gave
+    # one (``randomness``: models training in other threads), else from the generator itself.
+    drawing = random_stream.drawing if random_stream is not None else contextlib.nullcontext
     ckpt = checkpoint_path(cfg.checkpoint_dir, name)
     if cfg.resume and ckpt is not None and ckpt.exists():
-        state = _resume(ckpt, model, optimizer, rng, meta)
+        state = _resume(ckpt, model, optimizer, rng, meta, random_stream)
 
     lr = lr_of(max(state.step - 1, 0))
     with num_threads(cfg.num_threads), EpochProgress(cfg.progress, label=name) as progress:
@@ -209,7 +214,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = to_tensors(train_windows.batch(idx), device)
-                with autocast(device, use_amp):
+                with drawing(), autocast(device, use_amp):
                     yhat = model(batch)  # (B, H)
                 loss = loss_fn(yhat.float(), batch["target"])
                 optimizer.zero_grad(set_to_none=True)
@@ -244,7 +249,7 @@ def train(
             state.epoch = epoch
             progress.end_epoch(train_loss, val_loss)
             if ckpt is not None:
-                save_checkpoint(ckpt, _checkpoint_payload(state, model, optimizer, rng, meta))
+                save_checkpoint(ckpt, _checkpoint_payload(state, model, optimizer, rng, meta, random_stream))
             metrics = {k: v for k, v in record.items() if k in ("train_loss", "val_loss", "lr")}
             for callback in callbacks:
                 callback(epoch, metrics)
@@ -279,7 +284,13 @@ def _checkpoint_payload(
     optimizer: torch.optim.Optimizer,
     rng: np.random.Generator,
     meta: dict[str, Any] | None,
+    random_stream: RandomStream | None = None,
 ) -> dict[str, Any]:
+    states = rng_states(rng)
+    if random_stream is not None:  # the network's own stream is what its training draws from
+        states["torch"] = random_stream.state["torch"]
+        if random_stream.devices:
+            states["cuda"] = random_stream.state["cuda"]
     return {
         "meta": meta or {},
         "model": model.state_dict(),
@@ -292,7 +303,7 @@ def _checkpoint_payload(
         "bad_epochs": state.bad_epochs,
         "stopped_early": state.stopped_early,
         "history": state.history,
-        "rng": rng_states(rng),
+        "rng": states,
     }
 
 
@@ -302,6 +313,7 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     rng: np.random.Generator,
     meta: dict[str, Any] | None,
+    random_stream: RandomStream | None = None,
 ) -> _LoopState:
     saved = load_checkpoint(path)
     if saved["meta"] != (meta or {}):
@@ -311,9 +323,15 @@ def _resume(
         )
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    # Torch's generator is restored only for a network that draws from it in training (it then
-    # holds it: ``randomness``); another's would take the numbers of a model training beside it.
-    set_rng_states(rng, saved["rng"], torch_too=draws_in_training(model))
+    # Torch's state goes back where the network draws from: its own stream when it has one; the
+    # generator itself only for a network that draws and has none (setting it for another would
+    # change the numbers of a model training beside it, ``randomness``).
+    set_rng_states(rng, saved["rng"], torch_too=random_stream is None and draws_in_training(model))
+    if random_stream is not None:
+        random_stream.state = {
+            "torch": saved["rng"]["torch"],
+            "cuda": saved["rng"].get("cuda", random_stream.state["cuda"]) if random_stream.devices else [],
+        }
     return _LoopState(
         epoch=saved["epoch"],
         step=saved["step"],
