@@ -283,7 +283,7 @@ def workers_and_threads(cfg: Config) -> tuple[int, int]:
     them. The models of a pipeline are small: a second torch thread gains them little, and on a busy
     machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task keeps the
     other core busy during one model's MLflow logging and Prefect's state traffic (the demo on 2
-    cores: ~5 s faster, bench/BENCHMARKS.md §6). ``orchestration.max_workers`` caps the tasks: each holds its
+    cores: ~4 s faster warm, bench/BENCHMARKS.md §6). ``orchestration.max_workers`` caps the tasks: each holds its
     model, its batches and, while it scores, its prediction frames in memory.
     """
     cores = os.cpu_count() or 1
