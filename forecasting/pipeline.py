@@ -280,11 +280,12 @@ def workers_and_threads(cfg: Config) -> tuple[int, int]:
     """How many models train at once on this machine, and torch's threads for each.
 
     Default: one model per core (at most one per configured model), the cores shared out among
-    them. The models of a pipeline are small: a second torch thread gains them little, and on a busy
-    machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task keeps the
-    other core busy during one model's MLflow logging and Prefect's state traffic (the demo on 2
-    cores: ~4 s faster warm, bench/BENCHMARKS.md §6). ``orchestration.max_workers`` caps the tasks: each holds its
-    model, its batches and, while it scores, its prediction frames in memory.
+    them. The models of a pipeline are small: a second torch thread gains them little, and on a
+    busy machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task keeps
+    the other core busy during one model's MLflow logging and Prefect's state traffic (the demo
+    on 2 cores: ~4 s faster warm, bench/BENCHMARKS.md §6). ``orchestration.max_workers`` caps
+    the tasks: each holds its model, its batches and, while it scores, its prediction frames in
+    memory.
     """
     cores = os.cpu_count() or 1
     workers = min(cfg.orchestration.max_workers or cores, len(cfg.models)) or 1
