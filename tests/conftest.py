@@ -121,6 +121,23 @@ def no_run_left_open():
         pytest.fail(f"test left {len(running)} MLflow run(s) RUNNING: {[r.info.run_name for r in running]}")
 
 
+@pytest.fixture
+def mlflow_globals(monkeypatch):
+    """Put back MLflow's process-wide tracking URI and active experiment (the global and
+    ``MLFLOW_EXPERIMENT_ID``) after a test whose ``Tracker`` pointed them at its own store."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+    if "MLFLOW_EXPERIMENT_ID" in os.environ:
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
+        monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    previous = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test API for the whole session (it takes seconds to start)."""

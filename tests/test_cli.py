@@ -176,7 +176,7 @@ def test_spinner_only_on_a_terminal(monkeypatch):
     assert not isinstance(cli._status("working"), Status)
 
 
-def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch):
+def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch, mlflow_globals):
     """On a SQLite store the CLI opens the flow's MLflow stores (tracking tables, model registry)
     before the flow, in MLflow's per-URI caches that the flow's tracker then reuses, and writes
     nothing of ours; a server is left to the flow, and so is a store that does not open."""
@@ -206,19 +206,8 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch):
     assert {"experiments", "runs", "metrics", "registered_models", "model_versions"} <= tables
     assert experiments == ["Default"] and runs == 0  # MLflow's own default experiment, nothing else
 
-    # the tracker sets MLflow's tracking URI and active experiment for the process: restore them
-    from mlflow.tracking import fluent
-
-    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
-    if "MLFLOW_EXPERIMENT_ID" in os.environ:
-        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", os.environ["MLFLOW_EXPERIMENT_ID"])
-    else:
-        monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    previous = mlflow.get_tracking_uri()
-    try:
-        Tracker(cfg.tracking).client.search_registered_models()  # what the flow opens
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # (the tracker points MLflow's process-wide URI and experiment here: ``mlflow_globals``)
+    Tracker(cfg.tracking).client.search_registered_models()  # what the flow opens
     assert (tracking_cache.cache_info().misses, registry_cache.cache_info().misses) == opened
 
     opened_with = []

@@ -3,7 +3,6 @@ processes) into one store, and the first writers on a new store race to create t
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import ExitStack
 
@@ -25,19 +24,11 @@ WRITERS = 8
         pytest.param("http-postgresql", marks=[pytest.mark.server, pytest.mark.slow]),
     ]
 )
-def own_store(request, tmp_path, monkeypatch):
+def own_store(request, tmp_path, mlflow_globals):
     """A new store for this test: a SQLite file, a PostgreSQL database, or a real ``mlflow server``
     on a PostgreSQL database (the scale-out configuration). Yields the tracking URI and the
     database's URI. MLflow's process-wide URI and active experiment (which a Tracker sets) are put
-    back afterwards."""
-    from mlflow.tracking import fluent
-
-    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
-    if "MLFLOW_EXPERIMENT_ID" in os.environ:
-        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", os.environ["MLFLOW_EXPERIMENT_ID"])
-    else:
-        monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    previous = mlflow.get_tracking_uri()
+    back afterwards (``mlflow_globals``)."""
     with ExitStack() as stack:
         if request.param == "sqlite":
             db = f"sqlite:///{tmp_path / 'store.db'}"
@@ -49,7 +40,6 @@ def own_store(request, tmp_path, monkeypatch):
                 log = tmp_path / "server.log"
                 uri = stack.enter_context(mlflow_server(db, tmp_path / "artifacts", log))
         yield uri, db
-        mlflow.set_tracking_uri(previous)
 
 
 def _digests(db: str) -> list[str]:
