@@ -286,11 +286,8 @@ def _checkpoint_payload(
     meta: dict[str, Any] | None,
     random_stream: RandomStream | None = None,
 ) -> dict[str, Any]:
-    states = rng_states(rng)
-    if random_stream is not None:  # the network's own stream is what its training draws from
-        states["torch"] = random_stream.state["torch"]
-        if random_stream.devices:
-            states["cuda"] = random_stream.state["cuda"]
+    # the network's own stream, when it has one, is what its training draws from
+    states = {**rng_states(rng), **(random_stream.state if random_stream is not None else {})}
     return {
         "meta": meta or {},
         "model": model.state_dict(),
@@ -328,10 +325,7 @@ def _resume(
     # change the numbers of a model training beside it, ``randomness``).
     set_rng_states(rng, saved["rng"], torch_too=random_stream is None and draws_in_training(model))
     if random_stream is not None:
-        random_stream.state = {
-            "torch": saved["rng"]["torch"],
-            "cuda": saved["rng"].get("cuda", random_stream.state["cuda"]) if random_stream.devices else [],
-        }
+        random_stream.state.update((k, v) for k, v in saved["rng"].items() if k in random_stream.state)
     return _LoopState(
         epoch=saved["epoch"],
         step=saved["step"],

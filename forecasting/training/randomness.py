@@ -52,11 +52,15 @@ class RandomStream:
         self.state = self._read()
 
     def _read(self) -> dict[str, object]:
-        return {"torch": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(d) for d in self.devices]}
+        """The generator's state, keyed as a checkpoint's ``rng`` keys it (``rng_states``)."""
+        state: dict[str, object] = {"torch": torch.get_rng_state()}
+        if self.devices:
+            state["cuda"] = [torch.cuda.get_rng_state(d) for d in self.devices]
+        return state
 
     def _write(self, state: dict[str, object]) -> None:
         torch.set_rng_state(state["torch"])
-        for device, cuda_state in zip(self.devices, state["cuda"], strict=True):
+        for device, cuda_state in zip(self.devices, state.get("cuda", []), strict=False):
             torch.cuda.set_rng_state(cuda_state, device)
 
     @contextmanager
