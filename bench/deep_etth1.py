@@ -48,8 +48,8 @@ def run(name: str, lookback: int, horizon: int, threads: int, seed: int) -> dict
         "mse": float(np.mean(err**2)),
         "mae": float(np.mean(np.abs(err))),
         "fit_s": fit_s,
-        "epochs": len(getattr(model, "history_", [])),
-        "best": getattr(model, "best_epoch_", 0),
+        "epochs": len(model.history_),
+        "best": model.best_epoch_ or 0,
         "params": model.n_params,
         "windows": len(windows),
     }

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from forecasting.errors import ConfigError
 
+# The training section lives with the loop (the models import it without this module); it is
+# re-exported here with the other sections.
+from forecasting.training.settings import TrainingConfig
+
 Role = Literal["past", "future", "static"]
 
 
@@ -136,38 +140,6 @@ class ModelSpec(_Section):
     @property
     def run_name(self) -> str:
         return self.label or self.name
-
-
-class TrainingConfig(_Section):
-    """The one torch training loop's settings (shared by every deep family)."""
-
-    loss: Literal["mse", "mae", "huber"] = "mse"
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0, description="base learning rate at base_batch_size")
-    base_batch_size: int = Field(32, ge=1)
-    batch_size: int = Field(128, ge=1)
-    scale_lr: bool = True  # lr = base_lr * batch_size / base_batch_size
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    epochs: int = Field(10, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
-    step_every_fraction: float = Field(0.33, gt=0, le=1)  # step decay: fraction of steps per drop
-    step_gamma: float = Field(0.1, gt=0, le=1)
-    patience: int | None = Field(3, ge=1)
-    clip_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    num_threads: int | None = Field(None, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    amp: bool = False  # bf16 autocast on CUDA
-    max_train_windows: int | None = Field(None, ge=1)  # subsample windows per epoch
-    progress: bool = True
-    # Checkpoint after every epoch into this folder (one file per family); with ``resume`` a run
-    # continues from the checkpoint it finds there (and starts afresh when there is none).
-    checkpoint_dir: Path | None = None
-    resume: bool = False
 
 
 class TrackingConfig(_Section):
@@ -323,7 +295,7 @@ class FamilySpace(SpaceConfig):
 
 
 class SearchConfig(_Section):
-    """Hyper-parameter and architecture search (``forecast tune``, ``forecasting/tuning.py``).
+    """Hyper-parameter and architecture search (``forecast tune``, ``forecasting/tuning/``).
 
     ``families`` names the model families to search among (the family is itself a categorical
     dimension when there are several); ``space`` holds the training/window dimensions they share.
@@ -434,7 +406,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config", base_dir: P
 
 
 def _check_model_params(cfg: Config, source: str) -> None:
-    # Imported here: the registry imports torch, which the data layer alone does not need.
+    # Imported here: each family's module is imported (torch with the deep ones) to check its params.
     from forecasting.models.registry import validate_model_spec
 
     for i, spec in enumerate(cfg.models):

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-SERIES, TIME, TARGET = "series_id", "t", "y"
+from forecasting.data.schema import SERIES, TARGET, TIME
+
 PRED_COLUMNS = (SERIES, "window", "origin", TIME, "step", TARGET, "yhat")
 WindowChoice = Literal["first", "last"] | int
 

@@ -45,6 +45,7 @@ from forecasting.data.ingest import (  # ingest's own checks, so that messages m
     read_table,
 )
 from forecasting.data.scaling import Scaler
+from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
     DuplicateTimestampError,
@@ -54,7 +55,6 @@ from forecasting.errors import (
 )
 from forecasting.models.base import Forecaster
 
-SERIES, TIME, TARGET = "series_id", "t", "y"
 BUNDLE_FORMAT_VERSION = 1
 BUNDLE_ARTIFACT = "bundle"  # the key of the bundle in the pyfunc's ``artifacts``
 PYFUNC_SCRIPT = Path(__file__).with_name("pyfunc_model.py")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
+import json
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,16 @@ def split(frame: pd.DataFrame, n_test: int = 120) -> tuple[pd.DataFrame, pd.Data
     return frame[pos < n - n_test], frame[pos >= n - n_test - L]
 
 
+def split3(
+    frame: pd.DataFrame, n_val: int = 48, n_test: int = 120
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, validation (the ``n_val`` rows before the test) and test; val and test keep L rows
+    of history, so early stopping never sees a test target."""
+    rest, test = split(frame, n_test)
+    train, val = split(rest, n_val)
+    return train, val, test
+
+
 def window_mse(m: Forecaster, test: pd.DataFrame) -> float:
     w = m.make_windows(test)
     batch = w.batch(np.arange(len(w)))
@@ -59,16 +69,14 @@ def window_mse(m: Forecaster, test: pd.DataFrame) -> float:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_beats_naive_on_a_learnable_series(name: str, sine_frame: pd.DataFrame) -> None:
-    train, test = split(sine_frame)
+    train, val, test = split3(sine_frame)
     naive = build_model(ModelSpec(name="naive"), DataSpec(lookback=L, horizon=H)).fit(train)
-    t0 = time.perf_counter()
-    m = model(name, training=fast(epochs=15)).fit(train, test)
-    seconds = time.perf_counter() - t0
+    m = model(name, training=fast(epochs=20)).fit(train, val)
     mse, naive_mse = window_mse(m, test), window_mse(naive, test)
     # The noise alone scores 0.01 and naive about 2; every family gets within 0.04 of the noise.
     assert mse < 0.05, (mse, naive_mse)
     assert mse < 0.05 * naive_mse
-    assert seconds < 20
+    assert len(m.history_) == 20 and 1 <= m.best_epoch_ <= 20  # chosen on validation, not test
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -96,6 +104,7 @@ def test_save_load_round_trip_gives_identical_forecasts(
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     loaded = Forecaster.load(tmp_path / name)
     assert type(loaded) is type(m) and loaded.settings == m.settings
+    assert loaded.name == m.name == name  # the registry name it was built under
     assert loaded.n_params == m.n_params
     assert loaded.history_ == m.history_ and loaded.best_epoch_ == m.best_epoch_
     pd.testing.assert_frame_equal(loaded.predict(sine_frame), before)
@@ -196,18 +205,35 @@ def test_recurrent_init_is_orthogonal_per_gate() -> None:
         torch.testing.assert_close(gate @ gate.T, torch.eye(gate.shape[0]), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize(("name", "cell"), [("rnn", "rnn"), ("lstm", "lstm"), ("gru", "gru")])
-def test_recurrent_names_pin_their_cell(name: str, cell: str) -> None:
-    cls = get_model_class(name)
-    assert cls.Settings().cell == cell
-    other = "gru" if cell != "gru" else "lstm"
-    with pytest.raises(ConfigError, match=r"params\.cell"):
-        parse_settings(cls, {"cell": other}, "test")
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_recurrent_names_preset_their_cell(name: str) -> None:
+    """One class under three names: the name presets the cell and is the model's name."""
+    m = model(name)
+    assert type(m) is get_model_class("lstm") and m.settings.cell == name and m.name == name
+    assert model(name, cell=name).settings == m.settings  # repeating the preset is fine
+    other = "gru" if name != "gru" else "lstm"
+    with pytest.raises(ConfigError, match=rf"params\.cell = '{other}' contradicts model '{name}'"):
+        parse_settings(name, {"cell": other}, "test")
+
+
+def test_a_saved_folder_loads_as_the_family_it_was_saved_as(sine_frame: pd.DataFrame, tmp_path) -> None:
+    """model.json names the family; its preset holds on load even where the settings leave it out."""
+    model("gru").fit(sine_frame).save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["family"] == "gru" and meta["settings"]["cell"] == "gru"
+    del meta["settings"]["cell"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    loaded = Forecaster.load(tmp_path / "m")
+    assert loaded.name == "gru" and loaded.settings.cell == "gru"
+    meta["settings"]["cell"] = "lstm"
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="contradicts model 'gru'"):
+        Forecaster.load(tmp_path / "m")
 
 
 def test_unknown_setting_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"unknown key params\.widht"):
-        parse_settings(get_model_class("lstm"), {"widht": 3}, "test")
+        parse_settings("lstm", {"widht": 3}, "test")
 
 
 @pytest.mark.parametrize("lookback", [24, 96, 336, 720])
@@ -284,9 +310,9 @@ def test_past_covariates_are_window_normalised_future_ones_are_not():
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 def test_segment_decoder_learns_and_round_trips(name: str, sine_frame: pd.DataFrame, tmp_path) -> None:
     """SegRNN's parallel decoder: one recurrent step per horizon segment from the encoder state."""
-    train, test = split(sine_frame)
+    train, val, test = split3(sine_frame)
     naive = build_model(ModelSpec(name="naive"), DataSpec(lookback=L, horizon=H)).fit(train)
-    m = model(name, training=fast(epochs=15), decoder="segments").fit(train, test)
+    m = model(name, training=fast(epochs=15), decoder="segments").fit(train, val)
     assert m.network_.core.position.shape == (H // 8, 16)  # 3 output segments of 8 steps
     assert window_mse(m, test) < 0.05 * window_mse(naive, test)
     m.save(tmp_path / name)
@@ -380,9 +406,9 @@ def test_patchtst_details_learn_and_round_trip(sine_frame: pd.DataFrame, tmp_pat
         "patch_len": 8,
         "stride": 4,
     }
-    train, test = split(sine_frame)
+    train, val, test = split3(sine_frame)
     naive = build_model(ModelSpec(name="naive"), DataSpec(lookback=L, horizon=H)).fit(train)
-    m = model("transformer", training=fast(epochs=10), **details).fit(train, test)
+    m = model("transformer", training=fast(epochs=10), **details).fit(train, val)
     net = m.network_.core
     tokens = (L + 4 - 8) // 4 + 1  # 12 patches with the end one
     assert net.position.pe.shape == (tokens, 16) and net.position.pe.requires_grad

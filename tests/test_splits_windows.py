@@ -7,13 +7,12 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import ETTH1, make_frame
 
 from forecasting.config import DataConfig, SplitConfig, WindowConfig
 from forecasting.data.ingest import ingest
 from forecasting.data.splits import split_borders, split_frame
-from forecasting.data.windows import Windows, to_arrays, to_tensors, window_starts
+from forecasting.data.windows import Windows, to_arrays, window_starts
 from forecasting.errors import SeriesTooShortError
 
 ETT_BORDERS = SplitConfig(method="borders", borders=(8640, 11520, 14400))
@@ -148,12 +147,6 @@ def test_iter_batches_cover_every_window_once(small):
     w = Windows(to_arrays(small), 3, 2)
     seen = np.concatenate(list(w.iter_batches(4, shuffle=True, rng=np.random.default_rng(0))))
     assert sorted(seen.tolist()) == list(range(len(w)))
-
-
-def test_to_tensors(small):
-    w = Windows(to_arrays(small, past=["p"]), 3, 2)
-    tensors = to_tensors(w.batch(np.arange(2)))
-    assert tensors["y"].dtype == torch.float32 and tuple(tensors["x_past"].shape) == (2, 3, 1)
 
 
 def test_ett_test_split_gives_2785_windows(etth1_ot):

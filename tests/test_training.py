@@ -13,9 +13,19 @@ from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import ConfigError, TrainingDivergedError
 from forecasting.models.base import DataSpec
 from forecasting.models.registry import build_model
-from forecasting.training import evaluate, lr_at, lr_schedule, resolve_device, scaled_lr, train
 from forecasting.training.checkpoint import load_checkpoint, save_checkpoint
-from forecasting.training.loop import LOSSES, _early_stopping, _LoopState, make_optimizer, steps_per_epoch
+from forecasting.training.loop import (
+    LOSSES,
+    _early_stopping,
+    _LoopState,
+    evaluate,
+    make_optimizer,
+    resolve_device,
+    steps_per_epoch,
+    to_tensors,
+    train,
+)
+from forecasting.training.schedule import lr_at, lr_schedule, scaled_lr
 
 L, H = 48, 24
 
@@ -38,6 +48,13 @@ class TinyNet(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.lin(batch["y"])  # (B, H)
+
+
+@pytest.fixture
+def train_val(sine_frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first 480 rows of every series to train on, the rest (with L rows of history) to validate."""
+    pos = sine_frame.groupby("series_id").cumcount()
+    return sine_frame[pos < 480], sine_frame[pos >= 480 - L]
 
 
 def lstm(training: TrainingConfig, **params):
@@ -189,9 +206,9 @@ def test_max_steps_and_max_train_windows(sine_frame: pd.DataFrame) -> None:
     assert steps_per_epoch(len(w), cfg(max_train_windows=97, batch_size=32)) == 3  # a lone window is dropped
 
 
-def test_callbacks_and_history(sine_frame: pd.DataFrame) -> None:
+def test_callbacks_and_history(train_val: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     calls = []
-    m = lstm(cfg(epochs=3)).fit(sine_frame, sine_frame, callbacks=[lambda e, m: calls.append((e, m))])
+    m = lstm(cfg(epochs=3)).fit(*train_val, callbacks=[lambda e, m: calls.append((e, m))])
     assert [e for e, _ in calls] == [1, 2, 3]
     assert all(set(metrics) == {"train_loss", "val_loss", "lr"} for _, metrics in calls)
     assert [h["epoch"] for h in m.history_] == [1, 2, 3]
@@ -200,7 +217,7 @@ def test_callbacks_and_history(sine_frame: pd.DataFrame) -> None:
     vals = [h["val_loss"] for h in m.history_]
     assert m.best_epoch_ == 1 + int(np.argmin(vals))
     # The lr of each epoch is the schedule's value at its last step.
-    total = 3 * steps_per_epoch(len(m.make_windows(sine_frame)), m.training)
+    total = 3 * steps_per_epoch(len(m.make_windows(train_val[0])), m.training)
     assert m.history_[-1]["lr"] == pytest.approx(lr_schedule(m.training, total)(total - 1))
 
 
@@ -246,13 +263,21 @@ def test_progress_bar_only_on_a_terminal(sine_frame, capsys, monkeypatch: pytest
     assert "tiny epoch 2/2" in out and "val" in out
 
 
+def test_to_tensors_keeps_float32_and_shapes(sine_frame: pd.DataFrame) -> None:
+    w = Windows(to_arrays(sine_frame.assign(p=1.0), past=["p"]), L, H)
+    tensors = to_tensors(w.batch(np.arange(2)))
+    assert tensors["y"].dtype == torch.float32 and tuple(tensors["x_past"].shape) == (2, L, 1)
+    assert tuple(tensors["target"].shape) == (2, H)
+
+
 # --- reproducibility and resumption ------------------------------------------------------------------
-def test_same_seed_gives_identical_forecasts(sine_frame: pd.DataFrame) -> None:
+def test_same_seed_gives_identical_forecasts(train_val: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    val = train_val[1]
     torch.manual_seed(123)
     outside = torch.get_rng_state()
-    a = lstm(cfg()).fit(sine_frame, sine_frame).predict(sine_frame)
-    b = lstm(cfg()).fit(sine_frame, sine_frame).predict(sine_frame)
-    c = lstm(cfg(seed=1)).fit(sine_frame, sine_frame).predict(sine_frame)
+    a = lstm(cfg()).fit(*train_val).predict(val)
+    b = lstm(cfg()).fit(*train_val).predict(val)
+    c = lstm(cfg(seed=1)).fit(*train_val).predict(val)
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["yhat"], c["yhat"])
     assert torch.equal(torch.get_rng_state(), outside)  # fit leaves the caller's RNG alone
@@ -279,25 +304,30 @@ def interrupt_after(epoch: int):
     return callback
 
 
-def test_resumed_run_equals_an_uninterrupted_one(sine_frame: pd.DataFrame, tmp_path) -> None:
-    full = lstm(cfg(epochs=4)).fit(sine_frame, sine_frame)
+def test_resumed_run_equals_an_uninterrupted_one(
+    train_val: tuple[pd.DataFrame, pd.DataFrame], tmp_path
+) -> None:
+    val = train_val[1]
+    full = lstm(cfg(epochs=4)).fit(*train_val)
     training = cfg(epochs=4, checkpoint_dir=tmp_path)
     with pytest.raises(Interrupted):  # the process dies after epoch 2 (its checkpoint is written)
-        lstm(training).fit(sine_frame, sine_frame, callbacks=[interrupt_after(2)])
+        lstm(training).fit(*train_val, callbacks=[interrupt_after(2)])
     assert load_checkpoint(tmp_path / "lstm.pt")["epoch"] == 2
     seen = []
     resumed = lstm(training.model_copy(update={"resume": True})).fit(
-        sine_frame, sine_frame, callbacks=[lambda e, m: seen.append(e)]
+        *train_val, callbacks=[lambda e, m: seen.append(e)]
     )
     assert seen == [3, 4]  # it went on from the checkpoint, not from scratch
-    pd.testing.assert_frame_equal(resumed.predict(sine_frame), full.predict(sine_frame))
+    pd.testing.assert_frame_equal(resumed.predict(val), full.predict(val))
     strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
     assert strip(resumed.history_) == strip(full.history_)
     assert resumed.best_epoch_ == full.best_epoch_
 
 
-def test_checkpoint_holds_everything_to_resume(sine_frame: pd.DataFrame, tmp_path) -> None:
-    lstm(cfg(checkpoint_dir=tmp_path)).fit(sine_frame, sine_frame)
+def test_checkpoint_holds_everything_to_resume(
+    train_val: tuple[pd.DataFrame, pd.DataFrame], tmp_path
+) -> None:
+    lstm(cfg(checkpoint_dir=tmp_path)).fit(*train_val)
     assert [p.name for p in tmp_path.iterdir()] == ["lstm.pt"]  # no temporary files left behind
     saved = load_checkpoint(tmp_path / "lstm.pt")
     assert {
@@ -312,7 +342,7 @@ def test_checkpoint_holds_everything_to_resume(sine_frame: pd.DataFrame, tmp_pat
         "meta",
     } <= set(saved)
     assert saved["meta"]["family"] == "lstm" and saved["meta"]["settings"]["hidden"] == 16
-    assert saved["epoch"] == 2 and saved["step"] == 2 * steps_per_epoch(1587, cfg())
+    assert saved["epoch"] == 2 and saved["step"] == 2 * steps_per_epoch(3 * (480 - L - H + 1), cfg())
 
 
 def test_resume_refuses_another_models_checkpoint(sine_frame: pd.DataFrame, tmp_path) -> None:

@@ -42,6 +42,7 @@ from forecasting.data.regularity import (
     trim_missing_ends,
 )
 from forecasting.data.repair import RepairReport
+from forecasting.data.schema import ROW, SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
     ConstantSeriesError,
@@ -64,9 +65,7 @@ from forecasting.errors import (
     names,
 )
 
-SERIES, TIME, TARGET = "series_id", "t", "y"
-_ROW = "_row"  # original data-row number, kept while validating for error messages
-RESERVED = (SERIES, TIME, TARGET, _ROW)  # columns of the canonical frame a covariate may not take
+RESERVED = (SERIES, TIME, TARGET, ROW)  # columns of the canonical frame a covariate may not take
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 _HAS_TZ = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _NAN_WORDS = ["", "nan", "na", "n/a", "null", "none", "<na>"]
@@ -221,7 +220,7 @@ def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -
     canon = check_and_repair_grid(canon, step, cfg, report)
     _check_static(canon, cfg)
     _check_constant(canon, cfg)
-    canon = canon.drop(columns=_ROW).reset_index(drop=True)
+    canon = canon.drop(columns=ROW).reset_index(drop=True)
     return IngestResult(
         frame=canon,
         freq=step.alias,
@@ -550,12 +549,12 @@ def _build_canonical(
     times = pd.Series(tu.view("datetime64[us]"))
     if getattr(t.dt, "tz", None) is not None:
         times = times.dt.tz_localize("UTC")
-    data = {SERIES: pd.array(series, dtype="str"), TIME: times, TARGET: y, **covs, _ROW: row}
+    data = {SERIES: pd.array(series, dtype="str"), TIME: times, TARGET: y, **covs, ROW: row}
     return pd.DataFrame(data)
 
 
 def _value_columns(canon: pd.DataFrame) -> list[str]:
-    return [c for c in canon.columns if c not in (SERIES, TIME, _ROW)]
+    return [c for c in canon.columns if c not in (SERIES, TIME, ROW)]
 
 
 def _check_order_and_duplicates(canon: pd.DataFrame, cfg: DataConfig, report: RepairReport) -> pd.DataFrame:
@@ -566,7 +565,7 @@ def _check_order_and_duplicates(canon: pd.DataFrame, cfg: DataConfig, report: Re
     """
     codes, _ = pd.factorize(canon[SERIES], sort=True)
     tu = time_us(canon[TIME])
-    rows = canon[_ROW].to_numpy()
+    rows = canon[ROW].to_numpy()
     n = len(canon)
     in_order = n < 2 or bool(
         np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (tu[1:] > tu[:-1])))
@@ -656,7 +655,7 @@ def _check_mixed_series(
     if k < 2 or k_counts.max() / counts.size < 0.5:
         return
     example = int(distinct_t[np.argmax(np.isin(distinct_t, np.unique(distinct_t)[counts == k]))])
-    rows = canon[_ROW].to_numpy()[order[(tt == example)]]
+    rows = canon[ROW].to_numpy()[order[(tt == example)]]
     raise MixedSeriesError(
         f"column {cfg.targets[0]!r}: most timestamps appear {k} times with different values (e.g. "
         f"{stamp(example)} in rows {listing([str(r) for r in rows], rows.size)}): this looks like {k} "
@@ -670,7 +669,7 @@ def _check_static(canon: pd.DataFrame, cfg: DataConfig) -> None:
     if not static or len(canon) == 0:
         return
     codes, starts = series_codes(canon)
-    rows = canon[_ROW].to_numpy()
+    rows = canon[ROW].to_numpy()
     for col in static:
         v = canon[col].to_numpy(dtype=np.float64)
         differs = v != v[starts][codes]
@@ -706,7 +705,7 @@ def _check_constant(canon: pd.DataFrame, cfg: DataConfig) -> None:
     if flat.size:
         sid = ids[flat[0]]
         target = str(sid) if cfg.is_wide else cfg.targets[0]
-        rows = canon[_ROW].to_numpy()
+        rows = canon[ROW].to_numpy()
         s, e = starts[flat[0]], starts[flat[0]] + lengths[flat[0]] - 1
         more = listing([repr(x) for x in ids[flat[1:]]], flat.size - 1)
         others = f" ({flat.size - 1} more constant series: {more})"

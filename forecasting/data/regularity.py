@@ -2,7 +2,7 @@
 
 Everything here works on the canonical frame while it is being built: rows sorted by series then
 time, each series contiguous, one row per (series, t), ``t`` in microseconds (naive, or UTC), and
-the ``_ROW`` column holding each row's data-row number in the input (-1 for inserted rows). The
+the ``ROW`` column holding each row's data-row number in the input (-1 for inserted rows). The
 work is vectorised over all series at once, so many short series cost no more than one long one.
 """
 
@@ -19,6 +19,7 @@ from pandas.tseries.offsets import DateOffset, Day, Tick
 
 from forecasting.config import DataConfig
 from forecasting.data.repair import RepairReport, fill_missing, run_length_at
+from forecasting.data.schema import ROW, SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
     FrequencyMismatchError,
@@ -27,8 +28,6 @@ from forecasting.errors import (
     MissingValueError,
     SeriesTooShortError,
 )
-
-SERIES, TIME, TARGET, _ROW = "series_id", "t", "y", "_row"
 
 
 def listing(items: Iterable[str], total: int, limit: int = 5) -> str:
@@ -115,7 +114,7 @@ def infer_step(canon: pd.DataFrame, declared: str | None, time_column: str = TIM
             typical = int(values[np.argmax(counts)])
             if typical != delta_us:
                 i = first_row[np.flatnonzero(diffs != delta_us)[0]]
-                rows = canon[_ROW].to_numpy()
+                rows = canon[ROW].to_numpy()
                 raise FrequencyMismatchError(
                     f"data.freq is {declared!r} ({step.delta}) but column {time_column!r} steps by "
                     f"{pd.Timedelta(typical, unit='us')} in {counts.max() / diffs.size:.0%} of "
@@ -270,7 +269,7 @@ def _check_on_grid(canon: pd.DataFrame, tu: np.ndarray, grid: _Grid, step: Step,
         return
     bad = np.flatnonzero(grid.off)
     sid = canon[SERIES].iloc[bad[0]]
-    rows = canon[_ROW].to_numpy()
+    rows = canon[ROW].to_numpy()
     listed = [f"row {rows[i]} ({stamp(tu[i])})" for i in bad[:5]]
     where = f"column {cfg.time_column!r} of series {sid!r}"
     if step.declared and bad.size > len(canon) / 2:
@@ -295,7 +294,7 @@ def _insert_missing_steps(
     cfg: DataConfig,
     report: RepairReport,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Insert rows (values NaN, ``_ROW`` -1) at missing grid steps when the policy allows."""
+    """Insert rows (values NaN, ``ROW`` -1) at missing grid steps when the policy allows."""
     pos = grid.pos
     same = codes[1:] == codes[:-1]
     missing = np.where(same, np.diff(pos) - 1, 0)  # (N-1,) steps missing after row i
@@ -308,7 +307,7 @@ def _insert_missing_steps(
         first = gaps[np.argmax(too_long)]
         sid = canon[SERIES].iloc[first]
         in_series = gaps[codes[gaps] == codes[first]]
-        rows = canon[_ROW].to_numpy()
+        rows = canon[ROW].to_numpy()
         listed = [
             f"{stamp(grid.times(codes[i : i + 1], pos[i : i + 1] + 1)[0])} "
             f"({missing[i]} step{'s' if missing[i] > 1 else ''} missing after row {rows[i]})"
@@ -343,8 +342,8 @@ def _insert_missing_steps(
     for col in canon.columns:
         if col in (SERIES, TIME):
             continue
-        fill_value = -1 if col == _ROW else np.nan
-        values = np.full(total, fill_value, dtype=np.int64 if col == _ROW else np.float64)
+        fill_value = -1 if col == ROW else np.nan
+        values = np.full(total, fill_value, dtype=np.int64 if col == ROW else np.float64)
         values[dest] = canon[col].to_numpy()
         data[col] = values
     full = pd.DataFrame(data, columns=canon.columns)
@@ -425,7 +424,7 @@ def _raise_missing(canon: pd.DataFrame, col: str, nan: np.ndarray, cfg: DataConf
     bad = np.flatnonzero(nan)
     sid = canon[SERIES].iloc[bad[0]]
     in_series = bad[canon[SERIES].to_numpy()[bad] == sid]
-    rows = canon[_ROW].to_numpy()
+    rows = canon[ROW].to_numpy()
     tu = time_us(canon[TIME])
     listed = [
         f"row {rows[i]} (t={stamp(tu[i])})" if rows[i] >= 0 else f"missing timestamp {stamp(tu[i])}"

@@ -12,9 +12,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from forecasting.data.schema import SERIES, TARGET
 from forecasting.errors import ConstantSeriesError, UnknownSeriesError, format_rows
-
-SERIES, TARGET = "series_id", "y"
 
 
 def _factorize(series_ids: Any) -> tuple[np.ndarray, Any]:

@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 
 from forecasting.config import SplitConfig, WindowConfig
+from forecasting.data.schema import SERIES
 from forecasting.errors import SeriesTooShortError, format_rows
-
-SERIES = "series_id"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 All series are concatenated into flat float32 arrays with per-series offsets. A window is just a
 start index into those arrays; a batch is gathered by fancy-indexing a ``sliding_window_view``,
 so memory stays at one copy of the data plus one batch, never N x (L + H) copies.
+
+Plain numpy: the naive and AR families window their data without torch; the training loop turns
+batches into tensors (``forecasting.training.loop.to_tensors``).
 """
 
 from __future__ import annotations
@@ -12,11 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from torch.utils.data import Dataset
 
-SERIES, TIME, TARGET = "series_id", "t", "y"
+from forecasting.data.schema import SERIES, TARGET, TIME
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ def series_of(arrays: SeriesArrays, starts: np.ndarray) -> np.ndarray:
     return np.searchsorted(arrays.offsets, starts, side="right") - 1
 
 
-class Windows(Dataset):
-    """A torch ``Dataset`` of windows; ``batch(idx)`` gathers many windows at once.
+class Windows:
+    """The windows of a frame, indexable like a sequence; ``batch(idx)`` gathers many at once.
 
     Items are dicts of arrays: ``y`` (L,), ``x_past`` (L, Cp+Cf), ``x_future`` (H, Cf),
     ``static`` (Cs,), ``target`` (H,), ``series`` () index into ``arrays.series_ids``.
@@ -143,11 +144,3 @@ class Windows(Dataset):
             (rng or np.random.default_rng()).shuffle(order)
         for i in range(0, len(order), batch_size):
             yield order[i : i + batch_size]
-
-
-def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in batch.items():
-        t = torch.from_numpy(np.ascontiguousarray(v))
-        out[k] = t.to(device, non_blocking=True)
-    return out

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from forecasting.data.scaling import fit_scaler
+from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import ConfigError, SeriesTooShortError, format_rows
 from forecasting.evaluation.metrics import evaluate_windows
-from forecasting.models.base import SERIES, TARGET, TIME, Forecaster
+from forecasting.models.base import Forecaster
 
 
 def fold_cutoffs(lengths: np.ndarray, horizon: int, n_folds: int, step: int) -> np.ndarray:

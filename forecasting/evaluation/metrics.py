@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import ConfigError
 
 if TYPE_CHECKING:  # the data layer imports torch; metrics stay light
@@ -29,7 +30,6 @@ if TYPE_CHECKING:  # the data layer imports torch; metrics stay light
     from forecasting.data.windows import Windows
     from forecasting.models.base import Forecaster
 
-SERIES, TIME, TARGET = "series_id", "t", "y"
 
 METRIC_KEYS = ("mse", "mae", "rmse", "mase", "smape", "wape")
 
@@ -141,7 +141,7 @@ def iter_window_forecasts(
     """
     maps = []
     for model in models:
-        position = {str(s): i for i, s in enumerate(getattr(model, "series_", []))}
+        position = {str(s): i for i, s in enumerate(model.series_)}
         maps.append(np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64))
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)

@@ -43,6 +43,7 @@ import pandas as pd
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as settings_dataclass
 
+from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.windows import Windows
 from forecasting.errors import (
     ConfigError,
@@ -52,7 +53,7 @@ from forecasting.errors import (
     UnsortedTimestampsError,
     format_rows,
 )
-from forecasting.models.base import SERIES, TARGET, TIME, EpochCallback, Forecaster
+from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.registry import register
 
 Criterion = Literal["aic", "bic", "fixed"]
@@ -363,7 +364,7 @@ class AR(Forecaster):
     @property
     def n_params(self) -> int:
         """Coefficients in use: intercept, p_s lags and the covariates' per series, plus the pooled fit."""
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             return 0
         n_exog = len(self.spec.future)
         per_series = int((1 + self.order_ + n_exog).sum())

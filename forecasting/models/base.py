@@ -19,7 +19,7 @@ import dataclasses
 import json
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from forecasting.config import TrainingConfig
+from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import (
+    ConfigError,
     FutureCovariateError,
     MissingColumnError,
     ModelLoadError,
@@ -38,8 +39,9 @@ from forecasting.errors import (
     SeriesTooShortError,
     format_rows,
 )
+from forecasting.models.registry import get_model_class, parse_settings
+from forecasting.training.settings import TrainingConfig
 
-SERIES, TIME, TARGET = "series_id", "t", "y"
 FORMAT_VERSION = 1
 
 # Called after every epoch with (epoch, metrics); tracking uses it without the loop importing mlflow.
@@ -62,13 +64,29 @@ class DataSpec:
 
 
 class Forecaster(ABC):
-    """Base class of every model family. Subclasses set ``name`` and ``Settings``."""
+    """Base class of every model family. Subclasses set ``name`` and ``Settings``.
 
-    name: ClassVar[str] = ""
+    Every attribute a caller may read is declared here with its default, so nobody needs
+    ``getattr``: a family that has no training history, no epochs or no weights keeps the default.
+    """
+
+    # The registry name (model.json's "family"); a class registered under several names (rnn,
+    # lstm, gru) sets it per instance, from the setting the name presets.
+    name: str = ""
     Settings: ClassVar[type] = object
-    # Can it forecast series it has not seen in training? (global models can)
-    handles_unseen_series: ClassVar[bool] = True
-    uses_training_loop: ClassVar[bool] = False
+    # Can it forecast series it has not seen in training? (global models can; an ensemble can
+    # when all its members can, so it sets this per instance)
+    handles_unseen_series: bool = True
+    uses_training_loop: ClassVar[bool] = False  # trained by ``forecasting.training`` (reads ``training``)
+    train_stride: ClassVar[int] = 1  # step between training windows
+
+    # Fitted attributes (scikit-learn style: set by fit/load, read-only defaults until then).
+    fitted_: bool = False
+    freq_: str | None = None  # pandas offset alias of the training data
+    series_: Sequence[str] = ()  # training series, in order of first appearance
+    history_: Sequence[dict[str, float]] = ()  # one record per epoch (training-loop families)
+    best_epoch_: int | None = None  # 1-based epoch whose weights were kept (training-loop families)
+    weights_: Mapping[str, float] | None = None  # member name -> weight (an ensemble)
 
     def __init__(
         self,
@@ -89,7 +107,7 @@ class Forecaster(ABC):
         callbacks: Sequence[EpochCallback] = (),
     ) -> Forecaster:
         self._check_columns(train, "training data")
-        train_w = self.make_windows(train, stride=self._train_stride())
+        train_w = self.make_windows(train, stride=self.train_stride)
         if len(train_w) == 0:
             raise SeriesTooShortError(
                 f"no training window fits: every series needs at least lookback + horizon = "
@@ -147,8 +165,6 @@ class Forecaster(ABC):
     @classmethod
     def load(cls, path: str | Path) -> Forecaster:
         """Rebuild any family from a saved folder (dispatches on the saved family name)."""
-        from forecasting.models.registry import get_model_class
-
         path = Path(path)
         try:
             meta = json.loads((path / "model.json").read_text())
@@ -159,8 +175,12 @@ class Forecaster(ABC):
                 f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}"
             )
         klass = get_model_class(meta["family"])
+        try:  # the family's preset applies, so a folder saved as "gru" loads as a GRU
+            settings = parse_settings(meta["family"], meta["settings"], f"{path / 'model.json'} settings")
+        except ConfigError as err:
+            raise ModelLoadError(str(err)) from None
         model = klass(
-            klass.Settings(**meta["settings"]),
+            settings,
             spec=DataSpec(**meta["spec"]),
             training=TrainingConfig(**meta["training"]),
         )
@@ -283,13 +303,10 @@ class Forecaster(ABC):
             raise MissingColumnError(f"{what} lacks column(s) {missing} that model {self.name!r} needs")
 
     def _check_fitted(self) -> None:
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             raise NotFittedError(
                 f"model {self.name!r} is not fitted: call fit() (or load()) before predict()"
             )
-
-    def _train_stride(self) -> int:
-        return self.training_stride if hasattr(self, "training_stride") else 1
 
     @property
     def n_params(self) -> int:

@@ -5,10 +5,10 @@ A deep family is a settings dataclass and an ``nn.Module`` built as ``Network(se
 whose ``forward(y, x_past, x_future, static)`` returns (B, H) on the window-normalised scale::
 
     @register
-    class LSTM(NeuralForecaster):
-        name = "lstm"
-        Settings = LSTMSettings
-        Network = RecurrentNet
+    class TCN(NeuralForecaster):
+        name = "tcn"
+        Settings = TCNSettings
+        Network = TCNNet
 
 Everything else (seeding, training, prediction in batches, save/load of the state_dict, the
 parameter count) lives here once.
@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from forecasting.data.windows import Windows, to_tensors
+from forecasting.data.windows import Windows
 from forecasting.errors import ModelLoadError
 from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.layers import (
@@ -39,8 +39,7 @@ from forecasting.models.layers import (
     denormalise_window,
     normalise_window,
 )
-from forecasting.training import autocast, num_threads, resolve_device, train
-from forecasting.training.loop import EVAL_BATCH
+from forecasting.training.loop import EVAL_BATCH, autocast, num_threads, resolve_device, to_tensors, train
 from forecasting.training.randomness import GLOBAL_RNG, RandomStream, draws_in_training
 
 WEIGHTS_FILE = "weights.pt"
@@ -93,10 +92,14 @@ class WindowNetwork(nn.Module):
 
 
 class NeuralForecaster(Forecaster):
-    """Global, direct multi-horizon torch model. Subclasses set ``name``, ``Settings``, ``Network``."""
+    """Global, direct multi-horizon torch model. Subclasses set ``name``, ``Settings``, ``Network``.
+
+    ``Settings`` must have ``instance_norm`` (``ArchitectureSettings`` does).
+    """
 
     uses_training_loop = True
     Network: ClassVar[type[nn.Module]]
+    network_: WindowNetwork | None = None  # the trained network, in eval mode
 
     @property
     def dims(self) -> Dims:
@@ -112,9 +115,7 @@ class NeuralForecaster(Forecaster):
     def build_network(self) -> WindowNetwork:
         """A fresh network for this model's settings and data (uses torch's global RNG)."""
         core = self.Network(self.settings, self.dims)
-        return WindowNetwork(
-            core, instance_norm=getattr(self.settings, "instance_norm", True), n_past_only=len(self.spec.past)
-        )
+        return WindowNetwork(core, instance_norm=self.settings.instance_norm, n_past_only=len(self.spec.past))
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -199,7 +200,5 @@ class NeuralForecaster(Forecaster):
     @property
     def n_params(self) -> int:
         """Trainable parameters (known before fitting too: the sizes come from the spec)."""
-        network = getattr(self, "network_", None)
-        if network is None:
-            network = self._network_aside()
+        network = self.network_ if self.network_ is not None else self._network_aside()
         return sum(p.numel() for p in network.parameters() if p.requires_grad)

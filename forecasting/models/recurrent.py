@@ -1,4 +1,4 @@
-"""Recurrent families (``rnn``, ``lstm``, ``gru``): one network, the cell is a setting.
+"""The recurrent family (``rnn``, ``lstm``, ``gru``): one class, the cell is a setting.
 
 The lookback is cut into segments (SegRNN, Lin et al. 2023): with 24-step segments a 96-step
 recurrence becomes 4 steps, which is both faster and more accurate than stepping through every
@@ -16,7 +16,7 @@ over the segments. Two read-outs:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import ConfigDict, Field
@@ -38,6 +38,10 @@ from forecasting.models.layers import (
 from forecasting.models.neural import ArchitectureSettings, NeuralForecaster
 from forecasting.models.registry import register
 
+if TYPE_CHECKING:
+    from forecasting.models.base import DataSpec
+    from forecasting.training.settings import TrainingConfig
+
 Cell = Literal["rnn", "lstm", "gru"]
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -46,26 +50,11 @@ _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn
 class RecurrentSettings(ArchitectureSettings):
     """``activation`` shapes the segment embedding; the cells keep their own tanh/sigmoid gates."""
 
-    cell: Cell = "lstm"
+    cell: Cell = "lstm"  # preset by the registry name: rnn, lstm or gru
     segment_len: int = Field(24, ge=1)  # lookback (and, decoding by segments, horizon) steps per step
     decoder: Literal["head", "segments"] = "head"
     recurrent_init: RecurrentInit = "orthogonal"  # hidden-to-hidden weights
     init: Init = "xavier"
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class RNNSettings(RecurrentSettings):
-    cell: Literal["rnn"] = "rnn"
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class LSTMSettings(RecurrentSettings):
-    cell: Literal["lstm"] = "lstm"
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class GRUSettings(RecurrentSettings):
-    cell: Literal["gru"] = "gru"
 
 
 class RecurrentNet(nn.Module):
@@ -141,29 +130,23 @@ class RecurrentNet(nn.Module):
         return out
 
 
-class _Recurrent(NeuralForecaster):
+@register
+class Recurrent(NeuralForecaster):
+    """Elman RNN, LSTM or GRU (``settings.cell``) over segments of the lookback.
+
+    Registered as ``rnn``, ``lstm`` and ``gru``, each name presetting the cell; the model's
+    ``name`` is that registry name, so a saved folder records the name it was built under.
+    """
+
+    Settings = RecurrentSettings
     Network = RecurrentNet
 
-
-@register
-class RNN(_Recurrent):
-    """Elman RNN over segments of the lookback."""
-
-    name = "rnn"
-    Settings = RNNSettings
-
-
-@register
-class LSTM(_Recurrent):
-    """LSTM over segments of the lookback."""
-
-    name = "lstm"
-    Settings = LSTMSettings
-
-
-@register
-class GRU(_Recurrent):
-    """GRU over segments of the lookback."""
-
-    name = "gru"
-    Settings = GRUSettings
+    def __init__(
+        self,
+        settings: RecurrentSettings | None = None,
+        *,
+        spec: DataSpec,
+        training: TrainingConfig | None = None,
+    ):
+        super().__init__(settings, spec=spec, training=training)
+        self.name = self.settings.cell

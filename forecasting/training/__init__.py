@@ -1,16 +1,9 @@
-"""The one torch training loop (``train``) and its pure learning-rate schedule."""
+"""The one torch training loop and what it needs, one concern per module.
 
-from forecasting.training.loop import TrainResult, autocast, evaluate, num_threads, resolve_device, train
-from forecasting.training.schedule import lr_at, lr_schedule, scaled_lr
+- ``settings``: ``TrainingConfig``, the loop's settings (no torch: the config and every model import it).
+- ``schedule``: the learning rate as a pure function of the step (``lr_at``, ``lr_schedule``).
+- ``loop``: ``train`` and ``evaluate`` (torch), batches to tensors, devices, threads, autocast.
+- ``checkpoint``, ``randomness``, ``progress``: resumable runs, seeded streams, the progress bar.
 
-__all__ = [
-    "TrainResult",
-    "autocast",
-    "evaluate",
-    "lr_at",
-    "lr_schedule",
-    "num_threads",
-    "resolve_device",
-    "scaled_lr",
-    "train",
-]
+Nothing is imported here, so that ``forecasting.training.settings`` comes without torch.
+"""

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forecasting.config import TrainingConfig
-from forecasting.data.windows import Windows, to_tensors
+from forecasting.data.windows import Windows
 from forecasting.errors import ConfigError, TrainingDivergedError
 from forecasting.training.checkpoint import (
     checkpoint_path,
@@ -38,6 +37,7 @@ from forecasting.training.checkpoint import (
 from forecasting.training.progress import EpochProgress
 from forecasting.training.randomness import RandomStream, draws_in_training
 from forecasting.training.schedule import lr_schedule
+from forecasting.training.settings import TrainingConfig
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -73,6 +73,13 @@ class _LoopState:
 
 
 # --- small pieces -------------------------------------------------------------------------------
+def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """A batch of ``Windows.batch`` arrays as tensors on ``device`` (the one place numpy meets torch)."""
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()
+    }
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when there is one; asking for CUDA without one is a config error."""
     if name == "auto":
