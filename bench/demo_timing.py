@@ -78,7 +78,7 @@ def worker_phases() -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)  # phases one after another: one model at a time, every core
 
     t0 = time.perf_counter()
-    from forecasting import local_api
+    from flows import local_api
 
     api = local_api.start()  # what the CLI does (nothing when an API is configured)
     if api is not None:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forecasting import local_api
+from flows import local_api
 from forecasting.errors import ForecastingError, InputValidationError
 from forecasting.interrupts import Terminated
 

@@ -30,6 +30,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from forecasting.config import TrackingConfig
 from forecasting.errors import TrackingError
@@ -61,11 +62,41 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> tuple[str, str | None]:
     return uri, None
 
 
+# The error codes a write that lost a race to an identical write comes back with: a store's
+# unique-row insert that another writer beat raises ``RESOURCE_ALREADY_EXISTS`` where the store
+# checks for it (experiments) and ``BAD_REQUEST`` where the database's integrity error reaches
+# the caller unnamed (datasets: SQLite, PostgreSQL, and an ``mlflow server`` passing either on).
+# Other errors carry these codes too, so the recovery checks itself: it reads the winner's row,
+# or repeats the write once, and a write that did not lose a race fails again as before.
+_LOST_RACE_CODES = frozenset(ErrorCode.Name(code) for code in (RESOURCE_ALREADY_EXISTS, BAD_REQUEST))
+
+
+def open_local_store(cfg: TrackingConfig) -> bool:
+    """Open the MLflow stores (tracking and model registry) of ``cfg`` ahead of use, when they are
+    a SQLite file; whether they opened.
+
+    MLflow keeps one store per URI for the process, so a tracker made later finds them open; on a
+    new file this is where MLflow creates its tables and its "Default" experiment (~1-5 s on 2
+    cores). Nothing of ours is written (no experiment, no run). A server (HTTP, PostgreSQL, ...)
+    is left alone: opening it costs little, and one that is down would spend MLflow's retries
+    twice. A store that does not open is left to the tracker to report, with its usual error.
+    """
+    uri = resolve_tracking_uri(cfg)[0]
+    if not uri.startswith("sqlite:"):
+        return False
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    except Exception:  # the tracker reports it when the run starts
+        return False
+    return True
+
+
 def _lost_a_race(err: MlflowException) -> bool:
-    """True for a write that another writer's identical insert beat (SQLite's "UNIQUE constraint
-    failed", PostgreSQL's "violates unique constraint", or a server's "already exists")."""
-    text = str(err).lower()
-    return "unique constraint" in text or err.error_code == "RESOURCE_ALREADY_EXISTS"
+    """Whether ``err`` may be a write that another writer's identical write beat (its error code;
+    ``tests/test_tracking.py`` pins the codes real stores raise)."""
+    return err.error_code in _LOST_RACE_CODES
 
 
 _COMMIT: dict[str, str] = {}
@@ -168,21 +199,33 @@ class RunLogger:
             self.client.log_artifact(self.run_id, str(local), parent)
 
     def log_dataset(self, frame: pd.DataFrame, source: str, name: str, digest: str, context: str) -> None:
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
 
         with warnings.catch_warnings():
             # A local path matches two equivalent source types; MLflow warns and picks one.
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest, targets="y")
+        # The stored form of the dataset (name, digest, source, source_type, schema, profile), built
+        # from its public dict so it is logged to this run, not the thread's active one.
+        fields = dataset.to_dict()
         entity = DatasetInput(
-            dataset=dataset._to_mlflow_entity(), tags=[InputTag(key="mlflow.data.context", value=context)]
+            dataset=Dataset(
+                name=fields["name"],
+                digest=fields["digest"],
+                source_type=fields["source_type"],
+                source=fields["source"],
+                schema=fields.get("schema"),
+                profile=fields.get("profile"),
+            ),
+            tags=[InputTag(key="mlflow.data.context", value=context)],  # what mlflow.log_input sets
         )
         try:
             self.client.log_inputs(self.run_id, datasets=[entity])
         except MlflowException as err:
             # Runs logging the same new dataset at the same moment (the training fan-out's first
             # models on a new store) each insert it; the store keeps one row per experiment, name
-            # and digest, so all but one fail and roll back. The dataset is stored now: link it.
+            # and digest, so all but one fail and roll back. The dataset is stored now: link it
+            # (a write that failed for another reason fails again, with its own error).
             if not _lost_a_race(err):
                 raise
             self.client.log_inputs(self.run_id, datasets=[entity])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from test_pipeline import raw_config
 
-from forecasting.local_api import api_configured
+from flows.local_api import _prefect_server_command, api_configured
 
 FORECAST = Path(sys.executable).with_name("forecast")
 
@@ -159,10 +159,54 @@ def test_server_exits_when_the_command_is_killed(tmp_path):
 def test_without_heartbeats_turns_them_off_only_inside():
     from prefect.settings import get_current_settings
 
-    from forecasting.local_api import without_heartbeats
+    from flows.local_api import without_heartbeats
 
     before = get_current_settings().flows.heartbeat_frequency
     assert before is not None  # Prefect's default: on
     inside = without_heartbeats(lambda x: (x, get_current_settings().flows.heartbeat_frequency))
     assert inside(7) == (7, None)
     assert get_current_settings().flows.heartbeat_frequency == before
+
+
+def test_server_command_is_the_one_prefects_ephemeral_mode_runs(monkeypatch):
+    """Pins the private parts of Prefect that ``_prefect_server_command`` copies: the command and
+    environment Prefect's own ``SubprocessASGIServer`` starts (captured, not started), with
+    ``--fd`` for its ``--host``/``--port``, and the app factory reading those variables. A Prefect
+    upgrade that changes any of them fails here, not in a user's first flow."""
+    import inspect
+
+    import prefect
+    from prefect.server.api import server
+
+    started: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(
+        server.subprocess, "Popen", lambda args, env, **kwargs: started.append((list(args), env))
+    )
+    port = 4999
+    prefects = server.SubprocessASGIServer(port)
+    try:
+        prefects._run_uvicorn_command()
+    finally:
+        server.SubprocessASGIServer._instances.pop(port, None)
+    ((their_argv, their_env),) = started
+
+    ours, our_env = _prefect_server_command(Path(prefect.__file__).parent, 7)
+    at = their_argv.index("--host")
+    assert their_argv[at : at + 4] == ["--host", "127.0.0.1", "--port", str(port)]
+    assert ours == [*their_argv[:at], "--fd", "7", *their_argv[at + 4 :]]
+    assert {key: their_env.get(key) for key in our_env} == our_env
+
+    # the factory uvicorn is told to call, and the variables it reads
+    assert callable(server.create_app)
+    assert {"ephemeral", "final"} <= set(inspect.signature(server.create_app).parameters)
+    source = inspect.getsource(server.create_app)
+    assert 'os.getenv("PREFECT__SERVER_EPHEMERAL")' in source
+    assert 'os.getenv("PREFECT__SERVER_FINAL")' in source
+
+
+def test_uvicorn_serves_on_a_handed_over_socket():
+    """``--fd`` (the bound socket handed to the server, so no other process can take its port)
+    is an option of the installed uvicorn's command line."""
+    from uvicorn.main import main
+
+    assert "fd" in {param.name for param in main.params}

@@ -4,7 +4,10 @@ processes) into one store, and the first writers on a new store race to create t
 from __future__ import annotations
 
 import threading
-from contextlib import ExitStack
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import mlflow
 import pandas as pd
@@ -12,9 +15,27 @@ import pytest
 from servers import mlflow_server, postgres_database
 
 from forecasting.config import TrackingConfig
-from forecasting.tracking import Tracker, code_version
+from forecasting.tracking import Tracker, _lost_a_race, code_version
 
 WRITERS = 8
+
+
+@contextmanager
+def _new_store(kind: str, tmp_path) -> Iterator[tuple[str, str]]:
+    """A new store: a SQLite file, a PostgreSQL database, or a real ``mlflow server`` on a
+    PostgreSQL database (the scale-out configuration). Yields the tracking URI and the database's
+    URI."""
+    with ExitStack() as stack:
+        if kind == "sqlite":
+            db = f"sqlite:///{tmp_path / 'store.db'}"
+            uri = db
+        else:
+            db = stack.enter_context(postgres_database())
+            uri = db
+            if kind == "http-postgresql":
+                log = tmp_path / "server.log"
+                uri = stack.enter_context(mlflow_server(db, tmp_path / "artifacts", log))
+        yield uri, db
 
 
 @pytest.fixture(
@@ -25,21 +46,17 @@ WRITERS = 8
     ]
 )
 def own_store(request, tmp_path, mlflow_globals):
-    """A new store for this test: a SQLite file, a PostgreSQL database, or a real ``mlflow server``
-    on a PostgreSQL database (the scale-out configuration). Yields the tracking URI and the
-    database's URI. MLflow's process-wide URI and active experiment (which a Tracker sets) are put
-    back afterwards (``mlflow_globals``)."""
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            db = f"sqlite:///{tmp_path / 'store.db'}"
-            uri = db
-        else:
-            db = stack.enter_context(postgres_database())
-            uri = db
-            if request.param == "http-postgresql":
-                log = tmp_path / "server.log"
-                uri = stack.enter_context(mlflow_server(db, tmp_path / "artifacts", log))
-        yield uri, db
+    """A new store for this test (``_new_store``). MLflow's process-wide URI and active experiment
+    (which a Tracker sets) are put back afterwards (``mlflow_globals``)."""
+    with _new_store(request.param, tmp_path) as store:
+        yield store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_store(request, tmp_path, mlflow_globals):
+    """A new store this process writes to through SQLAlchemy itself (so a test can step in)."""
+    with _new_store(request.param, tmp_path) as store:
+        yield store
 
 
 def _digests(db: str) -> list[str]:
@@ -115,6 +132,101 @@ def test_concurrent_trackers_share_one_new_experiment(own_store):
         assert len(set(ids)) == 1
         assert ids[0] == client.get_experiment_by_name(name).experiment_id
     assert sorted(e.name for e in client.search_experiments()) == ["Default", "new-0", "new-1", "new-2"]
+
+
+@contextmanager
+def _a_winner_before_each_dataset_insert(db: str) -> Iterator[list[str]]:
+    """The race, made to happen every time: just before the store inserts a dataset (after it
+    looked for one and found none), another connection stores the same experiment, name and
+    digest and commits. Yields the winners' ``dataset_uuid`` values."""
+    import sqlalchemy
+
+    winner = sqlalchemy.create_engine(db)
+    winners: list[str] = []
+
+    def insert_first(conn, cursor, statement, parameters, context, executemany):
+        if conn.engine is winner or not statement.lstrip().upper().startswith("INSERT INTO DATASETS"):
+            return
+        row = {**context.compiled_parameters[0], "dataset_uuid": uuid.uuid4().hex}
+        columns = ", ".join(row)
+        with winner.begin() as other:
+            other.execute(
+                sqlalchemy.text(
+                    f"INSERT INTO datasets ({columns}) VALUES ({', '.join(f':{c}' for c in row)})"
+                ),
+                row,
+            )
+        winners.append(row["dataset_uuid"])
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", insert_first)
+    try:
+        yield winners
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", insert_first)
+        winner.dispose()
+
+
+def test_a_lost_insert_is_told_by_its_error_code(sql_store):
+    """Pins what the recovery relies on, against the installed MLflow and real databases: a
+    dataset insert another writer beat, and an experiment another writer created, fail with an
+    error code ``_lost_a_race`` knows; ``log_dataset`` then links the run to the winner's row."""
+    import sqlalchemy
+    from mlflow.entities import Dataset, DatasetInput
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(TrackingConfig(tracking_uri=sql_store[0], experiment="lost"))
+    with pytest.raises(MlflowException) as created:
+        tracker.client.create_experiment("lost")
+    assert _lost_a_race(created.value), created.value.error_code
+
+    run = tracker.start("model")
+    entity = DatasetInput(Dataset(name="data", digest="raw", source_type="local", source="{}"))
+    with _a_winner_before_each_dataset_insert(sql_store[1]) as winners:
+        with pytest.raises(MlflowException) as inserted:
+            tracker.client.log_inputs(run.run_id, datasets=[entity])
+        assert isinstance(inserted.value.__cause__, sqlalchemy.exc.IntegrityError)
+        assert _lost_a_race(inserted.value), inserted.value.error_code
+
+        frame = pd.DataFrame(
+            {"series_id": ["a"], "t": pd.date_range("2020", periods=1, freq="h"), "y": [1.0]}
+        )
+        run.log_dataset(frame, source="data.csv", name="data", digest="tracked", context="training")
+    engine = sqlalchemy.create_engine(sql_store[1])
+    try:
+        with engine.connect() as con:
+            stored = con.execute(
+                sqlalchemy.text("SELECT dataset_uuid FROM datasets WHERE digest = 'tracked'")
+            )
+            assert [row[0] for row in stored] == winners[1:]  # the winner's row, linked, not a second one
+    finally:
+        engine.dispose()
+    inputs = tracker.client.get_run(run.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("data", "tracked")]
+    tracker.finish(run)
+
+
+def test_a_dataset_is_stored_as_mlflow_log_input_stores_it(tmp_path, mlflow_globals):
+    """``log_dataset`` logs to its own run through the client; what it stores is what MLflow's
+    fluent ``mlflow.log_input`` stores for the same data (fields, schema, profile, context tag)."""
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}", experiment="same"))
+    frame = pd.DataFrame(
+        {"series_id": ["a"] * 3, "t": pd.date_range("2020", periods=3, freq="h"), "y": [1.0, 2, 3]}
+    )
+    run = tracker.start("ours")
+    run.log_dataset(frame, source="data.csv", name="data", digest="ours", context="training")
+    tracker.finish(run)
+    with warnings.catch_warnings():  # a local path matches two source types (log_dataset hides it)
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source="data.csv", name="data", digest="fluent", targets="y")
+    with mlflow.start_run(experiment_id=tracker.experiment_id) as fluent:
+        mlflow.log_input(dataset, context="training")
+
+    def stored(run_id: str) -> tuple[dict, list]:
+        (given,) = tracker.client.get_run(run_id).inputs.dataset_inputs
+        fields = {k: v for k, v in given.dataset.to_dictionary().items() if k != "digest"}
+        return fields, sorted((tag.key, tag.value) for tag in given.tags)
+
+    assert stored(run.run_id) == stored(fluent.info.run_id)
 
 
 def test_code_version_is_read_once_per_process(monkeypatch):

@@ -11,6 +11,8 @@ It is exactly what Prefect's ephemeral mode runs (``SubprocessASGIServer`` in
 ``prefect/server/api/server.py``: uvicorn on ``prefect.server.api.server:create_app`` with the
 ephemeral services and no UI) on a free port of 127.0.0.1 (the bound socket is handed over),
 against the same database under ``PREFECT_HOME``, so flow and task runs are recorded as before.
+Prefect offers no public form of that command (see ``_prefect_server_command``, the one place
+that names Prefect's private parts; ``tests/test_local_api.py`` pins them to the installed Prefect).
 The process is this command's child, stopped at interpreter exit (also after Ctrl-C/SIGTERM) by
 an ``atexit`` hook registered before Prefect is imported, so it runs after Prefect's own exit
 hooks have flushed their logs and events to it; on Linux the child is also told to exit if the
@@ -157,6 +159,45 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
         pass
 
 
+# --- Prefect's private parts: the one place that names them --------------------------------------
+def _prefect_server_command(prefect_dir: Path, fd: int) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment additions) of the server process Prefect's ephemeral mode starts, serving
+    on the listening socket ``fd``; ``prefect_dir`` is the installed ``prefect`` package's folder.
+
+    Copied from ``SubprocessASGIServer._run_uvicorn_command`` (``prefect/server/api/server.py``),
+    with ``--fd`` for its ``--host``/``--port``. It relies on these private parts of Prefect:
+
+    - ``prefect.server.api.server:create_app``, the app factory uvicorn calls;
+    - ``PREFECT__SERVER_EPHEMERAL=1``: ``create_app`` runs the services an ephemeral server runs
+      (``RunInEphemeralServers``: the task-run recorder, the event persister...), not all of them;
+    - ``PREFECT__SERVER_FINAL=1``: ``create_app`` may apply its last-instance optimisations.
+
+    No public way starts the same process without importing Prefect first (the point here is not
+    to): ``prefect server start`` imports Prefect and its CLI in the child, binds its own port (no
+    hand-over), and runs either every service (the scheduler, late runs...) or, with
+    ``--no-services``, none of the ephemeral ones (task runs would not be recorded);
+    ``SubprocessASGIServer`` must be imported and blocks until the server answers.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(prefect_dir.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--fd",
+        str(fd),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    return argv, env
+
+
+# ---------------------------------------------------------------------------------------------------
 def start() -> LocalAPI | None:
     """Start the local API and point this process's Prefect client at it (``PREFECT_API_URL``);
     ``None`` when an API is configured or ``FORECAST_LOCAL_API=0``. Call before importing Prefect."""
@@ -174,31 +215,11 @@ def start() -> LocalAPI | None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sock = _listening_socket()
     port = sock.getsockname()[1]
-    # the environment Prefect's SubprocessASGIServer gives its server: ephemeral services, no UI
-    env = {
-        **os.environ,
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
-    }
+    argv, server_env = _prefect_server_command(Path(spec.origin).parent, sock.fileno())
     with sock, open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                str(Path(spec.origin).parent.parent),
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--fd",
-                str(sock.fileno()),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env=env,
+            argv,
+            env={**os.environ, **server_env},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
