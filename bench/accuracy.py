@@ -229,12 +229,9 @@ def fit_and_score_lean(
     """``pipeline.fit_and_score`` reduced to what the table needs (same fit, same windows)."""
     from forecasting.models.registry import build_model
 
-    model = build_model(spec, prepared.spec, cfg.training)
+    model = build_model(spec, prepared.spec, cfg.training, members=members)
     start = time.perf_counter()
-    if members is not None:
-        model.fit_members(members, prepared.val)
-    else:
-        model.fit(prepared.train, prepared.val)
+    model.fit(prepared.train, prepared.val)
     fit_seconds = time.perf_counter() - start
     val = score_windows(model, prepared.windows(prepared.val))
     start = time.perf_counter()
@@ -311,7 +308,7 @@ def run_cell(
             "variant": label,
             "device": args.device,
         }
-        history = getattr(model, "history_", None) or []
+        history = list(model.history_)
         row = {
             **row_key,
             "test_mse": metrics.get("test_mse", float("nan")),
@@ -325,7 +322,7 @@ def run_cell(
             "fit_s": round(metrics.get("fit_seconds", float("nan")), 2),
             "score_s": round(metrics.get("predict_seconds", float("nan")), 2),
             "epochs": len(history),
-            "best_epoch": getattr(model, "best_epoch_", "") if history else "",
+            "best_epoch": model.best_epoch_ if history and model.best_epoch_ is not None else "",
             "n_params": int(metrics.get("n_params", 0)),
             "test_windows": n_test,
             "params": params,

@@ -1,10 +1,12 @@
 """The forecasting flows: ingest, train (fanned out per model), select_champion, batch_predict,
 and forecast_pipeline chaining them.
 
-Every flow takes a config path and optional overrides. Retries with exponential backoff apply
-to tasks that do I/O, never to a bad-input error. Training tasks run on Prefect's thread pool
-(capped to the machine) or, when the config gives a Dask address or asks for a local cluster, on
-Dask workers through prefect-dask.
+Each flow is a short list of calls into ``forecasting.pipeline``: the pipeline's steps are written
+there once (``run_pipeline``); this module supplies the fan-out (a Prefect task per model) and the
+champion task. Every flow takes a config path and optional overrides, or a parsed config.
+Retries with exponential backoff apply to tasks that do I/O, never to a bad-input error.
+Training tasks run on Prefect's thread pool (capped to the machine) or, when the config gives a
+Dask address or asks for a local cluster, on Dask workers through prefect-dask.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from forecasting import pipeline as lib
-from forecasting.config import Config, ModelSpec, load_config
+from forecasting.config import Config, load_config
 from forecasting.errors import InputValidationError
 
 
@@ -69,22 +71,11 @@ def prepared_for(cfg: Config) -> lib.Prepared:
     return dataclasses.replace(ingest_task(cfg), cfg=cfg)
 
 
-@task(name="train-model", task_run_name="train-{spec.name}")
-def train_task(
-    prepared: lib.Prepared,
-    spec: ModelSpec,
-    parent_run_id: str | None,
-    threads: int,
-    flow_run_id: str | None,
-    members: dict[str, Any] | None = None,
-) -> lib.ModelResult:
-    from forecasting.tracking import Tracker
-
+@task(name="train-model", task_run_name="train-{job.spec.name}")
+def train_task(job: lib.TrainJob, threads: int) -> lib.ModelResult:
     _limit_threads(threads)
-    tracker = Tracker(prepared.cfg.tracking)
-    tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
-    result = lib.train_model(prepared, spec, tracker, parent_run_id, tags=tags, members=members)
-    if not lib.feeds_an_ensemble(prepared.cfg, spec):
+    result = lib.train_job(job)
+    if not job.model_kept:
         result.model = None  # the model lives in MLflow; ship it back only to an ensemble's members
     return result
 
@@ -139,78 +130,116 @@ def _threads_per_task(cfg: Config) -> int:
     return lib.workers_and_threads(cfg)[1]
 
 
-def _load(config_path: str, overrides: dict[str, Any] | None, data_path: str | None) -> Config:
+def flow_config(
+    config: Config | None, config_path: str | None, overrides: dict[str, Any] | None, data_path: str | None
+) -> Config:
+    """The run's config: as given (the CLI has parsed and checked it already), or read from
+    ``config_path`` (a deployment's parameter) with the overrides and the data path applied."""
+    if config is not None:
+        return config
+    if config_path is None:
+        raise InputValidationError("a flow needs a config: pass config_path (or config)")
     overrides = dict(overrides or {})
     if data_path:
         overrides.setdefault("data", {})["path"] = str(Path(data_path).resolve())
     return load_config(config_path, overrides)
 
 
-# --- flows ----------------------------------------------------------------------------------
-@flow(name="ingest", log_prints=True)
-def ingest(
-    config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Read + validate + repair report + dataset hash; returns the summary."""
-    prepared = prepared_for(_load(config_path, overrides, data_path))
-    return prepared.data.summary()
-
-
-def _train(
-    cfg: Config, prepared: lib.Prepared, parent_run_id: str | None, flow_id: str | None
-) -> list[lib.ModelResult]:
+def _train_models(cfg: Config) -> lib.TrainModels:
+    """The pipeline's fan-out: one Prefect task per model on the configured runner, inside one
+    ``train-models`` subflow (the pipeline body decides which models train in which order)."""
     threads = _threads_per_task(cfg)
 
-    def train_specs(specs: list[ModelSpec], members: dict[str, Any] | None) -> list[lib.ModelResult]:
-        futures = [
-            train_task.submit(prepared, spec, parent_run_id, threads, flow_id, members) for spec in specs
-        ]
+    def submit(jobs: list[lib.TrainJob]) -> list[lib.ModelResult]:
+        futures = [train_task.submit(job, threads) for job in jobs]
         return [f.result() for f in futures]
 
-    results = lib.train_all(prepared, train_specs)
-    failed = [r for r in results if r.status != "FINISHED"]
-    if failed:
-        get_run_logger().warning("models failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed))
-    return results
+    @flow(name="train-models", task_runner=task_runner_for(cfg))
+    def train_models(
+        prepared: lib.Prepared, parent_run_id: str, tags: dict[str, str]
+    ) -> list[lib.ModelResult]:
+        results = lib.train_all(prepared, parent_run_id, submit, tags)
+        failed = [r for r in results if r.status != "FINISHED"]
+        if failed:
+            get_run_logger().warning("models failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed))
+        return results
+
+    return train_models
+
+
+def _select_step(tracker: Any, prepared: lib.Prepared, results: list, parent_run_id: str) -> Any:
+    return select_task(prepared, results, parent_run_id)  # a task: retried on I/O failures
+
+
+def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
+    """The library's one pipeline body with this module's fan-out and champion task."""
+    result = lib.run_pipeline(
+        cfg,
+        flow_run_id=flow_run.get_id(),
+        prepared=prepared_for(cfg),
+        train_models=_train_models(cfg),
+        select_step=_select_step,
+        select=select,
+    )
+    return {
+        "parent_run_id": result.parent_run_id,
+        "leaderboard": result.leaderboard.to_dict(orient="records"),
+        "decision": lib.asdict(result.decision),
+    }
+
+
+# --- flows ----------------------------------------------------------------------------------
+# Every flow takes ``config_path`` (what a deployment passes) or an already parsed ``config``
+# (what the CLI passes: it parses the file once, before any flow starts).
+@flow(name="ingest", log_prints=True)
+def ingest(
+    config_path: str | None = None,
+    data_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    config: Config | None = None,
+) -> dict[str, Any]:
+    """Read + validate + repair report + dataset hash; returns the summary."""
+    return prepared_for(flow_config(config, config_path, overrides, data_path)).data.summary()
 
 
 @flow(name="train", log_prints=True)
 def train(
-    config_path: str, data_path: str | None = None, overrides: dict[str, Any] | None = None
+    config_path: str | None = None,
+    data_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    config: Config | None = None,
 ) -> list[dict[str, Any]]:
     """Train every configured model (one task each) under one parent MLflow run."""
-    cfg = _load(config_path, overrides, data_path)
-    return [r for r in _run(cfg, select=False)["leaderboard"]]
+    return _pipeline(flow_config(config, config_path, overrides, data_path), select=False)["leaderboard"]
 
 
 @flow(name="select_champion", log_prints=True)
 def select_champion(
-    config_path: str,
+    config_path: str | None,
     parent_run_id: str,
     data_path: str | None = None,
     overrides: dict[str, Any] | None = None,
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """Register the best model of a finished pipeline run and gate the `champion` alias."""
     from forecasting.tracking import Tracker
 
-    cfg = _load(config_path, overrides, data_path)
-    prepared = prepared_for(cfg)
+    cfg = flow_config(config, config_path, overrides, data_path)
     results = lib.results_from_runs(Tracker(cfg.tracking), parent_run_id)
-    decision = select_task(prepared, results, parent_run_id)
-    return lib.asdict(decision)
+    return lib.asdict(select_task(prepared_for(cfg), results, parent_run_id))
 
 
 @flow(name="batch_predict", log_prints=True)
 def batch_predict(
-    config_path: str,
+    config_path: str | None = None,
     model: str | None = None,
     input_path: str | None = None,
     output_path: str | None = None,
     overrides: dict[str, Any] | None = None,
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """Forecast every series of the input with a registered model (default: the champion)."""
-    cfg = _load(config_path, overrides, None)
-    return _predict(cfg, model, input_path, output_path)
+    return _predict(flow_config(config, config_path, overrides, None), model, input_path, output_path)
 
 
 def _predict(
@@ -227,50 +256,18 @@ def _predict(
 
 @flow(name="forecast_pipeline", log_prints=True)
 def forecast_pipeline(
-    config_path: str,
+    config_path: str | None = None,
     data_path: str | None = None,
     overrides: dict[str, Any] | None = None,
     predict: bool = True,
+    config: Config | None = None,
 ) -> dict[str, Any]:
-    """ingest -> train (fan-out) -> select_champion -> batch_predict."""
-    cfg = _load(config_path, overrides, data_path)
-    outcome = _run(cfg, select=True)
+    """ingest -> train (fan-out) -> select_champion -> batch_predict.
+
+    ``data_path`` replaces ``data.path`` (when the config is read here) and is the input of the
+    batch prediction (default: ``predict.input``, else ``data.path``)."""
+    cfg = flow_config(config, config_path, overrides, data_path)
+    outcome = _pipeline(cfg, select=True)
     if predict and outcome["decision"] is not None:
         outcome["prediction"] = _predict(cfg, None, data_path, None)
     return outcome
-
-
-def _run(cfg: Config, select: bool) -> dict[str, Any]:
-    """The body shared by `train` and `forecast_pipeline`, on the configured task runner."""
-    from forecasting.tracking import Tracker
-
-    prepared = prepared_for(cfg)
-    tracker = Tracker(cfg.tracking)
-    flow_id = flow_run.get_id()
-
-    @flow(name="train-models", task_runner=task_runner_for(cfg))
-    def fan_out(parent_run_id: str) -> list[lib.ModelResult]:
-        return _train(cfg, prepared, parent_run_id, flow_id)  # tag runs with the pipeline's flow run
-
-    with tracker.run("pipeline", tags=lib.pipeline_tags(prepared, flow_id)) as parent:
-        parent.log_params(
-            {
-                "config": cfg.model_dump(mode="json", exclude={"models"}),
-                "models": [m.run_name for m in cfg.models],
-            }
-        )
-        lib.log_inputs(parent, prepared)
-        try:
-            results = fan_out(parent.run_id)
-        finally:
-            tracker.end_stale_runs(parent.run_id)  # a crashed worker must not leave RUNNING runs
-        board = lib.leaderboard(results, cfg.tracking.selection_metric)
-        lib.log_pipeline_summary(parent, prepared, results, board)
-        decision = select_task(prepared, results, parent.run_id) if select else None
-        if decision is not None:
-            parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
-    return {
-        "parent_run_id": parent.run_id,
-        "leaderboard": board.to_dict(orient="records"),
-        "decision": lib.asdict(decision) if decision is not None else None,
-    }

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.pipeline import _limit_threads, _load, prepared_for, task_runner_for
+from flows.pipeline import _limit_threads, flow_config, prepared_for, task_runner_for
 from forecasting import tuning
 from forecasting.config import Config
 
@@ -37,13 +37,14 @@ def _runner_and_threads(cfg: Config) -> tuple[Any, int]:
 
 @flow(name="tune", log_prints=True)
 def tune(
-    config_path: str,
+    config_path: str | None = None,
     data_path: str | None = None,
     overrides: dict[str, Any] | None = None,
     retrain: bool | None = None,
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """Search (or resume the search), then retrain the best trial and gate it as the champion."""
-    cfg = _load(config_path, overrides, data_path)
+    cfg = flow_config(config, config_path, overrides, data_path)
     tuning.check_search(cfg)  # a bad search section fails before ingest and before any run
     runner, threads = _runner_and_threads(cfg)
 

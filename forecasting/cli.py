@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -107,23 +108,52 @@ def _setup_environment() -> None:
     logging.raiseExceptions = False
 
 
-def _print_leaderboard(rows: list[dict], title: str) -> None:
+class BoardFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+BOARD_COLUMNS = ("model", "status", "val_mse", "val_mae", "test_mse", "test_mae", "fit_seconds")
+
+
+def _cell(col: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if col == "fit_seconds" else f"{value:.4f}"
+    return str(value)
+
+
+def _print_leaderboard(rows: list[dict], title: str, fmt: str = "table") -> None:
+    """The leaderboard as a table, CSV or JSON; every name and figure in full at any terminal
+    width and when piped (a table wider than the terminal is printed at its own width, and the
+    terminal wraps it)."""
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if fmt == "csv":
+        import pandas as pd
+
+        print(pd.DataFrame(rows).to_csv(index=False), end="")
+        return
+    cells = [[_cell(col, row.get(col)) for col in BOARD_COLUMNS] for row in rows]
     table = Table(title=title)
-    for col in ("model", "status", "val_mse", "val_mae", "test_mse", "test_mae", "fit_seconds"):
-        table.add_column(col, justify="left" if col in ("model", "status") else "right")
-    for row in rows:
-        cells = []
-        for col in ("model", "status", "val_mse", "val_mae", "test_mse", "test_mae", "fit_seconds"):
-            v = row.get(col)
-            cells.append(
-                f"{v:.4f}"
-                if isinstance(v, float) and col != "fit_seconds"
-                else f"{v:.1f}"
-                if isinstance(v, float)
-                else str(v)
-            )
-        table.add_row(*cells)
-    console.print(table)
+    for i, col in enumerate(BOARD_COLUMNS):
+        longest = max([len(col), *(len(r[i]) for r in cells)])
+        justify = "left" if col in ("model", "status") else "right"
+        table.add_column(col, justify=justify, no_wrap=True, min_width=longest)
+    for row in cells:
+        table.add_row(*row)
+    from rich.measure import Measurement
+
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if width <= console.width:
+        console.print(table)
+        return
+    # rich fits a table to its console's width; a console as wide as the table prints it whole.
+    wide = Console(
+        width=width, file=console.file, force_terminal=console.is_terminal, no_color=console.no_color
+    )
+    wide.print(table, crop=False)
 
 
 def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict:
@@ -139,7 +169,9 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
 
     with _status("running the forecast pipeline (Prefect flow)..."):
         flow_fn = _ready(api, forecast_pipeline, cfg)
-        outcome = run_stoppable(flow_fn, str(config), str(data.resolve()) if data else None, predict=predict)
+        outcome = run_stoppable(
+            flow_fn, config=cfg, data_path=str(data.resolve()) if data else None, predict=predict
+        )
     outcome["log_file"] = str(log_file)
     return outcome
 
@@ -157,34 +189,20 @@ def _ready(api: local_api.LocalAPI | None, flow_fn: Any, cfg: Config) -> Any:
 
 
 def _import_ahead() -> None:
-    """Import what the flow's first steps import anyway (MLflow for the tracker; torch's compiler
+    """Import what the flow's first steps import anyway (the tracker, with MLflow; torch's compiler
     stack, which the first optimizer pulls in), while the local API is still starting on the other
     core: ~2 s that would otherwise sit between the flow's tasks."""
-    import mlflow  # noqa: F401
     import torch._dynamo  # noqa: F401
+
+    import forecasting.tracking  # noqa: F401
 
 
 def _open_tracking_store(cfg: Config) -> None:
-    """Open the flow's MLflow stores (tracking and model registry) while the local API starts,
-    when they are a SQLite file. MLflow keeps one store per URI for the process, so the flow's
-    tracker finds them open; on a new file this is where MLflow creates its tables and its
-    "Default" experiment (~1-5 s on 2 cores), which otherwise runs inside the flow. Nothing of
-    ours is written (no experiment, no run). A server (HTTP, PostgreSQL, ...) is left to the flow:
-    opening it costs little, and one that is down would spend MLflow's retries twice. A store that
-    does not open is left to the flow to report, with its usual error."""
-    from forecasting.tracking import resolve_tracking_uri
+    """Open the flow's MLflow stores while the local API starts (``tracking.open_local_store``:
+    SQLite only; a store that does not open is left to the flow to report)."""
+    from forecasting.tracking import open_local_store
 
-    uri = resolve_tracking_uri(cfg.tracking)[0]
-    if not uri.startswith("sqlite:"):
-        return
-    from mlflow import MlflowClient
-
-    try:
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
-    except Exception:  # the flow reports it, as it does when no local API is started
-        return
+    open_local_store(cfg.tracking)
 
 
 def _status(text: str) -> Any:
@@ -290,7 +308,7 @@ def tune(
 
     with _status("tuning (Prefect flow `tune`)..."):
         flow_fn = _ready(api, tune_flow, cfg)
-        out = run_stoppable(flow_fn, str(config), str(data.resolve()) if data else None, retrain=retrain)
+        out = run_stoppable(flow_fn, config=cfg, retrain=retrain)
     table = Table(title=f"study [bold]{out['study_name']}[/] ({out['storage']})", show_header=False)
     table.add_row(
         "trials", f"{out['n_complete']} complete, {out['n_pruned']} pruned, {out['n_failed']} failed"
@@ -322,6 +340,9 @@ def demo() -> None:
 def leaderboard(
     config: Annotated[Path, typer.Option("--config", help="Config naming the experiment.")] = DEMO_CONFIG,
     run_id: Annotated[str | None, typer.Option("--run-id", help="A pipeline (parent) run id.")] = None,
+    fmt: Annotated[
+        BoardFormat, typer.Option("--format", help="table (full names at any width), csv or json.")
+    ] = BoardFormat.table,
 ) -> None:
     """Show the leaderboard of the latest (or a given) pipeline run, read back from MLflow."""
     _setup_environment()
@@ -330,7 +351,7 @@ def leaderboard(
 
     cfg = load_config(config)
     run_id, rows = leaderboard_from_mlflow(cfg.tracking, run_id)
-    _print_leaderboard(rows, f"leaderboard of pipeline run {run_id}")
+    _print_leaderboard(rows, f"leaderboard of pipeline run {run_id}", fmt.value)
 
 
 @app.command()
@@ -427,12 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(err, 2)
     except ForecastingError as err:
         return _fail(err, 1)
-    except click.exceptions.Exit as err:
+    # Typer raises its own exceptions (its fork of click, from 0.2x), older Typers click's.
+    except (typer.Exit, click.exceptions.Exit) as err:
         return err.exit_code
-    except click.ClickException as err:
-        err.show()
-        return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.TyperException, click.ClickException) as err:  # usage errors: exit status 2
+        print(f"error: {type(err).__name__}: {err.format_message()}", file=sys.stderr)
+        return err.exit_code
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         print("error: Interrupted: stopped by the user (runs in progress were ended KILLED)", file=sys.stderr)
         return 130
     except Terminated:

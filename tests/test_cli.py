@@ -182,13 +182,12 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch, ml
     nothing of ours; a server is left to the flow, and so is a store that does not open."""
     import sqlite3
 
-    import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    from forecasting import cli
+    from forecasting import tracking
     from forecasting.config import load_config
-    from forecasting.tracking import Tracker
+    from forecasting.tracking import Tracker, open_local_store
 
     tracking_cache = tracking_utils._tracking_store_registry._get_store_with_resolved_uri
     registry_cache = registry_utils._get_store_registry()._get_store_with_resolved_uri
@@ -196,7 +195,7 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch, ml
     uri = f"sqlite:///{db}"
     cfg = load_config(DEMO, {"tracking": {"tracking_uri": uri, "experiment": "ahead"}})
     before = (tracking_cache.cache_info().misses, registry_cache.cache_info().misses)
-    assert cli._open_tracking_store(cfg) is None
+    assert open_local_store(cfg.tracking) is True
     opened = (tracking_cache.cache_info().misses, registry_cache.cache_info().misses)
     assert opened == (before[0] + 1, before[1] + 1)  # one tracking store, one registry store
     with sqlite3.connect(db) as con:
@@ -211,12 +210,12 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch, ml
     assert (tracking_cache.cache_info().misses, registry_cache.cache_info().misses) == opened
 
     opened_with = []
-    monkeypatch.setattr(mlflow, "MlflowClient", lambda *a, **k: opened_with.append(a))
+    monkeypatch.setattr(tracking, "MlflowClient", lambda *a, **k: opened_with.append(a))
     server = load_config(DEMO, {"tracking": {"tracking_uri": "http://127.0.0.1:1"}})
-    assert cli._open_tracking_store(server) is None and opened_with == []
+    assert open_local_store(server.tracking) is False and opened_with == []
     monkeypatch.undo()
     unopenable = tmp_path / "a-file"
     unopenable.write_text("not a directory")
     broken = load_config(DEMO, {"tracking": {"tracking_uri": f"sqlite:///{unopenable}/store.db"}})
-    assert cli._open_tracking_store(broken) is None
+    assert open_local_store(broken.tracking) is False
     assert unopenable.read_text() == "not a directory"

@@ -32,5 +32,5 @@ def test_flow_tasks_as_plain_functions(tmp_path):
     prepared = fp.ingest_task.fn(cfg)
     assert prepared.data.summary()["series"] == 40
     assert prepared.spec.future == ["promotion"] and prepared.spec.static == ["store_size"]
-    result = fp.train_task.fn(prepared, cfg.models[0], None, 1, None)
+    result = fp.train_task.fn(fp.lib.TrainJob(prepared, cfg.models[0]), 1)
     assert result.status == "FINISHED" and result.metrics["test_mse"] > 0

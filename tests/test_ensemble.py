@@ -65,11 +65,11 @@ def _three_members(train: pd.DataFrame, holdout: pd.DataFrame) -> dict[str, Fore
     }
 
 
-def test_fit_members_weighs_on_validation_and_forecasts_the_weighted_mean(sine_frame):
+def test_fitted_members_are_weighed_on_validation_and_forecast_the_weighted_mean(sine_frame):
     train, holdout = _split(sine_frame)
     members = _three_members(train, holdout)
-    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
-    ensemble.fit_members(members, holdout)
+    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING, members=members)
+    ensemble.fit(train, holdout)
 
     assert sum(ensemble.weights_.values()) == pytest.approx(1.0)
     assert set(ensemble.members_) <= set(members) and all(w > 0 for w in ensemble.weights_.values())
@@ -93,10 +93,11 @@ def test_fit_without_validation_gives_equal_weights(sine_frame):
 def test_equal_weighting_takes_the_plain_mean_even_with_validation(sine_frame):
     train, holdout = _split(sine_frame)
     members = _three_members(train, holdout)
-    greedy = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING).fit_members(members, holdout)
+    greedy = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING, members=members)
+    greedy.fit(train, holdout)
     assert len(greedy.weights_) < 3  # greedy drops a member here, so the two differ
     spec = ModelSpec(name="ensemble", params={"weighting": "equal"})
-    equal = build_model(spec, DataSpec(L, H), TRAINING).fit_members(members, holdout)
+    equal = build_model(spec, DataSpec(L, H), TRAINING, members=members).fit(train, holdout)
     assert equal.weights_ == pytest.approx({k: 1 / 3 for k in members})
     windows = equal.make_windows(holdout)
     _, combined = predict_all_windows(equal, windows)
@@ -125,8 +126,8 @@ def test_a_member_with_non_finite_forecasts_gets_no_weight(sine_frame, weighting
     naive = _fitted("naive", train, holdout)
     seasonal = _fitted("seasonal_naive", train, holdout, season_length=24)
     spec = ModelSpec(name="ensemble", params={"weighting": weighting})
-    ensemble = build_model(spec, DataSpec(L, H), TRAINING)
-    ensemble.fit_members({"broken": broken, "naive": naive, "seasonal": seasonal}, holdout)
+    members = {"broken": broken, "naive": naive, "seasonal": seasonal}
+    ensemble = build_model(spec, DataSpec(L, H), TRAINING, members=members).fit(train, holdout)
     assert "broken" not in ensemble.weights_ and sum(ensemble.weights_.values()) == pytest.approx(1.0)
     if weighting == "equal":
         assert ensemble.weights_ == {"naive": 0.5, "seasonal": 0.5}
@@ -136,11 +137,11 @@ def test_a_member_with_non_finite_forecasts_gets_no_weight(sine_frame, weighting
 def test_members_must_share_the_windows(sine_frame):
     train, holdout = _split(sine_frame)
     other = build_model(ModelSpec(name="naive"), DataSpec(L, 6), TRAINING).fit(train)
-    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING)
+    ensemble = build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING, members={"naive": other})
     with pytest.raises(ConfigError, match="member 'naive' was trained on other windows"):
-        ensemble.fit_members({"naive": other}, holdout)
+        ensemble.fit(train, holdout)
     with pytest.raises(ConfigError, match="no fitted member"):
-        ensemble.fit_members({}, holdout)
+        build_model(ModelSpec(name="ensemble"), DataSpec(L, H), TRAINING, members={}).fit(train, holdout)
     with pytest.raises(ConfigError, match="its own member"):
         build_model(ModelSpec(name="ensemble", params={"members": ["ensemble"]}), DataSpec(L, H)).fit(train)
 

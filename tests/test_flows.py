@@ -69,7 +69,7 @@ def test_training_tasks_and_threads_share_the_cores(
             orchestration={"max_workers": max_workers},
         )
     )
-    monkeypatch.setattr(fp.lib.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
     workers, threads = fp.lib.workers_and_threads(cfg)
     assert (workers, threads) == expected
     assert workers * threads <= cores

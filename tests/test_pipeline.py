@@ -3,6 +3,8 @@ the parent/child layout, the champion gate, batch prediction and failure handlin
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,7 +109,7 @@ def test_parent_child_layout_and_metric_keys(pipeline_run):
         assert run.inputs.dataset_inputs[0].dataset.digest == result.prepared.data.dataset_hash
         names = {a.path for a in client.list_artifacts(r.run_id, "plots")}
         assert "plots/forecast.png" in names
-        if r.model is not None and getattr(r.model, "history_", None):
+        if r.model is not None and r.model.history_:
             curve = client.get_metric_history(r.run_id, "val_loss")
             assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and len(
                 curve
@@ -164,6 +166,42 @@ def test_batch_predict_reproduces_in_process_forecasts(pipeline_run):
         [MlflowClient().get_experiment_by_name("e2e").experiment_id], "tags.role = 'prediction'"
     )
     assert runs and runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_leaderboard_command_prints_full_names_at_any_width(pipeline_run, tmp_path, monkeypatch, capsys):
+    """`forecast leaderboard` as a table on a narrow terminal and piped, and as CSV and JSON: every
+    model name, header and figure in full (folded or wider than the terminal, never cut)."""
+    import json
+
+    from rich.console import Console
+
+    from forecasting import cli
+    from forecasting.config import dump_config
+
+    cfg, result, _ = pipeline_run
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    args = ["leaderboard", "--config", str(path), "--run-id", result.parent_run_id]
+    for width in (40, 200):
+        monkeypatch.setattr(cli, "console", Console(width=width))
+        assert cli.main([*args, "--format", "table"]) == 0
+        out = capsys.readouterr().out
+        assert "…" not in out
+        for name in [*FAMILIES, "fit_seconds", "test_mae"]:
+            assert f" {name} " in out, (width, name)
+        val_mse = f"{result.leaderboard['val_mse'].iloc[0]:.4f}"
+        assert val_mse in out
+
+    assert cli.main([*args, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table["model"].tolist() == result.leaderboard["model"].tolist()
+    np.testing.assert_allclose(table["val_mse"], result.leaderboard["val_mse"], rtol=1e-12)
+
+    assert cli.main([*args, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == result.leaderboard["model"].tolist()
+    assert cli.main([*args, "--format", "xml"]) == 2
 
 
 @pytest.mark.slow

@@ -6,10 +6,11 @@ from nothing, add with replacement the member whose addition most lowers the val
 non-negative and sum to one, and the ensemble's validation MSE is never above its best member's.
 ``weighting: equal`` takes the plain mean instead (e.g. of one model fitted with several seeds).
 
-In a pipeline the ensemble is built from the models the same run has already trained (no member
-is trained twice; ``members`` names runs, empty = every other model that finished). Fitted
-alone (``fit``), it trains its ``members`` (registry names; default linear, gru, transformer)
-on the same data first. Saved as one folder per member plus the weights; no pickle.
+In a pipeline the ensemble is built from the models the same run has already trained, given to it
+as fitted ``members`` (no member is trained twice; ``settings.members`` names runs, empty = every
+other model that finished). Built alone, it trains its ``settings.members`` (registry names;
+default linear, gru, transformer) on the same data first. Saved as one folder per member plus
+the weights; no pickle.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from forecasting.config import ModelSpec
+from forecasting.config import ModelSpec, TrainingConfig
 from forecasting.errors import ConfigError, ModelLoadError
-from forecasting.models.base import EpochCallback, Forecaster
+from forecasting.models.base import DataSpec, EpochCallback, Forecaster
 from forecasting.models.registry import build_model, register
 
 DEFAULT_MEMBERS = ("linear", "gru", "transformer")
@@ -65,10 +66,27 @@ def greedy_weights(gram: np.ndarray, n: int, rounds: int) -> np.ndarray:
 
 @register
 class Ensemble(Forecaster):
-    """Weighted mean of member forecasts, weights chosen greedily on the validation windows (or equal)."""
+    """Weighted mean of member forecasts, weights chosen greedily on the validation windows (or equal).
+
+    Its members are its settings, as a scikit-learn ``VotingRegressor``'s estimators are: names
+    in ``settings.members`` (registry names, trained by ``fit``), or already fitted models given
+    as ``members`` (a pipeline's own fits, weighed as they are and never trained again).
+    """
 
     name = "ensemble"
     Settings = EnsembleSettings
+    members_: Mapping[str, Forecaster] | None = None  # fitted: the members that got a weight
+
+    def __init__(
+        self,
+        settings: EnsembleSettings | None = None,
+        *,
+        spec: DataSpec,
+        training: TrainingConfig | None = None,
+        members: Mapping[str, Forecaster] | None = None,
+    ):
+        super().__init__(settings, spec=spec, training=training)
+        self.members = None if members is None else dict(members)
 
     def fit(
         self,
@@ -76,26 +94,29 @@ class Ensemble(Forecaster):
         val: pd.DataFrame | None = None,
         callbacks: Sequence[EpochCallback] = (),
     ) -> Ensemble:
-        """Train each member on ``train`` (each reports its epochs to ``callbacks`` in turn),
-        then weigh them on ``val`` (equal weights without it)."""
-        names = self.settings.members or list(DEFAULT_MEMBERS)
-        if "ensemble" in names:
-            raise ConfigError("ensemble: an ensemble cannot be its own member")
-        members = {
-            name: build_model(ModelSpec(name=name), self.spec, self.training).fit(train, val, callbacks)
-            for name in dict.fromkeys(names)
-        }
-        return self.fit_members(members, val)
-
-    def fit_members(self, members: Mapping[str, Forecaster], val: pd.DataFrame | None) -> Ensemble:
-        """Weigh already fitted models (same windows, same training series) on ``val``.
-
-        ``weighting: equal``, or no ``val``: equal weights (with ``val``, over the members whose
-        validation forecasts are finite)."""
-        from forecasting.evaluation.metrics import iter_window_forecasts
-
+        """Train the members that are not fitted yet on ``train`` (each reports its epochs to
+        ``callbacks`` in turn), then weigh them all on ``val`` (equal weights without it)."""
+        members = self.members
+        if members is None:
+            names = self.settings.members or list(DEFAULT_MEMBERS)
+            if "ensemble" in names:
+                raise ConfigError("ensemble: an ensemble cannot be its own member")
+            members = {
+                n: build_model(ModelSpec(name=n), self.spec, self.training) for n in dict.fromkeys(names)
+            }
         if not members:
             raise ConfigError("ensemble: no fitted member to combine")
+        for model in members.values():
+            if not model.fitted_:
+                model.fit(train, val, callbacks)
+        self.candidates_ = dict(members)  # every fitted member, before weighing
+        return super().fit(train, val, callbacks)
+
+    def _fit(self, train, train_windows, val_windows, callbacks) -> None:
+        """Weigh the fitted members on the validation windows (same windows, same series)."""
+        from forecasting.evaluation.metrics import iter_window_forecasts
+
+        members = self.candidates_
         first = next(iter(members.values()))
         for name, model in members.items():
             if model.spec != self.spec:
@@ -104,15 +125,13 @@ class Ensemble(Forecaster):
                 raise ConfigError(f"ensemble: member {name!r} was trained on other series")
         names, models = list(members), list(members.values())
         weights = np.full(len(models), 1.0 / len(models))
-        if val is not None:
-            self._check_columns(val, "validation data")
-            windows = self.make_windows(val)
-            if len(windows) == 0:
+        if val_windows is not None:
+            if len(val_windows) == 0:
                 raise ConfigError("ensemble: the validation data holds no full window to weigh members on")
             m = len(models)
             gram, n = np.zeros((m, m)), 0
             finite = np.ones(m, dtype=bool)
-            for _, target, forecasts in iter_window_forecasts(models, windows):
+            for _, target, forecasts in iter_window_forecasts(models, val_windows):
                 seen = np.isfinite(target)  # unobserved targets are not scored
                 y = target[seen].astype(np.float64)
                 err = np.stack([f[seen] for f in forecasts]).astype(np.float64) - y  # (M, entries)
@@ -132,13 +151,7 @@ class Ensemble(Forecaster):
         chosen = np.flatnonzero(weights > 0)
         self.members_ = {names[i]: models[i] for i in chosen}
         self.weights_ = {names[i]: float(weights[i]) for i in chosen}
-        self.freq_, self.series_ = first.freq_, list(first.series_)
         self.handles_unseen_series = all(m.handles_unseen_series for m in self.members_.values())
-        self.fitted_ = True
-        return self
-
-    def _fit(self, train, train_windows, val_windows, callbacks) -> None:  # pragma: no cover
-        raise NotImplementedError("Ensemble.fit trains its members; see fit and fit_members")
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         out = None
@@ -149,7 +162,7 @@ class Ensemble(Forecaster):
 
     @property
     def n_params(self) -> int:
-        return sum(m.n_params for m in getattr(self, "members_", {}).values())
+        return sum(m.n_params for m in (self.members_ or {}).values())
 
     def _save_state(self, path: Path) -> None:
         entries = []

@@ -1,0 +1,90 @@
+"""The pipeline, written once: prepare -> train every model (child runs of one pipeline run) ->
+leaderboard -> champion gate.
+
+Called directly (the tests, the benchmarks) it trains the models one after another in this
+process. The Prefect flow ``forecast_pipeline`` calls the same function and supplies only how the
+models are trained (``train_models``: a Prefect task per model on a thread pool or on Dask
+workers), how the champion step runs (``select_step``: a task with I/O retries) and its flow run
+id for the tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from forecasting.config import Config
+from forecasting.pipeline.board import leaderboard, log_pipeline_summary
+from forecasting.pipeline.prepare import Prepared, prepare
+from forecasting.pipeline.select import ChampionDecision, select_champion
+from forecasting.pipeline.train import ModelResult, log_inputs, train_all, train_job
+
+# (prepared, parent run id, tags for every model run) -> every configured model's result, in
+# config order. The default trains them here, one after another, through ``train_all``.
+TrainModels = Callable[[Prepared, str, dict[str, str]], list[ModelResult]]
+# (tracker, prepared, results, parent run id) -> the champion decision.
+SelectStep = Callable[[Any, Prepared, list[ModelResult], str], ChampionDecision]
+
+
+@dataclass
+class PipelineResult:
+    prepared: Prepared
+    results: list[ModelResult]
+    leaderboard: pd.DataFrame
+    decision: ChampionDecision | None
+    parent_run_id: str | None
+
+
+def pipeline_tags(prepared: Prepared, flow_run_id: str | None = None) -> dict[str, str]:
+    tags = {"role": "pipeline", "dataset_hash": prepared.data.dataset_hash}
+    if flow_run_id:
+        tags["prefect_flow_run_id"] = flow_run_id
+    return tags
+
+
+def run_pipeline(
+    cfg: Config,
+    tracker: Any = None,
+    flow_run_id: str | None = None,
+    *,
+    prepared: Prepared | None = None,
+    train_models: TrainModels | None = None,
+    select_step: SelectStep = select_champion,
+    select: bool = True,
+) -> PipelineResult:
+    """Ingest, train every configured model, log it all and (``select``) gate the champion.
+
+    Bad input raises before any MLflow run starts, so nothing is left half-logged. Model runs left
+    open by a worker that died are ended before the leaderboard is drawn.
+    """
+    from forecasting.tracking import Tracker
+
+    prepared = prepared if prepared is not None else prepare(cfg)
+    tracker = tracker or Tracker(cfg.tracking)
+    if train_models is None:
+
+        def train_models(p: Prepared, parent_id: str, tags: dict[str, str]) -> list[ModelResult]:
+            return train_all(p, parent_id, lambda jobs: [train_job(j, tracker) for j in jobs], tags)
+
+    model_tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
+    with tracker.run("pipeline", tags=pipeline_tags(prepared, flow_run_id)) as parent:
+        parent.log_params(
+            {
+                "config": cfg.model_dump(mode="json", exclude={"models"}),
+                "models": [m.run_name for m in cfg.models],
+            }
+        )
+        log_inputs(parent, prepared)
+        try:
+            results = train_models(prepared, parent.run_id, model_tags)
+        finally:
+            tracker.end_stale_runs(parent.run_id)  # a crashed worker must not leave RUNNING runs
+        board = leaderboard(results, cfg.tracking.selection_metric)
+        log_pipeline_summary(parent, prepared, results, board)
+        decision = select_step(tracker, prepared, results, parent.run_id) if select else None
+        if decision is not None:
+            parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
+    return PipelineResult(prepared, results, board, decision, parent.run_id)

@@ -1,0 +1,131 @@
+"""The champion gate: register the best model by its validation score and move ``champion`` only
+when the candidate beats the incumbent on validation origins that neither trained on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecasting.data.schema import SERIES, TARGET, TIME
+from forecasting.errors import TrackingError
+from forecasting.pipeline.prepare import Prepared, input_example
+from forecasting.pipeline.train import ModelResult
+
+
+@dataclass
+class ChampionDecision:
+    model: str
+    version: str
+    alias: str  # champion | challenger
+    candidate_score: float
+    incumbent_version: str | None
+    incumbent_score: float | None
+    selection_metric: str
+    selection_value: float
+
+
+def gate_origins(prepared: Prepared, max_origins: int = 12) -> list[int]:
+    """Positions (within each series) of the validation forecast origins used by the gate."""
+    b = prepared.split.borders.iloc[0]
+    H = prepared.spec.horizon
+    first, last = int(b["train_end"]), int(b["val_end"]) - H
+    if last < first:
+        return [first]
+    return sorted(set(np.linspace(first, last, num=max_origins).astype(int).tolist()))
+
+
+def gate_score(predict: Any, prepared: Prepared, origins: list[int]) -> float:
+    """MSE (original units) of a pyfunc-like ``predict(frame)`` over the same validation origins."""
+    frame = prepared.data.frame
+    H = prepared.spec.horizon
+    pos = frame.groupby(SERIES, sort=False).cumcount().to_numpy()
+    errors = []
+    for origin in origins:
+        # All history before the origin: the incumbent may need a longer lookback than L.
+        history = frame[pos < origin]
+        if prepared.spec.future:
+            future = frame[(pos >= origin) & (pos < origin + H)].copy()
+            future[TARGET] = np.nan
+            history = pd.concat([history, future], ignore_index=True)
+        truth = frame[(pos >= origin) & (pos < origin + H)][[SERIES, TIME, TARGET]]
+        forecast = predict(history.reset_index(drop=True))
+        merged = truth.merge(forecast[[SERIES, TIME, "yhat"]], on=[SERIES, TIME], how="left")
+        errors.append((merged["yhat"].to_numpy(float) - merged[TARGET].to_numpy(float)) ** 2)
+    err = np.concatenate(errors)
+    return float(np.mean(err)) if np.isfinite(err).all() else float("inf")
+
+
+def select_champion(
+    tracker: Any, prepared: Prepared, results: list[ModelResult], parent_run_id: str | None = None
+) -> ChampionDecision:
+    """Register the best finished model by validation score; move ``champion`` only if it wins.
+
+    The candidate is reloaded from the registry and smoke-tested before any alias moves. Both it
+    and the incumbent champion are re-scored through the same pyfunc path on the same validation
+    origins; the decision and both scores are tagged on the new version.
+    """
+    from forecasting import serving
+
+    metric = prepared.cfg.tracking.selection_metric
+    if metric.startswith("test_"):
+        raise TrackingError(f"selection_metric {metric!r} is a test metric; choose on validation (val_*)")
+    finished = [
+        r
+        for r in results
+        if r.status == "FINISHED" and r.model_uri and np.isfinite(r.metrics.get(metric, np.nan))
+    ]
+    if not finished:
+        failed = ", ".join(f"{r.name} ({r.error})" for r in results)
+        raise TrackingError(f"no model finished with a finite {metric}; failures: {failed}")
+    best = min(finished, key=lambda r: r.metrics[metric])
+    version = tracker.register(
+        best.model_uri, best.run_id, tags={"model_family": best.family, metric: best.metrics[metric]}
+    )
+    uri = f"models:/{tracker.cfg.registered_model}/{version}"
+    candidate = serving.load_pyfunc(uri)
+    origins = gate_origins(prepared)
+    smoke = candidate.predict(input_example(prepared))
+    if not np.isfinite(smoke["yhat"].to_numpy(float)).all() or smoke.empty:
+        tracker.tag_version(version, {"decision": "rejected: non-finite smoke-test forecast"})
+        raise TrackingError(f"version {version} of {tracker.cfg.registered_model} failed its smoke test")
+    cand_score = gate_score(candidate.predict, prepared, origins)
+    incumbent = tracker.alias_version("champion")
+    inc_score = None
+    if incumbent is not None:
+        try:
+            inc_score = gate_score(
+                serving.load_pyfunc(f"models:/{tracker.cfg.registered_model}/{incumbent}").predict,
+                prepared,
+                origins,
+            )
+        except Exception:
+            inc_score = float("inf")
+    wins = incumbent is None or cand_score < inc_score
+    alias = "champion" if wins else "challenger"
+    tracker.set_alias(alias, version)
+    tracker.tag_version(
+        version,
+        {
+            "decision": alias,
+            "candidate_score": cand_score,
+            "incumbent_version": incumbent or "none",
+            "incumbent_score": "none" if inc_score is None else inc_score,
+            "gate_metric": "val_mse_orig over gate origins",
+            "gate_origins": len(origins),
+            "selection_metric": metric,
+            "selection_value": best.metrics[metric],
+            "parent_run_id": parent_run_id or "",
+        },
+    )
+    return ChampionDecision(
+        best.name, version, alias, cand_score, incumbent, inc_score, metric, best.metrics[metric]
+    )
+
+
+def asdict(decision: ChampionDecision | None) -> dict[str, Any] | None:
+    import dataclasses
+
+    return dataclasses.asdict(decision) if decision is not None else None

@@ -1,0 +1,291 @@
+"""Training: fit one model, score it on the validation and test windows, log it as a child run;
+and the order in which a run's models are trained (every other model first, then each ensemble
+from their fitted models, so no member is trained twice)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from forecasting.config import Config, ModelSpec, dump_config
+from forecasting.interrupts import raise_if_stopped
+from forecasting.models.base import Forecaster
+from forecasting.models.registry import build_model
+from forecasting.pipeline.prepare import Prepared, input_example, season_length
+
+
+@dataclass
+class ModelResult:
+    """What training one model produced (also when it failed)."""
+
+    name: str
+    family: str
+    status: str  # FINISHED | FAILED
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None
+    error: str | None = None
+    model: Forecaster | None = None
+    test_predictions: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One model to train, score and log as a child of ``parent_run_id``: all that a task needs,
+    on this process or on a Dask worker."""
+
+    prepared: Prepared
+    spec: ModelSpec
+    parent_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    members: dict[str, Forecaster] | None = None  # an ensemble's fitted members
+
+    @property
+    def model_kept(self) -> bool:
+        """Whether the fitted model must travel back with the result (an ensemble combines it);
+        otherwise it lives in MLflow and the result stays small."""
+        return feeds_an_ensemble(self.prepared.cfg, self.spec)
+
+
+# How a list of jobs is run (one after another here; as Prefect tasks on a thread pool or on Dask
+# workers in ``flows/``). Results come back in the order of the jobs.
+TrainMany = Callable[[list[TrainJob]], list[ModelResult]]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux: ``VmHWM`` from /proc/self/status. ``getrusage``'s ``ru_maxrss`` survives ``exec``, so a
+    process started from a large parent (a Dask or Prefect worker, a subprocess of a big driver)
+    would report the parent's size (seen in bench/speed.py). Elsewhere: ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def run_params(cfg: Config, spec: ModelSpec, model: Forecaster) -> dict[str, Any]:
+    """Every setting that changes the result, flattened by the tracker."""
+    settings = dataclasses.asdict(model.settings) if dataclasses.is_dataclass(model.settings) else {}
+    params: dict[str, Any] = {
+        "model": {"name": spec.name, **settings},
+        "data": cfg.data.model_dump(mode="json", exclude={"path"}),
+        "data.path": str(cfg.data.path),
+        "split": cfg.split.model_dump(mode="json"),
+        "window": cfg.window.model_dump(mode="json"),
+    }
+    if model.uses_training_loop:
+        params["training"] = cfg.training.model_dump(mode="json")
+    if model.weights_:  # an ensemble: what it ended up combining
+        params["model"]["weights"] = dict(model.weights_)
+    return params
+
+
+def fit_and_score(
+    prepared: Prepared,
+    spec: ModelSpec,
+    callbacks: list | None = None,
+    members: dict[str, Forecaster] | None = None,
+) -> tuple[Forecaster, dict[str, float], pd.DataFrame]:
+    """Fit one model and score it on the validation and test windows (no tracking).
+
+    ``members``: for an ensemble, the fitted models it combines (see ``ensemble_members``).
+    """
+    from forecasting.evaluation.metrics import evaluate_windows
+
+    cfg = prepared.cfg
+    model = build_model(spec, prepared.spec, cfg.training, members=members)
+    start = time.perf_counter()
+    model.fit(prepared.train, prepared.val, callbacks=callbacks or [])
+    fit_seconds = time.perf_counter() - start
+    season = season_length(prepared.data.freq)
+    score = dict(scaler=prepared.scaler, train=prepared.train, season=season)
+    val_metrics, _ = evaluate_windows(model, prepared.windows(prepared.val), predictions=False, **score)
+    start = time.perf_counter()
+    test_metrics, test_pred = evaluate_windows(model, prepared.windows(prepared.test), **score)
+    predict_seconds = time.perf_counter() - start
+    metrics = {f"val_{k}": v for k, v in val_metrics.items()}
+    metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
+    metrics.update(
+        fit_seconds=fit_seconds,
+        predict_seconds=predict_seconds,
+        n_params=float(model.n_params),
+        peak_rss_mb=peak_rss_mb(),
+    )
+    if model.best_epoch_ is not None:
+        metrics["best_epoch"] = float(model.best_epoch_)
+    return model, metrics, test_pred
+
+
+# --- which models an ensemble combines -----------------------------------------------------------
+def is_ensemble(spec: ModelSpec) -> bool:
+    return spec.name == "ensemble"
+
+
+def _combines(ensemble: ModelSpec, family: str, run_name: str) -> bool:
+    """The membership rule: every other (non-ensemble) model, or those its ``members`` name."""
+    wanted = ensemble.params.get("members")
+    return family != "ensemble" and (not wanted or run_name in wanted)
+
+
+def feeds_an_ensemble(cfg: Config, spec: ModelSpec) -> bool:
+    """Whether an ensemble of ``cfg`` combines ``spec``'s fitted model (so it must be kept)."""
+    return any(is_ensemble(e) and _combines(e, spec.name, spec.run_name) for e in cfg.models)
+
+
+def ensemble_members(spec: ModelSpec, results: list[ModelResult]) -> dict[str, Forecaster]:
+    """The fitted models of this run an ensemble combines: those named in its ``members``
+    (run names), or every other model that finished; failed ones are left out."""
+    return {
+        r.name: r.model
+        for r in results
+        if r.status == "FINISHED" and r.model is not None and _combines(spec, r.family, r.name)
+    }
+
+
+# --- training every model of a run ---------------------------------------------------------------
+def train_all(
+    prepared: Prepared, parent_run_id: str | None, train_many: TrainMany, tags: dict[str, str] | None = None
+) -> list[ModelResult]:
+    """Every configured model through ``train_many``: the others first, then each ensemble from
+    their fitted models (never trained twice). Results in config order."""
+    specs = list(prepared.cfg.models)
+
+    def job(spec: ModelSpec, members: dict[str, Forecaster] | None = None) -> TrainJob:
+        return TrainJob(prepared, spec, parent_run_id, dict(tags or {}), members)
+
+    first = [s for s in specs if not is_ensemble(s)]
+    done = dict(zip([s.run_name for s in first], train_many([job(s) for s in first]), strict=True))
+    for spec in (s for s in specs if is_ensemble(s)):
+        (done[spec.run_name],) = train_many([job(spec, ensemble_members(spec, list(done.values())))])
+    return [done[s.run_name] for s in specs]
+
+
+def train_job(job: TrainJob, tracker: Any = None) -> ModelResult:
+    """Train, score and log one job (a tracker from the job's config unless given)."""
+    from forecasting.tracking import Tracker
+
+    tracker = tracker or Tracker(job.prepared.cfg.tracking)
+    return train_model(job.prepared, job.spec, tracker, job.parent_run_id, job.tags, job.members)
+
+
+def train_model(
+    prepared: Prepared,
+    spec: ModelSpec,
+    tracker: Any = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    members: dict[str, Forecaster] | None = None,
+) -> ModelResult:
+    """Train, score and log one model as a child run. A failure is returned, not raised.
+
+    ``members``: an ensemble's fitted members (``ensemble_members``); None trains it alone.
+    """
+    family = spec.name
+    if tracker is None:
+        try:
+            model, metrics, pred = fit_and_score(prepared, spec, members=members)
+        except Exception as err:
+            return ModelResult(spec.run_name, family, "FAILED", error=f"{type(err).__name__}: {err}")
+        return ModelResult(
+            spec.run_name, family, "FINISHED", metrics=metrics, model=model, test_predictions=pred
+        )
+    run_tags = {
+        "model_family": family,
+        "dataset_hash": prepared.data.dataset_hash,
+        "role": "model",
+        **(tags or {}),
+    }
+    run = None
+    try:
+        with tracker.run(spec.run_name, parent_id=parent_run_id, tags=run_tags) as run:
+            result = ModelResult(spec.run_name, family, "RUNNING", run_id=run.run_id)
+            log_inputs(run, prepared)
+            model, metrics, pred = fit_and_score(
+                prepared, spec, callbacks=[run.epoch_callback, raise_if_stopped], members=members
+            )
+            run.log_params(run_params(prepared.cfg, spec, model))
+            run.log_metrics(metrics)
+            result.model_uri = _log_artifacts_and_model(run, prepared, model, pred)
+            if result.model_uri:
+                run.set_tags({"model_uri": result.model_uri})
+            result.metrics, result.model, result.test_predictions = metrics, model, pred
+        result.status = "FINISHED"
+        return result
+    except Exception as err:
+        return ModelResult(
+            spec.run_name,
+            family,
+            "FAILED",
+            run_id=run.run_id if run is not None else None,
+            error=f"{type(err).__name__}: {err}",
+        )
+
+
+def workers_and_threads(cfg: Config) -> tuple[int, int]:
+    """How many models train at once on this machine, and torch's threads for each.
+
+    Default: one model per core (at most one per configured model), the cores shared out among
+    them. The models of a pipeline are small: a second torch thread gains them little, and on a
+    busy machine it can lose a lot (bench/BENCHMARKS.md, "noticed"), while a second task keeps
+    the other core busy during one model's MLflow logging and Prefect's state traffic (the demo
+    on 2 cores: ~4 s faster warm, bench/BENCHMARKS.md §6). ``orchestration.max_workers`` caps
+    the tasks: each holds its model, its batches and, while it scores, its prediction frames in
+    memory.
+    """
+    cores = os.cpu_count() or 1
+    workers = min(cfg.orchestration.max_workers or cores, len(cfg.models)) or 1
+    return workers, max(1, cores // workers)
+
+
+# --- what a model run logs -----------------------------------------------------------------------
+def log_inputs(run: Any, prepared: Prepared) -> None:
+    """The dataset (MLflow's dataset input: name, digest, source, schema, a 1,000-row profile),
+    the config and the repair report, on a model run and on its pipeline run. The pipeline run logs
+    them first, so that the dataset is stored before its models, which train concurrently, link
+    it."""
+    run.log_dataset(
+        prepared.data.frame.head(1000),
+        source=str(prepared.cfg.data.path),
+        name=Path(prepared.cfg.data.path).stem,
+        digest=prepared.data.dataset_hash,
+        context="training",
+    )
+    run.log_text(dump_config(prepared.cfg), "config.yaml")
+    run.log_dict(prepared.data.report.to_dict(), "repair_report.json")
+
+
+def _log_artifacts_and_model(
+    run: Any, prepared: Prepared, model: Forecaster, pred: pd.DataFrame
+) -> str | None:
+    from forecasting import plotting, serving
+
+    run.log_frame(pred, "predictions/test_predictions.parquet")
+    run.log_figure(plotting.forecast_plot(pred, n=3), "plots/forecast.png")
+    if model.history_:
+        run.log_figure(plotting.learning_curve(model.history_), "plots/learning_curve.png")
+    if not prepared.cfg.tracking.log_models:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = serving.write_bundle(
+            model, prepared.scaler, prepared.cfg.data, prepared.data.freq, Path(tmp) / "bundle"
+        )
+        with run.activated():
+            return serving.log_pyfunc(bundle, input_example(prepared), name="model")
