@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
@@ -19,6 +20,7 @@ from test_pipeline import make_config, synthetic_csv
 from forecasting import tuning
 from forecasting.config import config_from_dict
 from forecasting.errors import ConfigError
+from forecasting.tuning import optuna_adapter
 
 EPOCHS = 3
 
@@ -206,6 +208,55 @@ def test_interrupted_study_resumes_without_repeating_finished_trials(tmp_path):
     assert len(trial_runs(client, parent_id)) == 5  # 2 + 1 killed + 2, none repeated
 
 
+def new_queue(tmp_path, name: str = "queue") -> tuning.TrialQueue:
+    """A study on its own SQLite storage, with nothing queued."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    storage = tuning.make_storage(url, heartbeat_s=30)
+    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True)
+    return tuning.TrialQueue.of(study, storage)
+
+
+def test_optuna_adapter_binds_a_claimed_trial(tmp_path):
+    """Pins what ``forecasting/tuning/optuna_adapter.py`` relies on: ``optuna.Trial(study, id)`` of a
+    trial moved to RUNNING through the storage is that trial, end to end."""
+    queue = new_queue(tmp_path)
+    study, storage = queue.study, queue.storage
+    study.enqueue_trial({"x": 2.0}, user_attrs={tuning.SLOT: 0})
+    (waiting,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    trial_id = queue.trial_id(waiting)
+    assert storage.set_trial_state_values(trial_id, state=TrialState.RUNNING)
+
+    trial = optuna_adapter.bind_trial(study, trial_id)
+
+    assert trial.number == waiting.number
+    assert trial.suggest_float("x", 0.0, 5.0) == 2.0  # the value fixed when it was queued
+    n = trial.suggest_int("n", 1, 3)  # a parameter of its own, written through the study's storage
+    trial.report(0.5, step=1)
+    trial.set_user_attr("worker", 7)
+    study.tell(trial, 1.25)
+    (done,) = study.get_trials()
+    assert (done.number, done.state, done.value) == (waiting.number, TrialState.COMPLETE, 1.25)
+    assert done.params == {"x": 2.0, "n": n} and done.intermediate_values == {1: 0.5}
+    assert done.user_attrs == {tuning.SLOT: 0, "worker": 7}
+
+
+def test_a_queued_trial_is_claimed_once_and_only_within_the_budget(tmp_path):
+    first, other = new_queue(tmp_path), new_queue(tmp_path)  # two workers, two storages, one study
+    for slot in (0, 1):
+        first.study.enqueue_trial({}, user_attrs={tuning.SLOT: slot})
+    first.study.enqueue_trial({})  # no slot: re-queued from a search with a wall-time budget only
+
+    assert first.next_trial(1).number == 0
+    assert other.next_trial(1) is None  # slot 0 is taken, slot 1 is beyond the limit
+    assert other.next_trial(2).number == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Study.ask's heartbeat warning stays inside the queue
+        assert first.next_trial(None).number == 2  # no trial budget: any queued trial first
+        assert other.next_trial(None).number == 3  # then a new one
+    states = [t.state for t in first.study.get_trials()]
+    assert states == [TrialState.RUNNING] * 4
+
+
 def test_trial_of_a_dead_worker_runs_again(tmp_path):
     from forecasting.tracking import Tracker
 
@@ -219,9 +270,10 @@ def test_trial_of_a_dead_worker_runs_again(tmp_path):
     cfg = search_config(tmp_path, "tune-stale", search, epochs=1)
     # A worker claims a trial, starts its run, then dies (kill -9): no heartbeat after the first.
     study = tuning.open_study(cfg)
-    dead = tuning._claim(study, None)
+    queue = tuning.open_queue(cfg, study.study_name, tuning.storage_url(cfg), cfg.search.seed)
+    dead = queue.claim(None)
     dead.suggest_categorical("linear.lr", [0.001, 0.01])
-    study._storage.record_heartbeat(dead._trial_id)
+    queue.storage.record_heartbeat(queue.trial_id(dead))
     orphan = Tracker(cfg.tracking).start("orphan")
     dead.set_user_attr("mlflow_run_id", orphan.run_id)
 
