@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from forecasting.data.calendar import CALENDAR_FEATURES, unknown_calendar_features
 from forecasting.errors import ConfigError
 
 # The training section lives with the loop (the models import it without this module); it is
@@ -92,14 +93,19 @@ class SplitConfig(_Section):
 
     ``borders``: absolute end rows of train, val and test (the ETT protocol: 8640, 11520, 14400).
     ``fractions``: train and test fractions of each series, val is the rest (0.7 / 0.2).
+    ``counts``: from the end of each series, the forecasting competitions' protocol: test is the
+    last ``test_horizons`` x horizon rows, validation the ``val_horizons`` x horizon rows before,
+    train the rest, so series of any length keep the same evaluation periods.
     Validation and test windows start ``lookback`` rows early so their first window has full
     history; their first *target* lies on the border.
     """
 
-    method: Literal["borders", "fractions"] = "fractions"
+    method: Literal["borders", "fractions", "counts"] = "fractions"
     borders: tuple[int, int, int] | None = None
     train_fraction: float = Field(0.7, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_horizons: int = Field(3, ge=1, description="counts: validation rows in horizons")
+    test_horizons: int = Field(1, ge=1, description="counts: test rows in horizons")
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -118,6 +124,33 @@ class WindowConfig(_Section):
     lookback: int = Field(96, ge=1)
     horizon: int = Field(96, ge=1)
     stride: int = Field(1, ge=1, description="step between training windows")
+
+
+class FeaturesConfig(_Section):
+    """Features derived from the data, for the deep families (``forecasting.data.calendar``).
+
+    ``calendar``: ``auto`` (the default) picks the calendar features the data's frequency
+    resolves (hourly data: hour_of_day and day_of_week); ``none`` turns them off; a list names
+    them (minute_of_hour, hour_of_day, day_of_week, day_of_month, day_of_year, week_of_year,
+    month_of_year). They are future-known covariates recomputed from the timestamps at
+    prediction, so the resolved names are saved with every model and predicting needs no new input.
+    """
+
+    calendar: Literal["auto", "none"] | list[str] = "auto"
+
+    @field_validator("calendar", mode="before")
+    @classmethod
+    def _known_names(cls, calendar: Any) -> Any:
+        allowed = f"auto, none or a list of {list(CALENDAR_FEATURES)}"
+        if isinstance(calendar, str) and calendar not in ("auto", "none"):
+            raise ValueError(f"calendar {calendar!r} is not {allowed}")
+        if isinstance(calendar, list | tuple):
+            unknown = unknown_calendar_features([str(n) for n in calendar])
+            if unknown:
+                raise ValueError(f"unknown calendar feature(s) {unknown}; use {allowed}")
+            if len(set(calendar)) != len(calendar):
+                raise ValueError(f"calendar {list(calendar)} names a feature twice")
+        return calendar
 
 
 class ModelSpec(_Section):
@@ -140,6 +173,20 @@ class ModelSpec(_Section):
     @property
     def run_name(self) -> str:
         return self.label or self.name
+
+
+class SelectionConfig(_Section):
+    """From "selected" to "deployed".
+
+    ``refit``: after selection, the chosen model (an ensemble: each of its members, with the
+    ensemble's weights kept) is trained again on every row up to the end of the data, for the
+    number of epochs that selection found (its best epoch; no early stopping on rows it trains
+    on), with a scaler fit on those rows. That refit is its own MLflow run, linked to the run
+    that evaluated it, and is what gets registered and served. The champion gate still compares
+    the evaluated models, on validation rows neither trained on.
+    """
+
+    refit: bool = True
 
 
 class TrackingConfig(_Section):
@@ -343,9 +390,11 @@ class Config(_Section):
     data: DataConfig
     split: SplitConfig = SplitConfig()
     window: WindowConfig = WindowConfig()
+    features: FeaturesConfig = FeaturesConfig()
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="naive")])
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
+    selection: SelectionConfig = SelectionConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     predict: PredictConfig = PredictConfig()
     search: SearchConfig = SearchConfig()

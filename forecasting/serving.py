@@ -5,12 +5,14 @@ config, and nothing pickled::
 
     bundle.json    format version, family, lookback, horizon, frequency, covariate roles and the
                    data's column roles (time column, target, id column, timezone, repairs)
-    scaler.json    the per-series scaler fitted on the training split (``Scaler.to_dict``)
+    scaler.json    the scaler fitted on the model's training rows (``Scaler.to_dict``): the target
+                   and past/future covariates per series, static covariates across series
     model/         the model's own ``Forecaster.save`` output (JSON + the family's state files)
 
 ``Bundle.forecast`` validates a history frame exactly as training validated its data (same named
-errors), scales it with the bundled scaler (series unseen in training are scaled with their own
-history), forecasts and returns ``series_id, t, yhat`` in the original units.
+errors), scales it with the bundled scaler (the target of a series unseen in training is scaled
+with its own history, its statics with the cross-series statistics), forecasts and returns
+``series_id, t, yhat`` in the original units.
 
 The MLflow model is logged *from code* (``forecasting/pyfunc_model.py``): MLflow stores that
 script as source, the bundle as an artifact and a copy of the ``forecasting`` package

@@ -14,7 +14,7 @@ from forecasting.data.ingest import ingest
 from forecasting.data.scaling import Scaler, fit_scaler
 from forecasting.data.splits import split_frame
 from forecasting.data.windows import Windows, to_arrays
-from forecasting.errors import ConstantSeriesError, InputValidationError, UnknownSeriesError
+from forecasting.errors import ConfigError, ConstantSeriesError, InputValidationError, UnknownSeriesError
 
 ETT_BORDERS = SplitConfig(method="borders", borders=(8640, 11520, 14400))
 ETT_COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
@@ -126,3 +126,77 @@ def test_lookups_follow_each_row_in_any_order_and_name_unknown_series():
     np.testing.assert_allclose(scaler.inverse_y(out["y"].to_numpy(), ids), mixed["y"].to_numpy())
     with pytest.raises(KeyError, match="zz"):
         scaler.inverse_y(np.zeros(2), np.array(["a", "zz"], dtype=object))
+
+
+# --- static covariates: one mean/std across series ---------------------------------------------------
+def stores() -> pd.DataFrame:
+    """Three series of different lengths whose static ``size`` differs; ``x`` varies in time."""
+    parts = [
+        make_frame(
+            np.sin(np.arange(n) / 3.0) * (k + 1) + 5 * k,
+            series_id=f"s{k}",
+            x=np.arange(n) % 7.0 + k,
+            size=np.full(n, size),
+            flat=np.full(n, 4.0),
+        )
+        for k, (n, size) in enumerate([(10, 10.0), (20, 20.0), (100, 60.0)])
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_statics_are_cross_series_z_scores_and_the_rest_is_scaled_as_before():
+    frame = stores()
+    scaler = fit_scaler(frame, ["y", "x"], static=["size", "flat"])
+    out = scaler.transform(frame)
+    # One value per series, not weighted by its rows (s2 has 100 of the 130 rows).
+    mean, std = 30.0, np.sqrt((20.0**2 + 10.0**2 + 30.0**2) / 3)
+    assert scaler.static_mean["size"] == pytest.approx(mean)
+    assert scaler.static_std["size"] == pytest.approx(std)
+    per_series = out.groupby("series_id", sort=False)["size"].agg(["min", "max"])
+    np.testing.assert_allclose(per_series["min"], per_series["max"])  # still constant in a series
+    np.testing.assert_allclose(per_series["min"], (np.array([10.0, 20.0, 60.0]) - mean) / std)
+    # A static equal in every series has std 0: left unscaled in spread, not divided by zero.
+    assert scaler.static_std["flat"] == 1.0
+    np.testing.assert_allclose(out["flat"], 0.0)
+    # Target and time-varying covariates: exactly what the per-series scaler gave before.
+    before = fit_scaler(frame, ["y", "x", "size", "flat"]).transform(frame)
+    pd.testing.assert_frame_equal(out[["series_id", "t", "y", "x"]], before[["series_id", "t", "y", "x"]])
+    for _, part in frame.groupby("series_id"):
+        expected = (part["y"] - part["y"].mean()) / part["y"].std(ddof=0)
+        np.testing.assert_allclose(out.loc[part.index, "y"], expected)
+    np.testing.assert_allclose(before["size"], 0.0)  # what per-series scaling made of the sizes
+
+
+def test_statics_of_an_unseen_series_get_the_cross_series_scaling():
+    frame = stores()
+    scaler = fit_scaler(frame, ["y"], static=["size"])
+    new = make_frame(np.arange(30.0), series_id="new", size=np.full(30, 45.0))
+    with pytest.raises(UnknownSeriesError, match="new"):
+        scaler.transform(new)
+    out = scaler.transform(new, unseen="fit")
+    assert out["y"].mean() == pytest.approx(0.0)  # the target by its own history, as before
+    np.testing.assert_allclose(out["size"], (45.0 - scaler.static_mean["size"]) / scaler.static_std["size"])
+
+
+def test_static_statistics_round_trip_through_json():
+    frame = stores()
+    scaler = fit_scaler(frame, ["y", "x"], static=["size", "flat"])
+    again = Scaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
+    assert again.static == ["size", "flat"] and again.columns == ["y", "x"]
+    pd.testing.assert_frame_equal(again.transform(frame), scaler.transform(frame))
+
+
+def test_a_scaler_saved_before_cross_series_statics_loads_with_its_old_scaling():
+    frame = stores()
+    old = fit_scaler(frame, ["y", "x", "size"]).to_dict()
+    del old["static"]  # the saved form before statics were scaled across series
+    loaded = Scaler.from_dict(json.loads(json.dumps(old)))
+    assert loaded.static == [] and loaded.columns == ["y", "x", "size"]
+    out = loaded.transform(frame)
+    np.testing.assert_allclose(out["size"], 0.0)  # per series, as the network was trained
+    pd.testing.assert_frame_equal(out, fit_scaler(frame, ["y", "x", "size"]).transform(frame))
+
+
+def test_a_column_scaled_both_per_series_and_as_static_is_a_named_error():
+    with pytest.raises(ConfigError, match="size"):
+        fit_scaler(stores(), ["y", "size"], static=["size"])

@@ -73,6 +73,25 @@ def test_fraction_split_per_series():
     assert (b_val.iloc[0], b_val.iloc[-1]) == (340, 399)
 
 
+def test_count_split_keeps_the_same_periods_from_the_end_of_every_series():
+    """The competitions' protocol: test the last H rows, validation the K x H before, whatever
+    each series' length (M4 Weekly with H=13 and K=3 on series of 80 to 2,597 rows)."""
+    frame = pd.concat(
+        [make_frame(np.arange(300.0), series_id="long"), make_frame(np.arange(80.0), series_id="short")],
+        ignore_index=True,
+    )
+    window = WindowConfig(lookback=13, horizon=13)
+    split = split_frame(frame, SplitConfig(method="counts"), window)
+    assert split.borders.loc["long"].tolist() == [248, 287, 300]
+    assert split.borders.loc["short"].tolist() == [28, 67, 80]
+    short_test = split.test[split.test["series_id"] == "short"]["y"]
+    assert (short_test.iloc[0], short_test.iloc[-1]) == (67 - 13, 79)  # lookback rows, then the test
+    wider = split_frame(frame, SplitConfig(method="counts", val_horizons=1, test_horizons=2), window)
+    assert wider.borders.loc["short"].tolist() == [41, 54, 80]
+    with pytest.raises(SeriesTooShortError, match=r"1 series too short .*3 validation and 1 test .*'short' "):
+        split_frame(frame, SplitConfig(method="counts"), WindowConfig(lookback=16, horizon=13))
+
+
 def test_first_val_and_test_windows_target_the_borders(etth1_ot):
     split = split_frame(etth1_ot, ETT_BORDERS, L96)
     for part, border in [(split.val, 8640), (split.test, 11520)]:

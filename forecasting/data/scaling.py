@@ -1,4 +1,10 @@
-"""Per-series standard scaling, fitted on the training split only and invertible.
+"""Standard scaling, fitted on the training split only and invertible.
+
+The target and the past/future covariates are scaled per series. Static covariates are scaled
+with one mean/std across the training series (one value per series, not weighted by its rows):
+scaled per series, a value that is constant within a series would become 0 and could not tell
+the network which store or meter it is looking at. A series unseen in training gets the same
+cross-series scaling of its statics.
 
 Pure functions over frames; the fitted statistics serialise to plain JSON so that a saved model
 carries them without pickle.
@@ -6,14 +12,14 @@ carries them without pickle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from forecasting.data.schema import SERIES, TARGET
-from forecasting.errors import ConstantSeriesError, UnknownSeriesError, format_rows
+from forecasting.errors import ConfigError, ConstantSeriesError, UnknownSeriesError, format_rows
 
 
 def _factorize(series_ids: Any) -> tuple[np.ndarray, Any]:
@@ -37,11 +43,15 @@ def _stat_rows(stats: pd.DataFrame, codes: np.ndarray, uniques: Any) -> np.ndarr
 
 @dataclass(frozen=True)
 class Scaler:
-    """Mean and population standard deviation per series and column."""
+    """Mean and population standard deviation per series and column (``columns``), and across
+    series per static covariate (``static``)."""
 
-    columns: list[str]
+    columns: list[str]  # the target and the past/future covariates: scaled per series
     mean: pd.DataFrame  # index: series_id, columns: self.columns
     std: pd.DataFrame
+    static: list[str] = field(default_factory=list)  # scaled across series
+    static_mean: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.float64))  # index: static
+    static_std: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.float64))
 
     def _stats_for(
         self, frame: pd.DataFrame, unseen: Literal["raise", "fit"], ids: Any = None
@@ -69,6 +79,9 @@ class Scaler:
         m = mean[self.columns].to_numpy()[rows]
         s = std[self.columns].to_numpy()[rows]
         out[self.columns] = (frame[self.columns].to_numpy(dtype=np.float64) - m) / s
+        if self.static:  # one mean/std for every series, seen in training or not
+            m, s = self.static_mean[self.static].to_numpy(), self.static_std[self.static].to_numpy()
+            out[self.static] = (frame[self.static].to_numpy(dtype=np.float64) - m) / s
         return out
 
     def inverse_y(
@@ -90,24 +103,46 @@ class Scaler:
             "series": [str(s) for s in self.mean.index],
             "mean": self.mean[self.columns].to_numpy().tolist(),
             "std": self.std[self.columns].to_numpy().tolist(),
+            "static": {
+                "columns": list(self.static),
+                "mean": self.static_mean[self.static].tolist(),
+                "std": self.static_std[self.static].tolist(),
+            },
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Scaler:
         index = pd.Index(d["series"], name=SERIES)
+        # A scaler saved before statics were scaled across series has no "static" entry: its
+        # statics are among ``columns`` and stay scaled per series (to 0), as the network saved
+        # with it was trained.
+        static = d.get("static", {"columns": [], "mean": [], "std": []})
+        names = list(static["columns"])
         return cls(
             columns=list(d["columns"]),
             mean=pd.DataFrame(d["mean"], index=index, columns=d["columns"]),
             std=pd.DataFrame(d["std"], index=index, columns=d["columns"]),
+            static=names,
+            static_mean=pd.Series(static["mean"], index=names, dtype=np.float64),
+            static_std=pd.Series(static["std"], index=names, dtype=np.float64),
         )
 
 
-def fit_scaler(train: pd.DataFrame, columns: list[str]) -> Scaler:
-    """Fit per-series mean/std (population) on the training rows.
+def fit_scaler(train: pd.DataFrame, columns: list[str], static: list[str] = ()) -> Scaler:
+    """Fit per-series mean/std (population) of ``columns`` on the training rows, and one mean/std
+    of each ``static`` covariate across the training series (over one value per series).
 
     A constant training target cannot be scaled: ``ConstantSeriesError``. A constant covariate
-    is left unscaled in spread (std 1) since it carries no information to distort.
+    (within a series, or a static one across series) is left unscaled in spread (std 1) since it
+    carries no information to distort.
     """
+    static = list(static)
+    both = sorted(set(columns) & set(static))
+    if both:
+        raise ConfigError(
+            f"column(s) {both} are to be scaled both per series and as static covariates; "
+            "give each column one role"
+        )
     grouped = train.groupby(SERIES, sort=False)[columns]
     mean = grouped.mean()
     std = grouped.std(ddof=0)
@@ -120,4 +155,13 @@ def fit_scaler(train: pd.DataFrame, columns: list[str]) -> Scaler:
             )
     std = std.where(std > 0, 1.0).fillna(1.0)
     mean = mean.fillna(0.0)
-    return Scaler(columns=list(columns), mean=mean, std=std)
+    per_series = train.groupby(SERIES, sort=False)[static].first()  # (series, static)
+    static_std = per_series.std(ddof=0)
+    return Scaler(
+        columns=list(columns),
+        mean=mean,
+        std=std,
+        static=static,
+        static_mean=per_series.mean().fillna(0.0).astype(np.float64),
+        static_std=static_std.where(static_std > 0, 1.0).fillna(1.0).astype(np.float64),
+    )

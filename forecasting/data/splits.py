@@ -36,13 +36,15 @@ def split_borders(lengths: pd.Series, split: SplitConfig, window: WindowConfig) 
     before ``train_end``) and at least one horizon to score in validation and in test.
     """
     n = lengths.to_numpy().astype(np.int64)
-    ends = _ends(n, split)
+    ends = _ends(n, split, window)
     short = _too_short(ends, n, split, window)
     if short.any():
         need = _rows_needed(split, window)
         why = f"lookback {window.lookback} and horizon {window.horizon} with "
         if split.method == "borders":
             why += f"the split borders {list(split.borders)}"  # type: ignore[arg-type]
+        elif split.method == "counts":
+            why += f"{split.val_horizons} validation and {split.test_horizons} test horizon(s) from the end"
         else:
             val = 1 - split.train_fraction - split.test_fraction
             why += f"train/val/test fractions {split.train_fraction:g}/{val:.2g}/{split.test_fraction:g}"
@@ -55,10 +57,13 @@ def split_borders(lengths: pd.Series, split: SplitConfig, window: WindowConfig) 
     return pd.DataFrame(ends, index=lengths.index, columns=["train_end", "val_end", "test_end"])
 
 
-def _ends(n: np.ndarray, split: SplitConfig) -> np.ndarray:
+def _ends(n: np.ndarray, split: SplitConfig, window: WindowConfig) -> np.ndarray:
     """(S, 3) train_end, val_end, test_end of series of ``n`` rows."""
     if split.method == "borders":
         return np.tile(np.asarray(split.borders, dtype=np.int64), (len(n), 1))
+    if split.method == "counts":
+        n_test, n_val = split.test_horizons * window.horizon, split.val_horizons * window.horizon
+        return np.stack([n - n_test - n_val, n - n_test, n], axis=1)
     train_end = np.floor(n * split.train_fraction).astype(np.int64)
     n_test = np.floor(n * split.test_fraction).astype(np.int64)
     return np.stack([train_end, n - n_test, n], axis=1)
@@ -78,13 +83,15 @@ def _rows_needed(split: SplitConfig, window: WindowConfig) -> int:
     if split.method == "borders":
         return int(split.borders[2])  # type: ignore[index]
     L, H = window.lookback, window.horizon
+    if split.method == "counts":
+        return L + H + (split.val_horizons + split.test_horizons) * H
     tf, sf = split.train_fraction, split.test_fraction
     vf = max(1 - tf - sf, 1e-12)
     # val rows lie in [vf * n, vf * n + 2]: the answer is between these bounds.
     lo = max(int(np.ceil((L + H) / tf)), int(np.ceil(H / sf)), int((H - 2) / vf), 1) - 2
     hi = max(int(np.ceil(max((L + H) / tf, H / sf, H / vf))), lo) + 2
     n = np.arange(max(lo, 1), hi + 1, dtype=np.int64)
-    ok = ~_too_short(_ends(n, split), n, split, window)
+    ok = ~_too_short(_ends(n, split, window), n, split, window)
     return int(n[np.argmax(ok)]) if ok.any() else hi
 
 

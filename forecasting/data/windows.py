@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from forecasting.data.calendar import calendar_features
 from forecasting.data.schema import SERIES, TARGET, TIME
 
 
@@ -28,8 +29,8 @@ class SeriesArrays:
     offsets: np.ndarray  # (S + 1,) int64
     t: np.ndarray  # (T,) datetime64
     y: np.ndarray  # (T,) float32
-    x_past: np.ndarray  # (T, Cp + Cf) float32: every covariate known up to the present
-    x_future: np.ndarray  # (T, Cf) float32: the future-known covariates
+    x_past: np.ndarray  # (T, Cp + Cf + 2k) float32: every covariate known up to the present
+    x_future: np.ndarray  # (T, Cf + 2k) float32: the future-known covariates, calendar (k features) last
     static: np.ndarray  # (S, Cs) float32
 
     @property
@@ -41,22 +42,35 @@ class SeriesArrays:
 
 
 def to_arrays(
-    frame: pd.DataFrame, past: list[str] = (), future: list[str] = (), static: list[str] = ()
+    frame: pd.DataFrame,
+    past: list[str] = (),
+    future: list[str] = (),
+    static: list[str] = (),
+    calendar: list[str] = (),
 ) -> SeriesArrays:
-    """Flatten a canonical (sorted, series-contiguous) frame into ``SeriesArrays``."""
+    """Flatten a canonical (sorted, series-contiguous) frame into ``SeriesArrays``.
+
+    ``calendar`` names calendar features (``forecasting.data.calendar``) computed once per row from
+    ``t`` and appended, as future-known covariates, after the declared ones in ``x_past`` and
+    ``x_future``.
+    """
     past, future, static = list(past), list(future), list(static)
     codes, uniques = pd.factorize(frame[SERIES], sort=False)
     counts = np.bincount(codes, minlength=len(uniques)) if len(codes) else np.zeros(0, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     first_rows = offsets[:-1]
     values = lambda cols: frame[cols].to_numpy(dtype=np.float32).reshape(len(frame), len(cols))  # noqa: E731
+    x_past, x_future = values(past + future), values(future)
+    if calendar:
+        cal = calendar_features(frame[TIME], list(calendar))  # (T, 2k)
+        x_past, x_future = np.hstack([x_past, cal]), np.hstack([x_future, cal])
     return SeriesArrays(
         series_ids=np.asarray(uniques, dtype=object),
         offsets=offsets,
         t=frame[TIME].to_numpy(),
         y=frame[TARGET].to_numpy(dtype=np.float32),
-        x_past=values(past + future),
-        x_future=values(future),
+        x_past=x_past,
+        x_future=x_future,
         static=values(static)[first_rows] if len(frame) else np.zeros((0, len(static)), np.float32),
     )
 
@@ -87,7 +101,7 @@ def series_of(arrays: SeriesArrays, starts: np.ndarray) -> np.ndarray:
 class Windows:
     """The windows of a frame, indexable like a sequence; ``batch(idx)`` gathers many at once.
 
-    Items are dicts of arrays: ``y`` (L,), ``x_past`` (L, Cp+Cf), ``x_future`` (H, Cf),
+    Items are dicts of arrays: ``y`` (L,), ``x_past`` (L, Cp+Cf+2k), ``x_future`` (H, Cf+2k),
     ``static`` (Cs,), ``target`` (H,), ``series`` () index into ``arrays.series_ids``.
     """
 
@@ -122,12 +136,12 @@ class Windows:
         }
         out["x_past"] = (
             np.swapaxes(self._xp[s], 1, 2) if self._xp is not None else np.zeros((len(s), L, 0), np.float32)
-        )  # (B, L, Cp+Cf)
+        )  # (B, L, Cp+Cf+2k)
         out["x_future"] = (
             np.swapaxes(self._xf[s + L], 1, 2)
             if self._xf is not None
             else np.zeros((len(s), self.horizon, 0), np.float32)
-        )  # (B, H, Cf)
+        )  # (B, H, Cf+2k)
         return out
 
     def target_times(self, idx: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def backtest(
         test = frame[(pos >= cut - lookback) & (pos < cut + horizon)]
         fitted, fit_seconds = refit or k == 0, 0.0
         if fitted:
-            scaler = fit_scaler(train, columns) if scale else None
+            scaler = fit_scaler(train, columns, static=probe.spec.static) if scale else None
         scaled_train = scaler.transform(train) if scaler else train
         if fitted:
             model = probe if k == 0 else make_model()

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+from forecasting.data.calendar import calendar_features
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import (
@@ -50,13 +51,21 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model knows of its data: window sizes and covariate roles (saved with the model)."""
+    """What a model knows of its data: window sizes and covariate roles (saved with the model).
+
+    ``calendar`` names calendar features (``forecasting.data.calendar``): future-known covariates
+    computed from the timestamps, after the declared ``future`` ones in every window's ``x_past``
+    and ``x_future``, at training and at prediction alike. The deep families feed them to their
+    network; the others never read them (AR's exogenous regressors are the ``future`` columns).
+    A model saved before calendar features existed loads with none.
+    """
 
     lookback: int
     horizon: int
     past: list[str] = field(default_factory=list)
     future: list[str] = field(default_factory=list)
     static: list[str] = field(default_factory=list)
+    calendar: list[str] = field(default_factory=list)
 
     @property
     def covariates(self) -> list[str]:
@@ -192,7 +201,7 @@ class Forecaster(ABC):
 
     # --- helpers shared by every family -------------------------------------------------------
     def make_windows(self, frame: pd.DataFrame, stride: int = 1) -> Windows:
-        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static)
+        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.spec.calendar)
         return Windows(arrays, self.spec.lookback, self.spec.horizon, stride)
 
     def prediction_batch(self, history: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -202,6 +211,9 @@ class Forecaster(ABC):
         appearance. Without future covariates all series are gathered at once (one sort and one
         fancy index: ~100x faster than a loop over 10,000 series); with them, or when any series
         is too short or has a gap in its last window, the per-series path runs and names it.
+        Calendar features (``spec.calendar``) are recomputed from the lookback's timestamps and the
+        horizon's (the last observed one stepped by the training frequency), as training computed
+        them from each window's rows.
         """
         fast = None if self.spec.future else self._prediction_batch_gathered(history)
         return fast if fast is not None else self._prediction_batch_per_series(history)
@@ -233,10 +245,17 @@ class Forecaster(ABC):
         offset = to_offset(self.freq_)
         times = np.stack([(t_last + k * offset).to_numpy() for k in range(1, H + 1)], axis=1)
         ids = np.asarray(list(uniques), dtype=object)
+        x_future = np.zeros((len(ids), H, 0), np.float32)
+        if self.spec.calendar:
+            t_ctx = pd.DatetimeIndex(history[TIME]).take(source.reshape(-1))  # (S * L,)
+            past = np.concatenate(
+                [past, calendar_features(t_ctx, self.spec.calendar).reshape(len(ids), L, -1)], axis=-1
+            )  # (S, L, P + 2k)
+            x_future = calendar_features(times, self.spec.calendar)  # (S, H, 2k)
         batch = {
             "y": ctx_y.astype(np.float32),
             "x_past": past,
-            "x_future": np.zeros((len(ids), H, 0), np.float32),
+            "x_future": x_future,
             "static": static,
             "series": self._series_index(ids),
         }
@@ -276,8 +295,12 @@ class Forecaster(ABC):
                         f"{H} forecast steps; missing at {format_rows([str(m) for m in missing])}"
                     )
                 xf = fut.to_numpy(np.float32)
+            xp = ctx[self.spec.past + self.spec.future].to_numpy(np.float32)
+            if self.spec.calendar:
+                xp = np.hstack([xp, calendar_features(ctx[TIME], self.spec.calendar)])  # (L, Cp + Cf + 2k)
+                xf = np.hstack([xf, calendar_features(horizon_t, self.spec.calendar)])  # (H, Cf + 2k)
             ys.append(ctx[TARGET].to_numpy(np.float32))
-            xps.append(ctx[self.spec.past + self.spec.future].to_numpy(np.float32))
+            xps.append(xp)
             xfs.append(xf)
             sts.append(ctx[self.spec.static].iloc[-1].to_numpy(np.float32))
             times.append(horizon_t.to_numpy())

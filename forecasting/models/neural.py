@@ -107,8 +107,8 @@ class NeuralForecaster(Forecaster):
         return Dims(
             lookback=s.lookback,
             horizon=s.horizon,
-            n_past=len(s.past) + len(s.future),
-            n_future=len(s.future),
+            n_past=len(s.past) + len(s.future) + 2 * len(s.calendar),  # calendar: a (sin, cos) pair each
+            n_future=len(s.future) + 2 * len(s.calendar),
             n_static=len(s.static),
         )
 

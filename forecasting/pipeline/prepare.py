@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.config import Config
+from forecasting.data.calendar import resolve_calendar
 from forecasting.data.ingest import IngestResult, ingest
 from forecasting.data.scaling import Scaler, fit_scaler
 from forecasting.data.schema import SERIES, TARGET
@@ -33,22 +34,28 @@ class Prepared:
     spec: DataSpec
 
     def windows(self, frame: pd.DataFrame) -> Windows:
-        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static)
+        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.spec.calendar)
         return Windows(arrays, self.spec.lookback, self.spec.horizon, stride=1)
+
+
+def fit_data_scaler(rows: pd.DataFrame, data: IngestResult) -> Scaler:
+    """The scaler of ``data``'s columns fit on ``rows``: the target and past/future covariates per
+    series; statics across series (scaled per series, a store's constant size would become 0)."""
+    return fit_scaler(rows, [TARGET, *data.past, *data.future], static=data.static)
 
 
 def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     """Ingest (unless given), split by time per series, fit the scaler on train only, scale."""
     data = data if data is not None else ingest(cfg.data)
     split = split_frame(data.frame, cfg.split, cfg.window)
-    columns = [TARGET, *data.past, *data.future, *data.static]
-    scaler = fit_scaler(split.train, columns)
+    scaler = fit_data_scaler(split.train, data)
     spec = DataSpec(
         lookback=cfg.window.lookback,
         horizon=cfg.window.horizon,
         past=list(data.past),
         future=list(data.future),
         static=list(data.static),
+        calendar=resolve_calendar(cfg.features.calendar, data.freq),
     )
     return Prepared(
         cfg=cfg,
