@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,31 @@ def train_task(job: lib.TrainJob, threads: int) -> lib.ModelResult:
     return result
 
 
+@task(name="refit", task_run_name="refit-{best.name}")
+def refit_task(
+    prepared: lib.Prepared,
+    best: lib.ModelResult,
+    results: list[lib.ModelResult],
+    parent_run_id: str,
+    tags: dict[str, str],
+    threads: int,
+) -> lib.ModelResult:
+    from forecasting.tracking import Tracker
+
+    _limit_threads(threads)
+    return lib.refit_model(prepared, best, results, Tracker(prepared.cfg.tracking), parent_run_id, tags)
+
+
 @task(name="select-champion", **IO_RETRIES)
 def select_task(
-    prepared: lib.Prepared, results: list[lib.ModelResult], parent_run_id: str | None
+    prepared: lib.Prepared,
+    results: list[lib.ModelResult],
+    parent_run_id: str | None,
+    refit: lib.ModelResult | None = None,
 ) -> lib.ChampionDecision:
     from forecasting.tracking import Tracker
 
-    return lib.select_champion(Tracker(prepared.cfg.tracking), prepared, results, parent_run_id)
+    return lib.select_champion(Tracker(prepared.cfg.tracking), prepared, results, parent_run_id, refit)
 
 
 @task(name="batch-predict", **IO_RETRIES)
@@ -167,8 +186,18 @@ def _train_models(cfg: Config) -> lib.TrainModels:
     return train_models
 
 
-def _select_step(tracker: Any, prepared: lib.Prepared, results: list, parent_run_id: str) -> Any:
-    return select_task(prepared, results, parent_run_id)  # a task: retried on I/O failures
+def _refit_step(
+    prepared: lib.Prepared, best: Any, results: list, parent_run_id: str, tags: dict[str, str]
+) -> Any:
+    # The refit runs alone, after every model has trained: all of this machine's cores.
+    threads = prepared.cfg.training.num_threads or os.cpu_count() or 1
+    return refit_task(prepared, best, results, parent_run_id, tags, threads)
+
+
+def _select_step(
+    tracker: Any, prepared: lib.Prepared, results: list, parent_run_id: str, refit: Any = None
+) -> Any:
+    return select_task(prepared, results, parent_run_id, refit)  # a task: retried on I/O failures
 
 
 def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
@@ -178,6 +207,7 @@ def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
         flow_run_id=flow_run.get_id(),
         prepared=prepared_for(cfg),
         train_models=_train_models(cfg),
+        refit_step=_refit_step,
         select_step=_select_step,
         select=select,
     )
@@ -225,8 +255,13 @@ def select_champion(
     from forecasting.tracking import Tracker
 
     cfg = flow_config(config, config_path, overrides, data_path)
+    prepared = prepared_for(cfg)
     results = lib.results_from_runs(Tracker(cfg.tracking), parent_run_id)
-    return lib.asdict(select_task(prepared_for(cfg), results, parent_run_id))
+    refit = None
+    if cfg.selection.refit:
+        best = lib.best_result(results, cfg.tracking.selection_metric)
+        refit = _refit_step(prepared, best, results, parent_run_id, {})
+    return lib.asdict(select_task(prepared, results, parent_run_id, refit))
 
 
 @flow(name="batch_predict", log_prints=True)

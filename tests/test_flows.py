@@ -86,13 +86,17 @@ def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
-    assert {r.info.run_name for r in children} == {"naive", "ar"}
+    best = outcome["decision"]["model"]
+    assert {r.info.run_name for r in children} == {"naive", "ar", f"{best} refit"}
     assert all(r.data.tags["prefect_flow_run_id"] == flow_run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in children)
     # the pipeline run logs the dataset before its models (which train at once) link the same one
     digests = [[i.dataset.digest for i in run.inputs.dataset_inputs] for run in [parent, *children]]
-    assert digests == [[parent.data.tags["dataset_hash"]]] * 3
+    assert digests == [[parent.data.tags["dataset_hash"]]] * 4
     assert outcome["decision"]["alias"] == "champion"
+    refit = next(r for r in children if r.data.tags["role"] == "refit")
+    champion = client.get_model_version_by_alias("flow-e2e-model", "champion")
+    assert champion.run_id == refit.info.run_id
     assert len(pd.read_csv(outcome["prediction"]["output"])) == 3 * 12
 
 

@@ -123,7 +123,15 @@ def test_champion_is_the_best_by_validation(pipeline_run):
     client = MlflowClient()
     champion = client.get_model_version_by_alias(cfg.tracking.registered_model, "champion")
     best = min((r for r in result.results if r.status == "FINISHED"), key=lambda r: r.metrics["val_mse"])
-    assert champion.run_id == best.run_id
+    # what is registered is the best model refit on every row, linked to the run that evaluated it
+    assert champion.run_id == result.refit.run_id != best.run_id
+    assert champion.tags["evaluation_run_id"] == best.run_id and champion.tags["refit"] == "True"
+    refit_run = client.get_run(result.refit.run_id)
+    assert refit_run.data.tags["role"] == "refit"
+    assert refit_run.data.tags["evaluation_run_id"] == best.run_id
+    assert refit_run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+    assert refit_run.data.metrics["refit_rows"] == len(result.prepared.data.frame)
+    assert not any(k.startswith(("val_", "test_")) for k in refit_run.data.metrics)
     assert champion.tags["decision"] == "champion"
     assert float(champion.tags["candidate_score"]) == pytest.approx(result.decision.candidate_score)
 
@@ -150,12 +158,14 @@ def test_batch_predict_reproduces_in_process_forecasts(pipeline_run):
     cfg, result, _ = pipeline_run
     out = batch_predict(cfg)
     written = pd.read_parquet(out["output"])
-    best = next(r for r in result.results if r.run_id == written["run_id"].iloc[0])
-    # In process: the fitted model on the scaled history, inverse-scaled.
+    assert written["run_id"].iloc[0] == result.refit.run_id  # the refit is what is served
+    # In process: the refit model on the history scaled as it was (every row), inverse-scaled.
+    from forecasting.pipeline.prepare import fit_data_scaler
+
     frame = result.prepared.data.frame
-    scaled = result.prepared.scaler.transform(frame)
-    expected = best.model.predict(scaled)
-    expected["yhat"] = result.prepared.scaler.inverse_y(
+    scaler = fit_data_scaler(frame, result.prepared.data)
+    expected = result.refit.model.predict(scaler.transform(frame))
+    expected["yhat"] = scaler.inverse_y(
         expected["yhat"].to_numpy()[:, None], expected["series_id"].to_numpy()
     )[:, 0]
     merged = written.merge(expected, on=["series_id", "t"], suffixes=("", "_inproc"))

@@ -153,6 +153,32 @@ class Ensemble(Forecaster):
         self.weights_ = {names[i]: float(weights[i]) for i in chosen}
         self.handles_unseen_series = all(m.handles_unseen_series for m in self.members_.values())
 
+    @classmethod
+    def from_weights(
+        cls,
+        members: Mapping[str, Forecaster],
+        weights: Mapping[str, float],
+        settings: EnsembleSettings | None = None,
+        training: TrainingConfig | None = None,
+    ) -> Ensemble:
+        """A fitted ensemble of fitted ``members`` with known ``weights`` (e.g. the weights
+        chosen in selection, over the same models refit on more rows): nothing is weighed."""
+        missing = sorted(set(weights) - set(members))
+        if missing:
+            raise ConfigError(f"ensemble: no fitted model for member(s) {missing}")
+        chosen = {name: members[name] for name, w in weights.items() if w > 0}
+        if not chosen:
+            raise ConfigError("ensemble: no member has a positive weight")
+        first = next(iter(chosen.values()))
+        model = cls(settings, spec=first.spec, training=training, members=chosen)
+        model.candidates_ = dict(chosen)
+        model.members_ = dict(chosen)
+        model.weights_ = {name: float(weights[name]) for name in chosen}
+        model.freq_, model.series_ = first.freq_, list(first.series_)
+        model.handles_unseen_series = all(m.handles_unseen_series for m in chosen.values())
+        model.fitted_ = True
+        return model
+
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         out = None
         for name, model in self.members_.items():

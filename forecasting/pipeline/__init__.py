@@ -4,6 +4,7 @@
 - ``train``: fit, score and log one model (``train_model``), and the order of a run's models
   (``train_all``);
 - ``board``: the leaderboard;
+- ``refit``: the selected model trained again on every row, what is served;
 - ``select``: the champion gate;
 - ``run``: ``run_pipeline``, the one body that chains them (the Prefect flow calls it too);
 - ``predict``: batch prediction with a registered model.
@@ -20,8 +21,16 @@ from forecasting.pipeline.board import (
 )
 from forecasting.pipeline.predict import batch_predict
 from forecasting.pipeline.prepare import Prepared, input_example, prepare, season_length
-from forecasting.pipeline.run import PipelineResult, TrainModels, pipeline_tags, run_pipeline
-from forecasting.pipeline.select import ChampionDecision, asdict, gate_origins, gate_score, select_champion
+from forecasting.pipeline.refit import refit, refit_model
+from forecasting.pipeline.run import PipelineResult, RefitStep, TrainModels, pipeline_tags, run_pipeline
+from forecasting.pipeline.select import (
+    ChampionDecision,
+    asdict,
+    best_result,
+    gate_origins,
+    gate_score,
+    select_champion,
+)
 from forecasting.pipeline.train import (
     ModelResult,
     TrainJob,
@@ -43,11 +52,13 @@ __all__ = [
     "ModelResult",
     "PipelineResult",
     "Prepared",
+    "RefitStep",
     "TrainJob",
     "TrainMany",
     "TrainModels",
     "asdict",
     "batch_predict",
+    "best_result",
     "ensemble_members",
     "feeds_an_ensemble",
     "fit_and_score",
@@ -61,6 +72,8 @@ __all__ = [
     "peak_rss_mb",
     "pipeline_tags",
     "prepare",
+    "refit",
+    "refit_model",
     "results_from_runs",
     "run_params",
     "run_pipeline",

@@ -69,9 +69,13 @@ def results_from_runs(tracker: Any, parent_run_id: str) -> list[ModelResult]:
     runs = tracker.child_runs(parent_run_id)
     results = []
     for _, row in runs.iterrows():
+        if row.get("tags.role") == "refit":  # a refit is not a candidate: it has no validation score
+            continue
         metrics = {
             k[len("metrics.") :]: float(v) for k, v in row.items() if k.startswith("metrics.") and pd.notna(v)
         }
+        prefix = "params.model.weights."
+        weights = {k[len(prefix) :]: float(v) for k, v in row.items() if k.startswith(prefix) and pd.notna(v)}
         results.append(
             ModelResult(
                 name=row.get("tags.mlflow.runName", ""),
@@ -81,6 +85,7 @@ def results_from_runs(tracker: Any, parent_run_id: str) -> list[ModelResult]:
                 metrics=metrics,
                 model_uri=row.get("tags.model_uri") if pd.notna(row.get("tags.model_uri")) else None,
                 error=row.get("tags.error") if pd.notna(row.get("tags.error")) else None,
+                weights=weights or None,
             )
         )
     return results

@@ -1,11 +1,11 @@
 """The pipeline, written once: prepare -> train every model (child runs of one pipeline run) ->
-leaderboard -> champion gate.
+leaderboard -> refit the best on every row -> champion gate.
 
 Called directly (the tests, the benchmarks) it trains the models one after another in this
 process. The Prefect flow ``forecast_pipeline`` calls the same function and supplies only how the
 models are trained (``train_models``: a Prefect task per model on a thread pool or on Dask
-workers), how the champion step runs (``select_step``: a task with I/O retries) and its flow run
-id for the tags.
+workers), how the refit and the champion step run (``refit_step``, ``select_step``: tasks, the
+latter with I/O retries) and its flow run id for the tags.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import pandas as pd
 from forecasting.config import Config
 from forecasting.pipeline.board import leaderboard, log_pipeline_summary
 from forecasting.pipeline.prepare import Prepared, prepare
-from forecasting.pipeline.select import ChampionDecision, select_champion
+from forecasting.pipeline.refit import refit_model
+from forecasting.pipeline.select import ChampionDecision, best_result, select_champion
 from forecasting.pipeline.train import ModelResult, log_inputs, train_all, train_job
 
 # (prepared, parent run id, tags for every model run) -> every configured model's result, in
 # config order. The default trains them here, one after another, through ``train_all``.
 TrainModels = Callable[[Prepared, str, dict[str, str]], list[ModelResult]]
-# (tracker, prepared, results, parent run id) -> the champion decision.
-SelectStep = Callable[[Any, Prepared, list[ModelResult], str], ChampionDecision]
+# (prepared, the selected result, every result, parent run id, tags) -> its refit on every row.
+RefitStep = Callable[[Prepared, ModelResult, list[ModelResult], str, dict[str, str]], ModelResult]
+# (tracker, prepared, results, parent run id, the refit or None) -> the champion decision.
+SelectStep = Callable[[Any, Prepared, list[ModelResult], str, "ModelResult | None"], ChampionDecision]
 
 
 @dataclass
@@ -36,6 +39,7 @@ class PipelineResult:
     leaderboard: pd.DataFrame
     decision: ChampionDecision | None
     parent_run_id: str | None
+    refit: ModelResult | None = None  # the selected model trained on every row (what is served)
 
 
 def pipeline_tags(prepared: Prepared, flow_run_id: str | None = None) -> dict[str, str]:
@@ -52,10 +56,12 @@ def run_pipeline(
     *,
     prepared: Prepared | None = None,
     train_models: TrainModels | None = None,
+    refit_step: RefitStep | None = None,
     select_step: SelectStep = select_champion,
     select: bool = True,
 ) -> PipelineResult:
-    """Ingest, train every configured model, log it all and (``select``) gate the champion.
+    """Ingest, train every configured model, log it all and (``select``) refit the best on every
+    row (``selection.refit``) and gate it as the champion.
 
     Bad input raises before any MLflow run starts, so nothing is left half-logged. Model runs left
     open by a worker that died are ended before the leaderboard is drawn.
@@ -68,6 +74,13 @@ def run_pipeline(
 
         def train_models(p: Prepared, parent_id: str, tags: dict[str, str]) -> list[ModelResult]:
             return train_all(p, parent_id, lambda jobs: [train_job(j, tracker) for j in jobs], tags)
+
+    if refit_step is None:
+
+        def refit_step(
+            p: Prepared, best: ModelResult, results: list[ModelResult], parent_id: str, tags: dict[str, str]
+        ) -> ModelResult:
+            return refit_model(p, best, results, tracker, parent_id, tags)
 
     model_tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
     with tracker.run("pipeline", tags=pipeline_tags(prepared, flow_run_id)) as parent:
@@ -84,7 +97,12 @@ def run_pipeline(
             tracker.end_stale_runs(parent.run_id)  # a crashed worker must not leave RUNNING runs
         board = leaderboard(results, cfg.tracking.selection_metric)
         log_pipeline_summary(parent, prepared, results, board)
-        decision = select_step(tracker, prepared, results, parent.run_id) if select else None
+        refit = decision = None
+        if select:
+            if cfg.selection.refit:
+                best = best_result(results, cfg.tracking.selection_metric)
+                refit = refit_step(prepared, best, results, parent.run_id, model_tags)
+            decision = select_step(tracker, prepared, results, parent.run_id, refit)
         if decision is not None:
             parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
-    return PipelineResult(prepared, results, board, decision, parent.run_id)
+    return PipelineResult(prepared, results, board, decision, parent.run_id, refit)

@@ -58,18 +58,8 @@ def gate_score(predict: Any, prepared: Prepared, origins: list[int]) -> float:
     return float(np.mean(err)) if np.isfinite(err).all() else float("inf")
 
 
-def select_champion(
-    tracker: Any, prepared: Prepared, results: list[ModelResult], parent_run_id: str | None = None
-) -> ChampionDecision:
-    """Register the best finished model by validation score; move ``champion`` only if it wins.
-
-    The candidate is reloaded from the registry and smoke-tested before any alias moves. Both it
-    and the incumbent champion are re-scored through the same pyfunc path on the same validation
-    origins; the decision and both scores are tagged on the new version.
-    """
-    from forecasting import serving
-
-    metric = prepared.cfg.tracking.selection_metric
+def best_result(results: list[ModelResult], metric: str) -> ModelResult:
+    """The finished model with the lowest validation ``metric`` (never a test metric)."""
     if metric.startswith("test_"):
         raise TrackingError(f"selection_metric {metric!r} is a test metric; choose on validation (val_*)")
     finished = [
@@ -80,9 +70,49 @@ def select_champion(
     if not finished:
         failed = ", ".join(f"{r.name} ({r.error})" for r in results)
         raise TrackingError(f"no model finished with a finite {metric}; failures: {failed}")
-    best = min(finished, key=lambda r: r.metrics[metric])
+    return min(finished, key=lambda r: r.metrics[metric])
+
+
+def _evaluated_uri(tracker: Any, version: str) -> str:
+    """The model a registered version was evaluated as: its evaluation run's model when the
+    version is a refit, else the version itself."""
+    tags = tracker.version_info(version).tags or {}
+    return tags.get("evaluation_model_uri") or f"models:/{tracker.cfg.registered_model}/{version}"
+
+
+def select_champion(
+    tracker: Any,
+    prepared: Prepared,
+    results: list[ModelResult],
+    parent_run_id: str | None = None,
+    refit: ModelResult | None = None,
+) -> ChampionDecision:
+    """Register the best finished model by validation score; move ``champion`` only if it wins.
+
+    ``refit``: the best model trained again on every row (``pipeline.refit``); it is what gets
+    registered and served. The gate compares the *evaluated* models (the candidate's, and the
+    incumbent's evaluated model when the incumbent is a refit) on the same validation origins,
+    through the same pyfunc path: rows neither of them trained on. The registered candidate is
+    reloaded from the registry and smoke-tested before any alias moves; the decision and both
+    scores are tagged on the new version.
+    """
+    from forecasting import serving
+
+    metric = prepared.cfg.tracking.selection_metric
+    best = best_result(results, metric)
+    served = refit if refit is not None else best
+    if not served.model_uri:
+        raise TrackingError(f"the refit of {best.name!r} logged no model to register")
     version = tracker.register(
-        best.model_uri, best.run_id, tags={"model_family": best.family, metric: best.metrics[metric]}
+        served.model_uri,
+        served.run_id,
+        tags={
+            "model_family": best.family,
+            metric: best.metrics[metric],
+            "evaluation_run_id": best.run_id,
+            "evaluation_model_uri": best.model_uri,
+            "refit": refit is not None,
+        },
     )
     uri = f"models:/{tracker.cfg.registered_model}/{version}"
     candidate = serving.load_pyfunc(uri)
@@ -91,15 +121,14 @@ def select_champion(
     if not np.isfinite(smoke["yhat"].to_numpy(float)).all() or smoke.empty:
         tracker.tag_version(version, {"decision": "rejected: non-finite smoke-test forecast"})
         raise TrackingError(f"version {version} of {tracker.cfg.registered_model} failed its smoke test")
-    cand_score = gate_score(candidate.predict, prepared, origins)
+    evaluated = serving.load_pyfunc(best.model_uri) if refit is not None else candidate
+    cand_score = gate_score(evaluated.predict, prepared, origins)
     incumbent = tracker.alias_version("champion")
     inc_score = None
     if incumbent is not None:
         try:
             inc_score = gate_score(
-                serving.load_pyfunc(f"models:/{tracker.cfg.registered_model}/{incumbent}").predict,
-                prepared,
-                origins,
+                serving.load_pyfunc(_evaluated_uri(tracker, incumbent)).predict, prepared, origins
             )
         except Exception:
             inc_score = float("inf")
@@ -113,7 +142,7 @@ def select_champion(
             "candidate_score": cand_score,
             "incumbent_version": incumbent or "none",
             "incumbent_score": "none" if inc_score is None else inc_score,
-            "gate_metric": "val_mse_orig over gate origins",
+            "gate_metric": "val_mse_orig over gate origins (evaluated models)",
             "gate_origins": len(origins),
             "selection_metric": metric,
             "selection_value": best.metrics[metric],

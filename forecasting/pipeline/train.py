@@ -36,6 +36,7 @@ class ModelResult:
     error: str | None = None
     model: Forecaster | None = None
     test_predictions: pd.DataFrame | None = None
+    weights: dict[str, float] | None = None  # an ensemble's member weights (small: travels back)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def run_params(cfg: Config, spec: ModelSpec, model: Forecaster) -> dict[str, Any
         "data.path": str(cfg.data.path),
         "split": cfg.split.model_dump(mode="json"),
         "window": cfg.window.model_dump(mode="json"),
+        "features": {"calendar": list(model.spec.calendar) or "none"},
     }
     if model.uses_training_loop:
         params["training"] = cfg.training.model_dump(mode="json")
@@ -202,8 +204,15 @@ def train_model(
             model, metrics, pred = fit_and_score(prepared, spec, members=members)
         except Exception as err:
             return ModelResult(spec.run_name, family, "FAILED", error=f"{type(err).__name__}: {err}")
+        weights = dict(model.weights_) if model.weights_ else None
         return ModelResult(
-            spec.run_name, family, "FINISHED", metrics=metrics, model=model, test_predictions=pred
+            spec.run_name,
+            family,
+            "FINISHED",
+            metrics=metrics,
+            model=model,
+            test_predictions=pred,
+            weights=weights,
         )
     run_tags = {
         "model_family": family,
@@ -225,6 +234,7 @@ def train_model(
             if result.model_uri:
                 run.set_tags({"model_uri": result.model_uri})
             result.metrics, result.model, result.test_predictions = metrics, model, pred
+            result.weights = dict(model.weights_) if model.weights_ else None
         result.status = "FINISHED"
         return result
     except Exception as err:
@@ -273,19 +283,26 @@ def log_inputs(run: Any, prepared: Prepared) -> None:
 def _log_artifacts_and_model(
     run: Any, prepared: Prepared, model: Forecaster, pred: pd.DataFrame
 ) -> str | None:
-    from forecasting import plotting, serving
+    from forecasting import plotting
 
     run.log_frame(pred, "predictions/test_predictions.parquet")
     run.log_figure(plotting.forecast_plot(pred, n=3), "plots/forecast.png")
     if model.history_:
         run.log_figure(plotting.learning_curve(model.history_), "plots/learning_curve.png")
+    return log_model(run, prepared, model, prepared.scaler)
+
+
+def log_model(run: Any, prepared: Prepared, model: Forecaster, scaler: Any) -> str | None:
+    """The model with its scaler as the run's pyfunc (``tracking.log_models``); its URI."""
+    from forecasting import serving
+
     if not prepared.cfg.tracking.log_models:
         return None
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = serving.write_bundle(
-            model, prepared.scaler, prepared.cfg.data, prepared.data.freq, Path(tmp) / "bundle"
+            model, scaler, prepared.cfg.data, prepared.data.freq, Path(tmp) / "bundle"
         )
         with run.activated():
             return serving.log_pyfunc(bundle, input_example(prepared), name="model")
