@@ -50,7 +50,7 @@ def _browser_or_skip() -> None:
 def _chromium() -> Iterator:
     """Headless Debian Chromium with a fresh profile, driven through Debian's chromedriver."""
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    driver = chromium_driver(profile, "--window-size=2400,1400")  # all nine runs side by side
+    driver = chromium_driver(profile, "--window-size=3400,1400")  # all twelve runs side by side
     try:
         yield driver
     finally:

@@ -41,6 +41,8 @@ FAMILIES: dict[str, Family] = {
     "naive": Family("forecasting.models.baselines:Naive"),
     "seasonal_naive": Family("forecasting.models.baselines:SeasonalNaive"),
     "ar": Family("forecasting.models.ar:AR"),
+    "ets": Family("forecasting.models.ets:ETS"),
+    "theta": Family("forecasting.models.theta:Theta"),
     "rnn": Family(_RECURRENT, {"cell": "rnn"}),
     "lstm": Family(_RECURRENT, {"cell": "lstm"}),
     "gru": Family(_RECURRENT, {"cell": "gru"}),

@@ -1,0 +1,48 @@
+"""The season length a data frequency implies: steps per natural cycle (a pure function).
+
+The cycle is the one forecasting practice uses for that sampling (the M4 competition's
+``frequency``): a day for sub-daily data (24 for hourly, 48 for half-hourly), a week for daily data
+(7; 5 for business days), a year for weekly (52), monthly (12) and quarterly (4) data, none for
+yearly data. A multiple of the unit divides the cycle when it can (``2h`` -> 12, ``3MS`` -> 4) and
+gives 1 (no seasonality) when it cannot (``5D``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+_DAY_NS = 86_400 * 10**9
+
+# Steps of one unit per cycle, by the offset's rule code without its anchor or begin/end letter.
+_UNIT_CYCLE = {
+    "D": 7,
+    "B": 5,
+    "C": 5,
+    "W": 52,
+    "M": 12,
+    "BM": 12,
+    "CBM": 12,
+    "SM": 24,
+    "Q": 4,
+    "BQ": 4,
+    "Y": 1,
+    "BY": 1,
+}
+
+
+def season_length_for(freq: str) -> int:
+    """Steps per seasonal cycle for a pandas frequency alias (``"h"`` -> 24, ``"D"`` -> 7, ...).
+
+    Returns 1 where the frequency has no customary cycle (yearly data, irregular multiples).
+    Raises ``ValueError`` for a string pandas does not read as a frequency.
+    """
+    offset = to_offset(freq)
+    if isinstance(offset, pd.offsets.Tick):  # sub-daily: steps per day
+        steps, rest = divmod(_DAY_NS, offset.nanos)
+        return int(steps) if rest == 0 and steps > 1 else 1
+    code = offset.rule_code.split("-")[0]  # "MS", "QE", "W", "B", "SMS"
+    unit = code if code in _UNIT_CYCLE else code[:-1] if code[-1:] in ("S", "E") else code
+    cycle = _UNIT_CYCLE.get(unit, 1)
+    steps, rest = divmod(cycle, max(offset.n, 1))
+    return steps if rest == 0 and steps > 1 else 1

@@ -1,0 +1,132 @@
+"""What the per-series statistical families (``ets``, ``theta``) share: their training series,
+their season length, fitting many series in parallel, and the parameters of each window.
+
+A local family fits one small parameter vector per training series with a function
+``fit_one(y, **options) -> (P,) float64`` defined at module level. ``fit_series`` runs it over
+every series, serially for a few series and in worker processes above ``parallel_above``: the
+workers receive chunks of plain float64 arrays and return plain arrays (no model crosses a process
+boundary). Worker processes are started with ``spawn``: forking a process that already runs threads
+(torch, Prefect, MLflow) can deadlock. Inside a daemonic process (a Dask or multiprocessing worker:
+the task runner is already parallel) no child process may start, so the fit stays serial there.
+As with any ``spawn`` pool, a script that fits many series must guard its top level with
+``if __name__ == "__main__":`` (workers import the main module).
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecasting.data.schema import SERIES, TARGET, TIME
+from forecasting.data.seasonality import season_length_for
+from forecasting.errors import (
+    ConfigError,
+    MissingValueError,
+    SeriesTooShortError,
+    UnsortedTimestampsError,
+    format_rows,
+)
+
+FitOne = Callable[..., np.ndarray]
+MIN_ROWS = 10  # the fewest training rows a local model is fitted on
+_CHUNKS_PER_WORKER = 4  # several chunks per process even out series of unequal cost
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def training_series(train: pd.DataFrame, family: str) -> list[np.ndarray]:
+    """Each training series' ``y`` as float64 (in order of first appearance, as ``series_``)."""
+    codes, uniques = pd.factorize(train[SERIES], sort=False)
+    if np.any(np.diff(codes) < 0):
+        raise UnsortedTimestampsError(f"{family}: each series' rows must be contiguous (a canonical frame)")
+    y = train[TARGET].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        rows = train.loc[bad, [SERIES, TIME]].astype(str).agg(" ".join, axis=1)
+        raise MissingValueError(f"{family}: missing or infinite y at {format_rows(rows)}")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(codes))])
+    short = [str(uniques[s]) for s in range(len(uniques)) if offsets[s + 1] - offsets[s] < MIN_ROWS]
+    if short:
+        raise SeriesTooShortError(
+            f"{family}: series {format_rows(short)} have fewer than {MIN_ROWS} training rows; drop them"
+        )
+    return [y[offsets[s] : offsets[s + 1]] for s in range(len(uniques))]
+
+
+def resolve_season_length(family: str, setting: int | None, freq: str | None, lookback: int) -> int:
+    """The season length in use: the setting, or the one the data's frequency implies.
+
+    Seasonal models need two full seasons in every window they forecast from (``lookback``);
+    an explicit setting that cannot have them is an error, a derived one quietly gives 1.
+    """
+    if setting is None:
+        m = season_length_for(freq) if freq else 1
+        return m if 2 * m <= lookback else 1
+    if setting > 1 and 2 * setting > lookback:
+        raise ConfigError(
+            f"{family}: season_length {setting} needs a lookback of at least two seasons "
+            f"({2 * setting}), not {lookback}; raise window.lookback or set season_length: 1"
+        )
+    return setting
+
+
+def fit_series(
+    fit_one: FitOne,
+    ys: Sequence[np.ndarray],
+    n_jobs: int | None,
+    parallel_above: int,
+    **options: Any,
+) -> tuple[np.ndarray, int]:
+    """``fit_one(y, **options)`` for every series: returns ((S, P) float64, worker processes used).
+
+    Serial when there are at most ``parallel_above`` series, when ``n_jobs`` is 1 or when this
+    process may not start children; otherwise chunks of series go to ``n_jobs`` processes (None:
+    every core). The result does not depend on the number of workers.
+    """
+    workers = min(n_jobs or available_cores(), len(ys))
+    if workers <= 1 or len(ys) <= parallel_above or multiprocessing.current_process().daemon:
+        return fit_chunk(fit_one, list(ys), options), 1
+    n_chunks = min(len(ys), workers * _CHUNKS_PER_WORKER)
+    bounds = np.linspace(0, len(ys), n_chunks + 1).astype(int)
+    chunks = [list(ys[a:b]) for a, b in itertools.pairwise(bounds)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        parts = list(pool.map(fit_chunk, [fit_one] * len(chunks), chunks, [options] * len(chunks)))
+    return np.concatenate(parts), workers
+
+
+def fit_chunk(fit_one: FitOne, ys: list[np.ndarray], options: dict[str, Any]) -> np.ndarray:
+    """One worker's share: the stacked parameter vectors of its series (runs in the worker)."""
+    return np.stack([fit_one(y, **options) for y in ys])
+
+
+def window_params(
+    series: np.ndarray, table: np.ndarray, y: np.ndarray, fit_window: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters of each window (N, P) and a group id per distinct parameter vector (N,).
+
+    A window of training series ``s`` (``series`` in 0..S-1) takes row ``s`` of ``table`` and
+    group ``s``; a window of a series the model has not seen (-1) is fitted alone, on its own
+    history ``y`` (N, L), and gets a group of its own.
+    """
+    idx = np.asarray(series, dtype=np.int64)
+    seen = (idx >= 0) & (idx < len(table))
+    params = np.empty((len(idx), table.shape[1]))
+    params[seen] = table[idx[seen]]
+    group = np.where(seen, idx, -1)
+    for j, i in enumerate(np.flatnonzero(~seen)):
+        params[i] = fit_window(y[i])
+        group[i] = len(table) + j
+    return params, group
