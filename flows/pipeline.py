@@ -11,7 +11,6 @@ Dask address or asks for a local cluster, on Dask workers through prefect-dask.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -69,7 +68,7 @@ def prepared_for(cfg: Config) -> lib.Prepared:
     """Ingest through the cache, then attach *this* run's config: the cache key covers only
     the data, split and window settings, so a cached result may carry another run's models
     or tracking settings."""
-    return dataclasses.replace(ingest_task(cfg), cfg=cfg)
+    return ingest_task(cfg).with_config(cfg)
 
 
 @task(name="train-model", task_run_name="train-{job.spec.name}")

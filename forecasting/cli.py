@@ -57,11 +57,12 @@ def validate(
     """Ingest and validate the data; print a summary (series, rows, frequency, span, repairs)."""
     from forecasting.config import load_config
     from forecasting.data.ingest import ingest
-    from forecasting.data.splits import split_frame
+    from forecasting.pipeline.prepare import prepare
 
     cfg = load_config(config, _overrides(data))
     result = ingest(cfg.data)
-    split = split_frame(result.frame, cfg.split, cfg.window)
+    prepared = prepare(cfg, result)  # the defaults that read the data, padding, split
+    split = prepared.split
     summary = result.summary()
     summary["path"] = str(cfg.data.path)
     summary["split_rows"] = {
@@ -69,6 +70,8 @@ def validate(
         "val": len(split.val),
         "test": len(split.test),
     }
+    summary["defaults"] = prepared.choices
+    summary["padded_series"] = {str(k): int(v) for k, v in prepared.padded.items()}
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
@@ -77,6 +80,10 @@ def validate(
         table.add_row(key, str(summary[key]))
     table.add_row("covariates", ", ".join(f"{c} ({r})" for c, r in cfg.data.covariates.items()) or "none")
     table.add_row("split rows", ", ".join(f"{k} {v}" for k, v in summary["split_rows"].items()))
+    for key, value in summary["defaults"].items():
+        table.add_row(f"default {key}", str(value))
+    if summary["padded_series"]:
+        table.add_row("short series", f"{len(summary['padded_series'])} left-padded (window.pad_short)")
     repairs = summary["repairs"]
     table.add_row("repairs", ", ".join(f"{k}: {v}" for k, v in repairs.items()) if repairs else "none")
     table.add_row("dataset hash", result.dataset_hash)

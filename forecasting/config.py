@@ -121,9 +121,23 @@ class SplitConfig(_Section):
 
 
 class WindowConfig(_Section):
-    lookback: int = Field(96, ge=1)
+    """``lookback``: steps of history a model reads; ``auto`` (the default) reads the data
+    (``forecasting.pipeline.defaults``). ``stride``: step between training windows.
+    ``pad_short``: a series too short for a window is padded at its start with its first value
+    (by at most a lookback, so every scored target is a real row) instead of being refused, in a
+    ``counts`` split and at prediction time."""
+
+    lookback: int | Literal["auto"] = "auto"
     horizon: int = Field(96, ge=1)
     stride: int = Field(1, ge=1, description="step between training windows")
+    pad_short: bool = True
+
+    @field_validator("lookback")
+    @classmethod
+    def _positive(cls, lookback: int | str) -> int | str:
+        if isinstance(lookback, int) and lookback < 1:
+            raise ValueError(f"lookback must be at least 1 (or 'auto'): got {lookback}")
+        return lookback
 
 
 class FeaturesConfig(_Section):

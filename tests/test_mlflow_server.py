@@ -40,7 +40,8 @@ def test_pipeline_over_http(kind, tmp_path, monkeypatch):
         assert all(r.status == "FINISHED" for r in result.results)
         champion = client.get_model_version_by_alias(cfg.tracking.registered_model, "champion")
         best = min(result.results, key=lambda r: r.metrics["val_mse"])
-        assert champion.run_id == best.run_id
+        assert champion.tags["evaluation_run_id"] == best.run_id  # registered: its refit
+        assert champion.run_id == result.refit.run_id
 
         # The artifacts went through the server (proxied), not to a local path.
         assert client.get_run(result.parent_run_id).info.artifact_uri.startswith("mlflow-artifacts:")

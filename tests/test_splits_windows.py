@@ -196,3 +196,36 @@ def test_windows_are_views_not_copies(etth1_ot):
     for name, value in vars(w).items():
         if isinstance(value, np.ndarray) and value.base is None:  # an array of its own
             assert value.nbytes < one_copy / 10, name
+
+
+def test_window_stride_reaches_the_training_windows(tmp_path):
+    """``window.stride`` 4: every model of the pipeline trains on a quarter of the windows (the
+    last window of each series kept), and scores on all of them."""
+    from forecasting.config import ModelSpec, config_from_dict
+    from forecasting.models.registry import build_model
+    from forecasting.pipeline import prepare
+
+    frame = pd.concat(
+        [make_frame(np.sin(np.arange(400) / 5) + k, series_id=f"s{k}") for k in range(2)], ignore_index=True
+    )
+    path = tmp_path / "two.csv"
+    frame.to_csv(path, index=False)
+
+    def fitted(stride: int):
+        cfg = config_from_dict(
+            {
+                "data": {"path": str(path), "time_column": "t", "target": "y", "id_column": "series_id"},
+                "window": {"lookback": 24, "horizon": 6, "stride": stride},
+                "training": {"epochs": 1, "max_steps": 1, "progress": False},
+            }
+        )
+        prepared = prepare(cfg)
+        model = build_model(ModelSpec(name="naive"), prepared.spec, cfg.training).fit(prepared.train)
+        return prepared, model
+
+    every, one = fitted(1)
+    quarter, four = fitted(4)
+    per_series = len(every.train) // 2 - 24 - 6 + 1  # 251 windows per series at stride 1
+    assert one.train_windows_ == 2 * per_series
+    assert four.train_windows_ == 2 * ((per_series - 1) // 4 + 1)  # a quarter, rounded up
+    assert quarter.spec.stride == 4 and len(quarter.windows(quarter.test)) == len(every.windows(every.test))

@@ -57,6 +57,11 @@ def split_borders(lengths: pd.Series, split: SplitConfig, window: WindowConfig) 
     return pd.DataFrame(ends, index=lengths.index, columns=["train_end", "val_end", "test_end"])
 
 
+def train_rows(lengths: pd.Series, split: SplitConfig, window: WindowConfig) -> np.ndarray:
+    """Training rows of each series of ``lengths`` rows (before any length check)."""
+    return _ends(lengths.to_numpy().astype(np.int64), split, window)[:, 0]
+
+
 def _ends(n: np.ndarray, split: SplitConfig, window: WindowConfig) -> np.ndarray:
     """(S, 3) train_end, val_end, test_end of series of ``n`` rows."""
     if split.method == "borders":

@@ -172,6 +172,7 @@ def evaluate_windows(
     train: pd.DataFrame | None = None,
     season: int = 1,
     predictions: bool = True,
+    folds: np.ndarray | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame | None]:
     """Forecast every window of ``windows`` with a fitted ``model`` and score the forecasts.
 
@@ -179,7 +180,8 @@ def evaluate_windows(
     ``mse``, ``mae``, ``rmse``, ``mase``, ``smape``, ``wape``; with ``scaler`` the same metrics on
     the original scale follow with the suffix ``_orig``. MASE needs the training series: pass the
     (scaled) ``train`` frame and the season ``season`` (1: naive scale); without it MASE is NaN.
-    ``predict_windows`` is called ``batch_size`` windows at a time.
+    ``predict_windows`` is called ``batch_size`` windows at a time. ``folds`` (N,): a fold number
+    per window; the MSE of each fold's windows follows as ``fold<k>_mse``.
 
     Returns (metrics, predictions): one row per window and step with ``series_id``, ``window``
     (index in ``windows``), ``origin`` (time of the last input), ``t``, ``step`` (1..H), ``y``,
@@ -204,6 +206,8 @@ def evaluate_windows(
         per_series.index = per_series.index.astype(str)
         scale = per_series.reindex(ids.astype(str)).to_numpy(dtype=np.float64)
     metrics = score(y, yhat, scale)
+    if folds is not None:
+        metrics |= {f"fold{int(k)}_mse": mse(y[folds == k], yhat[folds == k]) for k in np.unique(folds)}
 
     if scaler is not None:
         y_orig, yhat_orig = scaler.inverse_y(y, ids), scaler.inverse_y(yhat, ids)

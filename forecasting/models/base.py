@@ -29,6 +29,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from forecasting.data.calendar import calendar_features
+from forecasting.data.padding import left_pad
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import (
@@ -57,7 +58,7 @@ class DataSpec:
     computed from the timestamps, after the declared ``future`` ones in every window's ``x_past``
     and ``x_future``, at training and at prediction alike. The deep families feed them to their
     network; the others never read them (AR's exogenous regressors are the ``future`` columns).
-    A model saved before calendar features existed loads with none.
+    A model saved before calendar features existed loads with none, and with stride 1.
     """
 
     lookback: int
@@ -66,6 +67,8 @@ class DataSpec:
     future: list[str] = field(default_factory=list)
     static: list[str] = field(default_factory=list)
     calendar: list[str] = field(default_factory=list)
+    stride: int = 1  # step between training windows (``window.stride``); scoring uses every window
+    pad_short: bool = False  # predict for a history shorter than the lookback by left padding it
 
     @property
     def covariates(self) -> list[str]:
@@ -87,7 +90,6 @@ class Forecaster(ABC):
     # when all its members can, so it sets this per instance)
     handles_unseen_series: bool = True
     uses_training_loop: ClassVar[bool] = False  # trained by ``forecasting.training`` (reads ``training``)
-    train_stride: ClassVar[int] = 1  # step between training windows
 
     # Fitted attributes (scikit-learn style: set by fit/load, read-only defaults until then).
     fitted_: bool = False
@@ -95,6 +97,7 @@ class Forecaster(ABC):
     series_: Sequence[str] = ()  # training series, in order of first appearance
     history_: Sequence[dict[str, float]] = ()  # one record per epoch (training-loop families)
     best_epoch_: int | None = None  # 1-based epoch whose weights were kept (training-loop families)
+    train_windows_: int = 0  # training windows the fit drew from (``spec.stride`` apart)
     weights_: Mapping[str, float] | None = None  # member name -> weight (an ensemble)
 
     def __init__(
@@ -116,12 +119,13 @@ class Forecaster(ABC):
         callbacks: Sequence[EpochCallback] = (),
     ) -> Forecaster:
         self._check_columns(train, "training data")
-        train_w = self.make_windows(train, stride=self.train_stride)
+        train_w = self.make_windows(train, stride=self.spec.stride)
         if len(train_w) == 0:
             raise SeriesTooShortError(
                 f"no training window fits: every series needs at least lookback + horizon = "
                 f"{self.spec.lookback + self.spec.horizon} rows"
             )
+        self.train_windows_ = len(train_w)
         val_w = None
         if val is not None:
             self._check_columns(val, "validation data")
@@ -272,6 +276,9 @@ class Forecaster(ABC):
             if observed.size == 0:
                 raise SeriesTooShortError(f"series {sid!r} has no observed y in the history")
             last = observed[-1]
+            if last + 1 < L and self.spec.pad_short:  # first value repeated before the history
+                part = left_pad(part, len(part) + L - 1 - last, self.freq_)[0]
+                last = L - 1
             if last + 1 < L:
                 raise SeriesTooShortError(
                     f"series {sid!r} has {last + 1} rows of history; the model needs lookback = {L}"

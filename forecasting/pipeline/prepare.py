@@ -5,7 +5,9 @@ Every model of a pipeline run is trained and scored on the windows of one ``Prep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,16 +15,23 @@ import pandas as pd
 from forecasting.config import Config
 from forecasting.data.calendar import resolve_calendar
 from forecasting.data.ingest import IngestResult, ingest
+from forecasting.data.padding import left_pad
 from forecasting.data.scaling import Scaler, fit_scaler
 from forecasting.data.schema import SERIES, TARGET
 from forecasting.data.splits import Split, split_frame
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.models.base import DataSpec
+from forecasting.pipeline.defaults import resolve_defaults
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """Validated, split and scaled data: every model is trained and scored on these windows."""
+    """Validated, split and scaled data: every model is trained and scored on these windows.
+
+    ``cfg`` is concrete: every default that reads the data is resolved (``choices`` says which
+    and to what; ``pipeline.defaults``). ``padded``: rows added at the start of each series too
+    short for a window (``window.pad_short``); ``data.frame`` holds them.
+    """
 
     cfg: Config
     data: IngestResult
@@ -32,10 +41,30 @@ class Prepared:
     val: pd.DataFrame  # scaled, starts lookback rows before the validation border
     test: pd.DataFrame  # scaled, starts lookback rows before the test border
     spec: DataSpec
+    choices: dict[str, Any] = field(default_factory=dict)
+    padded: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))
 
     def windows(self, frame: pd.DataFrame) -> Windows:
         arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.spec.calendar)
         return Windows(arrays, self.spec.lookback, self.spec.horizon, stride=1)
+
+    def validation_folds(self, windows: Windows) -> np.ndarray:
+        """The fold (0..K-1, K = ``split.val_horizons``) of each validation window: the
+        validation period of each series cut into K consecutive blocks of forecast origins, the
+        most recent last. With a ``counts`` split each block is one horizon of origins."""
+        K = self.cfg.split.val_horizons
+        first = windows.arrays.offsets[windows.series]  # (N,) each window's series' first row
+        rel = windows.starts - first  # (N,) origin's distance from the validation border
+        if self.cfg.split.method == "counts":
+            return np.minimum(rel // self.spec.horizon, K - 1)
+        per_series = np.bincount(windows.series, minlength=windows.arrays.n_series)[windows.series]
+        return np.minimum(rel * K // np.maximum(per_series, 1), K - 1)
+
+    def with_config(self, cfg: Config) -> Prepared:
+        """This preparation (same data, split and window) for another run's ``cfg``: its models,
+        training and tracking settings, with the same data-read defaults resolved."""
+        resolved, choices = resolve_defaults(cfg, self.data)
+        return dataclasses.replace(self, cfg=resolved, choices=choices)
 
 
 def fit_data_scaler(rows: pd.DataFrame, data: IngestResult) -> Scaler:
@@ -44,19 +73,38 @@ def fit_data_scaler(rows: pd.DataFrame, data: IngestResult) -> Scaler:
     return fit_scaler(rows, [TARGET, *data.past, *data.future], static=data.static)
 
 
+def pad_short_series(cfg: Config, data: IngestResult) -> tuple[IngestResult, pd.Series]:
+    """``data`` with every series too short for the ``counts`` split padded at its start (by at
+    most a lookback; see ``forecasting.data.padding``), and the rows added per padded series."""
+    window, split = cfg.window, cfg.split
+    if not window.pad_short or split.method != "counts":
+        return data, pd.Series(dtype=np.int64)
+    L, H = int(window.lookback), window.horizon
+    need = L + H + (split.val_horizons + split.test_horizons) * H
+    frame, padded = left_pad(data.frame, need, data.freq, max_pad=L)
+    return (dataclasses.replace(data, frame=frame) if len(padded) else data), padded
+
+
 def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
-    """Ingest (unless given), split by time per series, fit the scaler on train only, scale."""
+    """Ingest (unless given), resolve the defaults that read the data, pad short series, split by
+    time per series, fit the scaler on train only, scale."""
     data = data if data is not None else ingest(cfg.data)
+    cfg, choices = resolve_defaults(cfg, data)
+    data, padded = pad_short_series(cfg, data)
     split = split_frame(data.frame, cfg.split, cfg.window)
     scaler = fit_data_scaler(split.train, data)
     spec = DataSpec(
-        lookback=cfg.window.lookback,
+        lookback=int(cfg.window.lookback),
         horizon=cfg.window.horizon,
         past=list(data.past),
         future=list(data.future),
         static=list(data.static),
         calendar=resolve_calendar(cfg.features.calendar, data.freq),
+        stride=cfg.window.stride,
+        pad_short=cfg.window.pad_short,
     )
+    if len(padded):
+        choices["padded_series"] = len(padded)
     return Prepared(
         cfg=cfg,
         data=data,
@@ -66,6 +114,8 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
         val=scaler.transform(split.val),
         test=scaler.transform(split.test),
         spec=spec,
+        choices=choices,
+        padded=padded,
     )
 
 

@@ -86,8 +86,9 @@ def run_pipeline(
     with tracker.run("pipeline", tags=pipeline_tags(prepared, flow_run_id)) as parent:
         parent.log_params(
             {
-                "config": cfg.model_dump(mode="json", exclude={"models"}),
+                "config": prepared.cfg.model_dump(mode="json", exclude={"models"}),
                 "models": [m.run_name for m in cfg.models],
+                "defaults": prepared.choices,
             }
         )
         log_inputs(parent, prepared)

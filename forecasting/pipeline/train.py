@@ -117,7 +117,9 @@ def fit_and_score(
     fit_seconds = time.perf_counter() - start
     season = season_length(prepared.data.freq)
     score = dict(scaler=prepared.scaler, train=prepared.train, season=season)
-    val_metrics, _ = evaluate_windows(model, prepared.windows(prepared.val), predictions=False, **score)
+    val_windows = prepared.windows(prepared.val)
+    folds = prepared.validation_folds(val_windows)
+    val_metrics, _ = evaluate_windows(model, val_windows, predictions=False, folds=folds, **score)
     start = time.perf_counter()
     test_metrics, test_pred = evaluate_windows(model, prepared.windows(prepared.test), **score)
     predict_seconds = time.perf_counter() - start
@@ -128,6 +130,7 @@ def fit_and_score(
         predict_seconds=predict_seconds,
         n_params=float(model.n_params),
         peak_rss_mb=peak_rss_mb(),
+        train_windows=float(model.train_windows_),
     )
     if model.best_epoch_ is not None:
         metrics["best_epoch"] = float(model.best_epoch_)

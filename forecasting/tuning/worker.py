@@ -6,7 +6,6 @@ Workers of one study may run anywhere that reaches its storage and the tracking 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import socket
@@ -66,7 +65,7 @@ class _Worker:
         lookback = trial_cfg.window.lookback
         if lookback not in self.prepared:
             self.prepared[lookback] = prepare(trial_cfg, self.data)
-        return dataclasses.replace(self.prepared[lookback], cfg=trial_cfg)
+        return self.prepared[lookback].with_config(trial_cfg)
 
     def completed_twin(self, params: dict[str, Any]) -> FrozenTrial | None:
         """A completed trial with the same parameters: its result is reused, not trained again."""

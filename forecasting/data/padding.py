@@ -1,0 +1,49 @@
+"""Left padding of short series, so that a series shorter than a model's window still gets a
+forecast instead of being dropped.
+
+A series of ``n`` rows that needs ``min_rows`` gets ``min_rows - n`` rows in front of its first
+one: timestamps stepping back by the frequency, and its first row's values (edge padding: the
+oldest level it shows, the same thing a shorter history would suggest). Padded rows only ever
+serve as history: a caller pads by at most a lookback, so every target a model trains or is
+scored on is a real row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from forecasting.data.schema import SERIES, TIME
+
+
+def left_pad(
+    frame: pd.DataFrame, min_rows: int, freq: str, max_pad: int | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """``frame`` (canonical, series contiguous and in time order) with every series shorter
+    than ``min_rows`` padded at its start to ``min_rows``; and the rows added per padded series.
+
+    A series that would need more than ``max_pad`` rows is left as it is (and so is its count:
+    not in the returned series), for the caller's own length check to name it.
+    """
+    lengths = frame.groupby(SERIES, sort=False).size()
+    need = min_rows - lengths
+    pad = need[(need > 0) & ((need <= max_pad) if max_pad is not None else True)]
+    if pad.empty:
+        return frame, pad.astype(np.int64)
+    offset = to_offset(freq)
+    firsts = frame.groupby(SERIES, sort=False).head(1).set_index(SERIES)
+    blocks = []
+    for sid, k in pad.items():
+        first = firsts.loc[[sid]]
+        block = first.loc[first.index.repeat(k)].reset_index()
+        block[TIME] = pd.date_range(end=first[TIME].iloc[0], periods=k + 1, freq=offset)[:-1]
+        blocks.append(block)
+    order = {sid: i for i, sid in enumerate(lengths.index)}
+    padded = pd.concat([pd.concat(blocks, ignore_index=True), frame], ignore_index=True)
+    padded = padded.astype(frame.dtypes.to_dict())
+    rank = padded[SERIES].map(order).to_numpy()
+    # A stable sort by series keeps each block (already in time order, and earlier than its
+    # series' first row) in front of its series' own rows.
+    padded = padded.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
+    return padded[frame.columns], pad.astype(np.int64)

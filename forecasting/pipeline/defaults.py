@@ -1,0 +1,98 @@
+"""Defaults that read the data: every setting a config leaves open is chosen here, from the
+data's frequency, the horizon and the series' lengths, before anything trains.
+
+- The season ``m`` comes from the frequency (``forecasting.data.seasonality``: 24 for hourly,
+  7 for daily, 52 for weekly, 12 for monthly data, 1 when there is none).
+- ``window.lookback: auto``: two seasons or two horizons, whichever is longer (the common rule of
+  NeuralForecast's and AutoGluon's examples: a network needs at least a season to see the phase
+  and more history than it forecasts), but no more than half the median series' training rows.
+- Model settings left unset: ``seasonal_naive`` repeats one season; the recurrent families read
+  the lookback in segments of one season (SegRNN's 24 steps of hourly data); ``linear``'s trend
+  is a moving average over one season (DLinear's 25 for hourly data); a ``tcn`` segment or a
+  ``transformer`` patch longer than the lookback allows shrinks to fit it.
+- ``training.max_train_windows``: an epoch draws at most ``EPOCH_WINDOWS`` windows (a fresh random
+  sample each epoch), so 400 series do not cost 400 times one series.
+
+``resolve_defaults`` returns the concrete config and the choices it made; the pipeline logs the
+choices as ``defaults.*`` params and ``forecast validate`` prints them. A setting the config
+gives is never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecasting.config import Config, ModelSpec
+from forecasting.data.ingest import IngestResult
+from forecasting.data.schema import SERIES
+from forecasting.data.seasonality import season_length_for
+from forecasting.data.splits import train_rows
+
+EPOCH_WINDOWS = 65_536  # windows per epoch at most (2**16): ETTh1 with its 7 columns stays whole
+_RECURRENT = ("rnn", "lstm", "gru")
+
+
+def season_of(freq: str) -> int:
+    """The season of data sampled every ``freq`` (1 when pandas cannot read it as a frequency)."""
+    try:
+        return season_length_for(freq)
+    except ValueError:
+        return 1
+
+
+def auto_lookback(season: int, horizon: int, train_lengths: np.ndarray) -> int:
+    """Two seasons or two horizons, whichever is longer, capped at half the median series'
+    training rows (at least 1)."""
+    base = max(2 * season, 2 * horizon) if season > 1 else 2 * horizon
+    cap = int(np.median(train_lengths)) // 2 if len(train_lengths) else base
+    return max(1, min(base, cap))
+
+
+def _largest_odd_at_most(n: int, limit: int) -> int:
+    n = min(n, limit)
+    return max(1, n if n % 2 else n - 1)
+
+
+def model_defaults(spec: ModelSpec, season: int, lookback: int) -> dict[str, Any]:
+    """The settings of ``spec`` that the data decides, for the keys its params leave unset."""
+    m, L, given = season, lookback, spec.params
+    chosen: dict[str, Any] = {}
+    if spec.name == "seasonal_naive":
+        chosen["season_length"] = m if 1 < m <= L else 1
+    elif spec.name in _RECURRENT:
+        chosen["segment_len"] = m if 2 <= m <= L // 2 else max(1, L // 8)
+    elif spec.name == "linear" and given.get("kind", "dlinear") == "dlinear":
+        chosen["moving_avg"] = _largest_odd_at_most(m + 1 - m % 2 if m > 1 else 25, L)
+    elif spec.name == "tcn":
+        chosen["segment_len"] = min(8, max(1, L // 4))
+    elif spec.name == "transformer" and L < 16:
+        patch = max(1, L // 2)
+        chosen.update(patch_len=patch, stride=max(1, patch // 2))
+    return {k: v for k, v in chosen.items() if k not in given}
+
+
+def resolve_defaults(cfg: Config, data: IngestResult) -> tuple[Config, dict[str, Any]]:
+    """``cfg`` with every data-dependent setting it leaves open chosen, and those choices."""
+    season = season_of(data.freq)
+    choices: dict[str, Any] = {"season_length": season}
+    window = cfg.window
+    if window.lookback == "auto":
+        lengths = data.frame.groupby(SERIES, sort=False).size()
+        rows = train_rows(pd.Series(lengths.to_numpy(), index=lengths.index), cfg.split, window)
+        lookback = auto_lookback(season, window.horizon, rows)
+        window = window.model_copy(update={"lookback": lookback})
+        choices["window.lookback"] = lookback
+    models = []
+    for spec in cfg.models:
+        extra = model_defaults(spec, season, int(window.lookback))
+        choices.update({f"models.{spec.run_name}.{k}": v for k, v in extra.items()})
+        models.append(spec.model_copy(update={"params": {**spec.params, **extra}}) if extra else spec)
+    training = cfg.training
+    if "max_train_windows" not in training.model_fields_set:
+        training = training.model_copy(update={"max_train_windows": EPOCH_WINDOWS})
+        choices["training.max_train_windows"] = EPOCH_WINDOWS
+    resolved = cfg.model_copy(update={"window": window, "models": models, "training": training})
+    return resolved, choices

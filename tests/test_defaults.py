@@ -1,0 +1,151 @@
+"""Defaults that read the data (``pipeline.defaults``) and short series that still get a forecast
+(left padding, ``window.pad_short``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_frame
+
+from forecasting.config import ModelSpec, config_from_dict
+from forecasting.data.padding import left_pad
+from forecasting.errors import SeriesTooShortError
+from forecasting.pipeline import prepare
+from forecasting.pipeline.defaults import EPOCH_WINDOWS, auto_lookback, model_defaults
+
+
+def _csv(tmp_path, lengths: dict[str, int], freq: str = "h") -> str:
+    rng = np.random.default_rng(0)
+    parts = [
+        make_frame(10 + np.sin(np.arange(n) * 2 * np.pi / 24) + 0.1 * rng.standard_normal(n), sid, freq=freq)
+        for sid, n in lengths.items()
+    ]
+    path = tmp_path / "series.csv"
+    pd.concat(parts, ignore_index=True).to_csv(path, index=False)
+    return str(path)
+
+
+def _config(path: str, **extra):
+    raw = {"data": {"path": path, "time_column": "t", "target": "y", "id_column": "series_id"}, **extra}
+    return config_from_dict(raw)
+
+
+def test_auto_lookback_is_two_seasons_or_two_horizons_capped_by_the_data():
+    assert auto_lookback(24, 96, np.array([8640])) == 192  # hourly, long series: two horizons
+    assert auto_lookback(52, 13, np.array([300, 900, 2000])) == 104  # weekly: two seasons
+    assert auto_lookback(7, 14, np.array([40, 60, 80])) == 28
+    assert auto_lookback(1, 6, np.array([30])) == 12  # yearly: no season
+    assert auto_lookback(24, 96, np.array([100, 120, 150])) == 60  # half the median training rows
+
+
+def test_model_settings_follow_the_season_and_never_override_the_config():
+    assert model_defaults(ModelSpec(name="seasonal_naive"), 52, 104) == {"season_length": 52}
+    assert model_defaults(ModelSpec(name="seasonal_naive"), 52, 26) == {"season_length": 1}
+    assert model_defaults(ModelSpec(name="lstm"), 24, 96) == {"segment_len": 24}
+    assert model_defaults(ModelSpec(name="gru"), 52, 60) == {"segment_len": 7}  # 52 > 60 // 2
+    assert model_defaults(ModelSpec(name="linear"), 24, 96) == {"moving_avg": 25}
+    assert model_defaults(ModelSpec(name="linear"), 52, 40) == {"moving_avg": 39}
+    assert model_defaults(ModelSpec(name="transformer"), 12, 12) == {"patch_len": 6, "stride": 3}
+    assert model_defaults(ModelSpec(name="lstm", params={"segment_len": 12}), 24, 96) == {}
+    assert model_defaults(ModelSpec(name="ar"), 24, 96) == {}
+
+
+def test_prepare_resolves_every_open_setting_and_says_so(tmp_path):
+    path = _csv(tmp_path, {"a": 600, "b": 500})
+    cfg = _config(
+        path,
+        window={"horizon": 24},
+        models=[{"name": "seasonal_naive"}, {"name": "lstm", "params": {"segment_len": 12}}],
+    )
+    assert cfg.window.lookback == "auto"
+    prepared = prepare(cfg)
+    assert prepared.cfg.window.lookback == prepared.spec.lookback == 48
+    assert prepared.choices == {
+        "season_length": 24,
+        "window.lookback": 48,
+        "models.seasonal_naive.season_length": 24,
+        "training.max_train_windows": EPOCH_WINDOWS,
+    }
+    assert prepared.cfg.models[1].params == {"segment_len": 12}  # the config's own choice stays
+    given = _config(path, window={"lookback": 30, "horizon": 24}, training={"max_train_windows": 100})
+    assert "window.lookback" not in prepare(given).choices
+    assert prepare(given).cfg.training.max_train_windows == 100
+
+
+def test_left_pad_repeats_the_first_row_before_a_short_series():
+    frame = pd.concat([make_frame(np.arange(5.0), "short"), make_frame(np.arange(8.0), "long")])
+    padded, rows = left_pad(frame.reset_index(drop=True), 8, "h", max_pad=4)
+    assert rows.to_dict() == {"short": 3}
+    short = padded[padded["series_id"] == "short"]
+    assert short["y"].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+    assert short["t"].diff().dropna().eq(pd.Timedelta(hours=1)).all()
+    assert short["t"].iloc[3] == pd.Timestamp("2024-01-01")  # the first real row, unmoved
+    assert padded["series_id"].tolist() == ["short"] * 8 + ["long"] * 8
+    untouched, none = left_pad(frame.reset_index(drop=True), 13, "h", max_pad=4)  # 8, 5 > max_pad
+    assert none.empty and len(untouched) == len(frame)
+
+
+@pytest.mark.slow
+def test_a_20_point_series_in_a_batch_of_long_ones_gets_a_forecast(tmp_path):
+    """Counts split with H=4 and 3 validation horizons: a 20-row series has just its test and
+    validation rows and one training target; it is padded (reported), trained on, scored and
+    forecast with the others."""
+    from forecasting.pipeline import batch_predict, run_pipeline
+
+    path = _csv(tmp_path, {"a": 300, "b": 260, "c": 240, "tiny": 20})
+    cfg = _config(
+        path,
+        split={"method": "counts"},
+        window={"horizon": 4},
+        models=[{"name": "naive"}, {"name": "seasonal_naive"}, {"name": "linear"}],
+        training={"epochs": 1, "progress": False, "num_threads": 1},
+        tracking={"experiment": "short-series", "registered_model": "short-series-model"},
+        predict={"output": str(tmp_path / "forecast.csv")},
+    )
+    result = run_pipeline(cfg)
+    assert result.prepared.padded.to_dict() == {"tiny": 48 + 4 + 16 - 20}
+    assert all(r.status == "FINISHED" for r in result.results), result.leaderboard
+    from mlflow import MlflowClient
+
+    params = MlflowClient().get_run(result.parent_run_id).data.params
+    assert params["defaults.padded_series"] == "1" and params["defaults.window.lookback"] == "48"
+    out = pd.read_csv(batch_predict(cfg)["output"])
+    assert out.groupby("series_id").size().to_dict() == {"a": 4, "b": 4, "c": 4, "tiny": 4}
+    assert np.isfinite(out["yhat"]).all()
+    # the raw 20 rows alone, shorter than the lookback: the served model pads them too
+    raw = pd.read_csv(path)
+    alone = batch_predict(cfg, input_path=_write(tmp_path, raw[raw["series_id"] == "tiny"]))
+    assert alone["rows"] == 4
+
+
+def _write(tmp_path, frame: pd.DataFrame) -> str:
+    path = tmp_path / "tiny.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_too_short_to_score_is_still_a_named_error(tmp_path):
+    """Fewer rows than validation + test need: padding would make up targets, so it refuses."""
+    path = _csv(tmp_path, {"a": 300, "tiny": 10})
+    cfg = _config(path, split={"method": "counts"}, window={"horizon": 4})
+    with pytest.raises(SeriesTooShortError, match="'tiny'"):
+        prepare(cfg)
+
+
+def test_validation_is_scored_per_fold_over_the_last_horizons(tmp_path):
+    """Counts split, K = 3 validation horizons: the validation origins fall in 3 blocks of one
+    horizon each, the most recent last; each model logs the MSE of every block beside val_mse."""
+    from forecasting.pipeline import fit_and_score
+
+    path = _csv(tmp_path, {"a": 200, "b": 150})
+    cfg = _config(path, split={"method": "counts"}, window={"lookback": 24, "horizon": 4})
+    prepared = prepare(cfg)
+    windows = prepared.windows(prepared.val)
+    folds = prepared.validation_folds(windows)
+    per_series = [0, 0, 0, 0, 1, 1, 1, 1, 2]  # 3 x 4 validation rows: origins 0..8 after the border
+    assert folds.tolist() == per_series * 2
+    _, metrics, _ = fit_and_score(prepared, ModelSpec(name="naive"))
+    fold_mse = [metrics[f"val_fold{k}_mse"] for k in range(3)]
+    weights = np.bincount(folds)  # every window has 4 finite targets
+    assert metrics["val_mse"] == pytest.approx(np.average(fold_mse, weights=weights))
