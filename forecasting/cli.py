@@ -367,11 +367,15 @@ def ui(
     port: Annotated[int, typer.Option(help="Port.")] = 5000,
 ) -> None:
     """Open the MLflow UI on the project's store (bound to 127.0.0.1 by default)."""
+    import contextlib
     import os
+    import signal
     import subprocess
+    import time
 
     _setup_environment()
     from forecasting.config import TrackingConfig
+    from forecasting.interrupts import install_handlers
     from forecasting.tracking import resolve_tracking_uri
 
     uri, artifacts = resolve_tracking_uri(TrackingConfig())
@@ -386,7 +390,45 @@ def ui(
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    # The UI runs in a process group of its own (its server and workers), which is stopped as a
+    # whole however this command ends: Ctrl-C, SIGTERM, or the UI exiting. Signalling only the
+    # `mlflow` process would leave its workers listening.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install_handlers()  # SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    group = proc.pid
+
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+
+    def group_alive() -> bool:
+        proc.poll()  # reap the leader, or it lingers as a zombie of the group
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    try:
+        code = proc.wait()
+    finally:
+        for sig in previous:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        while group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if group_alive():
+            signal_group(signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while group_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    raise typer.Exit(code if code >= 0 else 128 - code)
 
 
 @app.command()

@@ -46,6 +46,10 @@ class DuplicateColumnError(InputValidationError):
     """The same column name appears more than once in the header."""
 
 
+class OutputPathError(InputValidationError):
+    """The output path cannot be written: a folder, under a file, in a read-only folder."""
+
+
 # --- timestamps --------------------------------------------------------------------------------
 class TimestampParseError(InputValidationError):
     """Timestamps that cannot be parsed, or that mix several formats."""
@@ -92,6 +96,10 @@ class NonFiniteValueError(InputValidationError):
     """+inf or -inf in a numeric column."""
 
 
+class ValueOutOfRangeError(InputValidationError):
+    """A value of magnitude above 1e30 (``ingest.MAX_ABS_VALUE``): float32 and the scaler overflow."""
+
+
 class MissingValueError(InputValidationError):
     """NaN (empty cells) in the target or a covariate."""
 
@@ -129,6 +137,10 @@ class TrainingDivergedError(ForecastingError):
     """The loss or a gradient became non-finite; training stopped at once."""
 
 
+class NonFiniteForecastError(ForecastingError):
+    """A model produced NaN or infinite forecasts; nothing was written or returned."""
+
+
 class ModelLoadError(ForecastingError):
     """A saved model directory is incomplete or was written by an incompatible version."""
 
@@ -157,3 +169,7 @@ def where(series: str | None = None, column: str | None = None) -> str:
 
 def names(values: Sequence[str]) -> str:
     return ", ".join(repr(v) for v in values)
+
+
+class TrackingUnavailableError(TrackingError):
+    """The tracking server or database did not answer (one short probe, not MLflow's retries)."""

@@ -13,10 +13,10 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from forecasting.errors import InputValidationError
+from forecasting.errors import InputValidationError, NonFiniteForecastError
 from forecasting.serving import BUNDLE_ARTIFACT, Bundle, load_bundle
 
 
@@ -32,6 +32,9 @@ class ForecastPyfunc(PythonModel):
         except InputValidationError as err:
             # A client's bad input: the scoring server answers 400 with this message, not 500.
             raise MlflowException(f"{type(err).__name__}: {err}", error_code=INVALID_PARAMETER_VALUE) from err
+        except NonFiniteForecastError as err:
+            # The model failed on this input: 500 with the series named, never a 200 carrying NaN.
+            raise MlflowException(f"{type(err).__name__}: {err}", error_code=INTERNAL_ERROR) from err
 
 
 mlflow.models.set_model(ForecastPyfunc())

@@ -12,7 +12,8 @@ config, and nothing pickled::
 ``Bundle.forecast`` validates a history frame exactly as training validated its data (same named
 errors), scales it with the bundled scaler (the target of a series unseen in training is scaled
 with its own history, its statics with the cross-series statistics), forecasts and returns
-``series_id, t, yhat`` in the original units.
+``series_id, t, yhat`` in the original units, every value finite (``NonFiniteForecastError``
+otherwise). The pyfunc, batch prediction and ``forecast predict`` all forecast through it.
 
 The MLflow model is logged *from code* (``forecasting/pyfunc_model.py``): MLflow stores that
 script as source, the bundle as an artifact and a copy of the ``forecasting`` package
@@ -25,6 +26,7 @@ inside the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -41,6 +43,7 @@ from forecasting.config import DataConfig
 from forecasting.data.ingest import (  # ingest's own checks, so that messages match training's
     _NAN_WORDS,
     _check_columns,
+    _configured,
     _to_numeric,
     parse_timestamps,
     prepare_frame,
@@ -52,6 +55,8 @@ from forecasting.errors import (
     ConfigError,
     DuplicateTimestampError,
     ModelLoadError,
+    NonFiniteForecastError,
+    OutputPathError,
     UnknownSeriesError,
     format_rows,
 )
@@ -126,6 +131,7 @@ class Bundle:
         """Forecast the horizon after every series' last observed ``y``.
 
         Returns ``series_id, t, yhat`` (``horizon`` rows per series) in the target's original units.
+        Raises ``NonFiniteForecastError`` rather than return a NaN or infinite forecast.
         """
         canon = self.canonical(history, overrides, source=source)
         if not self.model.handles_unseen_series:
@@ -138,7 +144,25 @@ class Bundle:
         scaled = self.scaler.transform(canon, unseen="fit")
         pred = self.model.predict(scaled)
         yhat = self.scaler.inverse_y(pred["yhat"].to_numpy(), pred[SERIES].to_numpy(), history=canon)
+        _check_finite(yhat, pred, self.model.name)
         return pred.assign(yhat=yhat)
+
+
+def _check_finite(yhat: np.ndarray, pred: pd.DataFrame, model: str) -> None:
+    """Every forecast finite, or a named error naming the series and their first bad timestamps."""
+    bad = ~np.isfinite(np.asarray(yhat, dtype=np.float64))
+    if not bad.any():
+        return
+    ids = pred[SERIES].to_numpy()[bad]
+    times = pred[TIME].to_numpy()[bad]
+    series = pd.unique(ids)
+    first = [f"{s!r} (from t={pd.Timestamp(times[np.argmax(ids == s)])})" for s in series[:5]]
+    raise NonFiniteForecastError(
+        f"model {model!r} forecast NaN or infinite values ({int(bad.sum())} of {bad.size}) for "
+        f"series {format_rows(first)}{f' (+{series.size - 5} more)' if series.size > 5 else ''}; "
+        "nothing was returned or written. A history far outside the training data's range can "
+        "overflow the model's float32 arithmetic: check those series' latest values"
+    )
 
 
 def write_bundle(model: Forecaster, scaler: Scaler, data_cfg: DataConfig, freq: str, dest: Path) -> Path:
@@ -374,15 +398,52 @@ def _output_format(path: Path) -> str:
     raise ConfigError(f"output {str(path)!r}: the name must end in .csv, .csv.gz, .parquet or .pq")
 
 
+def check_output_path(path: Path) -> None:
+    """Fail before any work when ``path`` cannot be written (``OutputPathError``): a bad suffix
+    (``ConfigError``), a folder, a path under a file, or a folder this process may not write.
+
+    Missing folders are fine: ``write_table_atomic`` creates them (``outputs/`` by default).
+    """
+    path = Path(path)
+    _output_format(path)
+    try:
+        if path.is_dir():
+            raise OutputPathError(f"output {str(path)!r} is a folder; name a file in it (e.g. forecast.csv)")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    except OSError as err:
+        raise OutputPathError(f"output {str(path)!r} cannot be written: {_reason(err)}") from None
+    if not folder.is_dir():
+        raise OutputPathError(
+            f"output {str(path)!r} cannot be written: {str(folder)!r} is a file, not a folder"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(
+            f"output {str(path)!r} cannot be written: folder {str(folder)!r} is not writable (read-only "
+            "or no permission); choose another --output"
+        )
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err) or type(err).__name__
+
+
 def write_table_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write CSV or Parquet (by suffix) so that ``path`` is either the whole new file or untouched.
 
     The data goes to a hidden temporary file in the same folder, is flushed to disk and then
-    renamed over ``path`` (``os.replace`` is atomic within one file system).
+    renamed over ``path`` (``os.replace`` is atomic within one file system). Missing folders are
+    created; any OS error (no permission, read-only, disk full) is an ``OutputPathError``.
     """
     path = Path(path)
     fmt = _output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputPathError(
+            f"output {str(path)!r}: cannot create its folder {str(path.parent)!r}: {_reason(err)}"
+        ) from None
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         if fmt == "csv":
@@ -392,8 +453,11 @@ def write_table_atomic(frame: pd.DataFrame, path: Path) -> Path:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputPathError(f"output {str(path)!r} cannot be written: {_reason(err)}") from err
         raise
     return path
 
@@ -418,13 +482,13 @@ def batch_predict(
     what ``model_uri`` and the model's metadata tell (see ``model_identity``).
     """
     output_path = Path(output_path)
-    _output_format(output_path)  # a bad suffix fails before any work
+    check_output_path(output_path)  # a bad suffix or an unwritable folder fails before any work
     bundle, metadata = load_pyfunc_bundle(model_uri)
     cfg = bundle.data_config(data_cfg_overrides)
     ids = [c for c in (cfg.id_column, SERIES) if c]  # read as text: ids like 007 keep their zeros
     # The training file's format says nothing about this file: detect it unless overridden.
     fmt = (data_cfg_overrides or {}).get("format", "auto")
-    raw = read_table(input_path, fmt, text_columns=ids)
+    raw = read_table(input_path, fmt, text_columns=ids, columns=[*_configured(cfg), SERIES, TIME, TARGET])
     forecasts = bundle.forecast(raw, data_cfg_overrides, source=str(input_path))
     uri_name, uri_version, uri_run = model_identity(model_uri, getattr(metadata, "run_id", None))
     forecasts = forecasts.assign(

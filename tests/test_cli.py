@@ -3,10 +3,14 @@ one `error: <ErrorName>: ...` line on stderr, no traceback, and the file left un
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +47,8 @@ def _breakers() -> dict[str, tuple[str, object]]:
     return {
         "text_in_target": ("NonNumericValueError", lambda df: at(df, 30, "OT", "hot")),
         "inf_in_covariate": ("NonFiniteValueError", lambda df: at(df, 40, "HUFL", "inf")),
+        "huge_last_target": ("ValueOutOfRangeError", lambda df: at(df, len(df) - 1, "OT", "1e308")),
+        "huge_in_covariate": ("ValueOutOfRangeError", lambda df: at(df, 41, "HUFL", "-2e35")),
         "nan_in_target": ("MissingValueError", lambda df: at(df, 50, "OT", "")),
         "bad_timestamp": ("TimestampParseError", lambda df: at(df, 60, "date", "not a date")),
         "mixed_formats": ("TimestampParseError", lambda df: at(df, 61, "date", "07/03/2016 13:00")),
@@ -116,6 +122,70 @@ def test_unknown_model_param_is_named(tmp_path, capsys):
 def test_missing_file_is_named(tmp_path, capsys):
     assert main(["validate", str(DEMO), "--data", str(tmp_path / "nope.csv")]) == 2
     assert capsys.readouterr().err.startswith("error: UnreadableFileError: ")
+
+
+def test_value_out_of_range_names_column_and_rows(etth1, tmp_path, capsys):
+    path = _write(tmp_path, _breakers()["huge_last_target"][1](etth1.copy()))
+    assert main(["validate", str(DEMO), "--data", str(path)]) == 2
+    line = capsys.readouterr().err
+    last = len(etth1) - 1
+    assert "column 'OT' of series 'OT' holds values beyond +/-1e+30" in line and f"row {last}" in line
+
+
+def test_a_non_table_file_is_never_quoted(tmp_path, capsys):
+    """``data.path: /etc/passwd`` with ``format: csv``: the error names the configured columns only."""
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:SECRET:/root:/bin/bash\nbin:x:1:1:SECRET2:/bin:/sbin/nologin\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(DEMO.read_text().replace("  path: ../data/ETTh1.csv", f"  path: {secret}\n  format: csv"))
+    assert main(["validate", str(cfg)]) == 2
+    line = capsys.readouterr().err
+    assert line.startswith("error: MissingColumnError: ") and "'date', 'OT' not found" in line
+    assert "SECRET" not in line and "root:x" not in line and "nologin" not in line
+
+
+@pytest.mark.parametrize("kind", ["folder", "device"])
+def test_a_data_path_that_is_not_a_file_exits_2(kind, tmp_path, capsys):
+    path = tmp_path if kind == "folder" else Path("/dev/zero")
+    if not path.exists():
+        pytest.skip(f"no {path} here")
+    assert main(["validate", str(DEMO), "--data", str(path)]) == 2  # /dev/zero: at once, nothing read
+    line = capsys.readouterr().err
+    assert line.startswith("error: UnreadableFileError: ") and str(path) in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permission bits")
+def test_an_unreadable_data_file_exits_2(etth1, tmp_path, capsys):
+    path = _write(tmp_path, etth1.iloc[:10])
+    path.chmod(0)
+    try:
+        assert main(["validate", str(DEMO), "--data", str(path)]) == 2
+    finally:
+        path.chmod(0o600)
+    line = capsys.readouterr().err
+    assert line.startswith("error: UnreadableFileError: ") and "Permission denied" in line
+
+
+def test_season_length_zero_is_refused_with_the_config(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(DEMO.read_text().replace("params: {season_length: 24}", "params: {season_length: 0}"))
+    assert main(["validate", str(cfg)]) == 2
+    line = capsys.readouterr().err
+    assert line.startswith("error: ConfigError: ") and "season_length" in line and "models[1]" in line
+
+
+def test_value_out_of_range_stops_the_pipeline_before_any_mlflow_run(etth1, tmp_path):
+    """`forecast run`'s pipeline ingests before its tracker opens the store: nothing is logged."""
+    from forecasting.config import load_config
+    from forecasting.errors import ValueOutOfRangeError
+    from forecasting.pipeline import run_pipeline
+
+    path = _write(tmp_path, _breakers()["huge_last_target"][1](etth1.copy()))
+    db = tmp_path / "mlruns" / "mlflow.db"
+    cfg = load_config(DEMO, {"data": {"path": str(path)}, "tracking": {"tracking_uri": f"sqlite:///{db}"}})
+    with pytest.raises(ValueOutOfRangeError, match="'OT'"):
+        run_pipeline(cfg)
+    assert not db.exists()
 
 
 def test_console_script_in_a_fresh_process(tmp_path, etth1):
@@ -219,3 +289,89 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch, ml
     broken = load_config(DEMO, {"tracking": {"tracking_uri": f"sqlite:///{unopenable}/store.db"}})
     assert open_local_store(broken.tracking) is False
     assert unopenable.read_text() == "not a directory"
+
+
+# --- forecast ui -------------------------------------------------------------------------------------
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, ...; None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        fields = _stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields and fields[0] != "Z":
+            parent[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ui_stops_with_all_its_children(sig, tmp_path):
+    """SIGINT or SIGTERM to `forecast ui` stops the MLflow server and every worker it started."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",  # a throwaway store
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    exe = Path(sys.executable).with_name("forecast")
+    log = open(tmp_path / "ui.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [str(exe), "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    children: dict[int, str] = {}  # pid -> start time (/proc stat field 22)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(port):
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the UI did not answer within 120 s"
+            time.sleep(0.3)
+        # `mlflow ui`, its server and the server's workers
+        children = {p: f[19] for p in _descendants(proc.pid) if (f := _stat_fields(p))}
+        assert len(children) >= 2, children
+        proc.send_signal(sig)  # to the `forecast` process only, as `kill -INT <pid>` does
+        proc.wait(timeout=15)
+        deadline = time.monotonic() + 15
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in children if _alive(p)], "processes of the UI outlived `forecast ui`"
+        assert not _answers(port)
+        assert proc.returncode == (130 if sig == signal.SIGINT else 143)
+    finally:
+        for pid, started in children.items():  # whatever is left, by its id (this test started it)
+            fields = _stat_fields(pid)
+            if fields and fields[19] == started:  # the same process, not a reused id
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()

@@ -31,14 +31,19 @@ from forecasting.errors import (
     MissingColumnError,
     MissingValueError,
     ModelLoadError,
+    NonFiniteForecastError,
     NonNumericValueError,
+    OutputPathError,
     SeriesTooShortError,
+    ValueOutOfRangeError,
 )
 from forecasting.models.base import DataSpec
+from forecasting.models.baselines import Naive
 from forecasting.models.registry import build_model
 from forecasting.serving import (
     Bundle,
     batch_predict,
+    check_output_path,
     example_input,
     load_bundle,
     log_pyfunc,
@@ -467,11 +472,11 @@ def test_atomic_write_failure_midway(tmp_path, monkeypatch, suffix):
 
     target = tmp_path / f"out{suffix}"
     monkeypatch.setattr(pd.DataFrame, method, broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputPathError, match="disk full"):
         write_table_atomic(frame, target)
     assert list(tmp_path.iterdir()) == []
     target.write_text("old")
-    with pytest.raises(OSError):
+    with pytest.raises(OutputPathError):
         write_table_atomic(frame, target)
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     monkeypatch.undo()
@@ -484,3 +489,121 @@ def test_model_identity_from_uri():
     assert model_identity("models:/forecaster@champion", "r1") == ("forecaster", None, "r1")
     assert model_identity("runs:/abc123/model") == ("model", None, "abc123")
     assert model_identity("models:/m-0123") == ("m-0123", None, None)
+
+
+# --- finite forecasts only -------------------------------------------------------------------------
+def nan_after_the_first_series(self, batch: dict) -> np.ndarray:
+    """A broken naive model: NaN for every window but the first (the first series)."""
+    out = np.repeat(batch["y"][:, -1:], self.spec.horizon, axis=1).astype(np.float64)
+    out[1:] = np.nan
+    return out
+
+
+def test_a_non_finite_forecast_is_a_named_error(bundle, history, monkeypatch):
+    monkeypatch.setattr(Naive, "_predict_windows", nan_after_the_first_series)
+    with pytest.raises(NonFiniteForecastError, match=r"\(6 of 12\) for series 's1' \(from t=") as err:
+        bundle.forecast(history)
+    assert "'s0'" not in str(err.value)
+
+
+def test_a_non_finite_forecast_is_never_written_or_served(logged, history, tmp_path, monkeypatch):
+    model = mlflow.pyfunc.load_model(logged["uri"])
+    src = tmp_path / "in.csv"
+    to_raw(history).to_csv(src, index=False)
+    out = tmp_path / "out" / "forecast.csv"
+    monkeypatch.setattr(Naive, "_predict_windows", nan_after_the_first_series)
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"NonFiniteForecastError: .*'s1'") as err:
+        model.predict(history)
+    assert err.value.get_http_status_code() == 500  # the scoring server's answer, not a 200 with NaN
+    with pytest.raises(NonFiniteForecastError, match="'s1'"):
+        batch_predict(logged["uri"], src, out)
+    assert not out.parent.exists()
+
+
+def test_a_history_ending_in_1e308_is_refused_at_validation(logged, bundle, history):
+    huge = history.copy()
+    huge.loc[huge.index[huge.y.notna()][-1], "y"] = 1e308  # s1's last observed value
+    with pytest.raises(ValueOutOfRangeError, match=r"column 'y' holds values beyond .* \(series 's1'"):
+        bundle.forecast(huge)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="ValueOutOfRangeError") as err:
+        mlflow.pyfunc.load_model(logged["uri"]).predict(huge)
+    assert err.value.get_http_status_code() == 400
+
+
+# --- output paths the operating system refuses ---------------------------------------------------------
+def test_output_path_errors_are_named_before_any_work(history, tmp_path):
+    src = tmp_path / "in.csv"
+    to_raw(history).to_csv(src, index=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    folder = tmp_path / "forecast.csv"
+    folder.mkdir()
+    no_model = "models:/no-such-model/1"  # a model error would come later: the path is checked first
+    with pytest.raises(OutputPathError, match="is a file, not a folder") as err:
+        batch_predict(no_model, src, blocker / "sub" / "f.csv")
+    assert str(blocker / "sub" / "f.csv") in str(err.value)
+    with pytest.raises(OutputPathError, match="is a folder"):
+        batch_predict(no_model, src, folder)
+    with pytest.raises(ModelLoadError):  # a folder still to be created is fine
+        batch_predict(no_model, src, tmp_path / "new" / "f.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "forecast.csv", "in.csv"]
+
+
+def test_an_output_folder_without_write_access(tmp_path, monkeypatch):
+    """What a read-only folder gives a user who is not root (see the next test)."""
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(OutputPathError, match=r"folder '.*' is not writable") as err:
+        check_output_path(tmp_path / "f.csv")
+    assert str(tmp_path / "f.csv") in str(err.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere whatever the permission bits")
+def test_output_in_a_read_only_or_missing_system_folder(tmp_path):
+    with pytest.raises(OutputPathError, match="not writable"):
+        check_output_path(Path("/nonexistent/dir/f.csv"))
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(OutputPathError, match="not writable"):
+            check_output_path(tmp_path / "f.csv")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_an_os_error_while_writing_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    frame = pd.DataFrame({"series_id": ["a"], "t": [pd.Timestamp("2024")], "yhat": [1.0]})
+
+    def refused(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OutputPathError, match=r"out\.csv' cannot be written: Permission denied"):
+        write_table_atomic(frame, tmp_path / "out.csv")
+    assert list(tmp_path.iterdir()) == []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputPathError, match="cannot create its folder"):
+        write_table_atomic(frame, blocker / "f.csv")
+
+
+def test_forecast_predict_to_an_unwritable_path_exits_2(logged, tracking, history, tmp_path, capsys):
+    from forecasting.cli import main
+
+    src = tmp_path / "in.csv"
+    to_raw(history).to_csv(src, index=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"path": str(src), "time_column": "ts", "target": "load", "id_column": "site"},
+                "tracking": {"tracking_uri": tracking["uri"], "experiment": "serving-tests"},
+            }
+        )
+    )
+    out = blocker / "dir" / "f.csv"
+    model = f"forecaster/{logged['version']}"
+    args = ["predict", "--model", model, "--input", str(src), "--output", str(out), "--config", str(cfg)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: OutputPathError: ") and str(out) in err, err

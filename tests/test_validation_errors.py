@@ -8,6 +8,7 @@ numbers count data rows from 0; ETTh1's row k is 2016-07-01 00:00 plus k hours.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from forecasting.errors import (
     TimestampParseError,
     UnreadableFileError,
     UnsortedTimestampsError,
+    ValueOutOfRangeError,
 )
 
 ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
@@ -101,7 +103,10 @@ def test_every_validation_error_is_an_input_validation_error():
     named = [
         c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.ForecastingError)
     ]
-    data_errors = [c for c in named if c.__name__.endswith("Error") and c not in _NOT_INPUT]
+    other = tuple(_NOT_INPUT - {errors.ForecastingError})  # and their subclasses
+    data_errors = [
+        c for c in named if c.__name__.endswith("Error") and c not in _NOT_INPUT and not issubclass(c, other)
+    ]
     assert all(issubclass(c, InputValidationError) for c in data_errors)
 
 
@@ -111,6 +116,7 @@ _NOT_INPUT = {
     errors.TrainingDivergedError,
     errors.ModelLoadError,
     errors.TrackingError,
+    errors.NonFiniteForecastError,
 }
 
 
@@ -155,7 +161,90 @@ def test_header_without_rows(tmp_path, lines):
 
 def test_missing_target_column(tmp_path, lines):
     msg = raises(MissingColumnError, write(tmp_path, lines), target="Temp")
-    assert "'Temp' not found" in msg and "'OT'" in msg  # names what is there too
+    assert "'Temp' not found" in msg and "8 column(s)" in msg
+    assert "HUFL" not in msg  # the header is never quoted, only the names the config gives
+
+
+def test_missing_column_differing_only_in_case(tmp_path, lines):
+    msg = raises(MissingColumnError, write(tmp_path, lines), target="ot")
+    assert "'ot' not found" in msg and "'OT' differ(s) only in case" in msg and "HUFL" not in msg
+
+
+@pytest.mark.parametrize("fmt", ["csv", "auto"])
+def test_a_file_that_is_not_a_table_is_never_quoted(tmp_path, fmt):
+    """``data.path: /etc/passwd`` with ``format: csv``: the 'header' is the file's first line."""
+    path = tmp_path / ("passwd" if fmt == "csv" else "passwd.csv")
+    path.write_text("root:x:0:0:SECRET-TOKEN:/root:/bin/bash\ndaemon:x:1:1:OTHER-SECRET\n")
+    msg = raises(MissingColumnError, path, format=fmt)
+    assert "SECRET" not in msg and "root:x" not in msg and "daemon" not in msg
+    assert "'date', 'OT' not found" in msg and "1 column(s)" in msg
+
+
+def test_covariate_not_found_does_not_quote_the_header(tmp_path, lines):
+    msg = raises(CovariateNotFoundError, write(tmp_path, lines), covariates={"Temp": "past"})
+    assert "'Temp' (past)" in msg and "HUFL" not in msg and "8 column(s)" in msg
+
+
+def test_duplicate_columns_not_in_the_config_are_counted_not_quoted(tmp_path, lines):
+    path = write(tmp_path, [lines[0].replace("LULL", "SECRET").replace("HUFL", "SECRET"), *lines[1:]])
+    msg = raises(DuplicateColumnError, path)
+    assert "SECRET" not in msg and "1 column name(s) not named in the config" in msg
+
+
+def test_a_gzip_error_does_not_quote_the_bytes(tmp_path):
+    path = tmp_path / "data.csv.gz"
+    path.write_text("SECRET,x\n1,2\n")
+    msg = raises(UnreadableFileError, path)
+    assert "SECRET" not in msg and "SE" not in msg.replace(str(path), "") and "not a gzip file" in msg
+
+
+# --- files the operating system refuses -------------------------------------------------------------
+def test_a_folder_as_data_path(tmp_path):
+    msg = raises(UnreadableFileError, tmp_path)
+    assert str(tmp_path) in msg and "is a folder" in msg
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_as_data_path_is_refused_before_reading(device):
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    msg = raises(UnreadableFileError, Path(device), format="csv")
+    assert device in msg and "not a regular file" in msg
+
+
+def test_a_pipe_as_data_path_does_not_block(tmp_path):
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    msg = raises(UnreadableFileError, fifo)
+    assert str(fifo) in msg and "not a regular file" in msg
+
+
+def test_a_path_under_a_file(tmp_path, lines):
+    path = write(tmp_path, lines) / "data.csv"
+    assert "does not exist" in raises(UnreadableFileError, path)
+
+
+def test_a_refused_open_is_named_with_the_path(tmp_path, lines, monkeypatch):
+    """What a file without read permission gives a user who is not root (see the next test)."""
+    path = write(tmp_path, lines)
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refused)
+    msg = raises(UnreadableFileError, path)
+    assert msg == f"data file {str(path)!r} cannot be read: Permission denied"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permission bits")
+def test_an_unreadable_data_file(tmp_path, lines):
+    path = write(tmp_path, lines)
+    path.chmod(0)
+    try:
+        msg = raises(UnreadableFileError, path)
+    finally:
+        path.chmod(0o600)
+    assert str(path) in msg and "Permission denied" in msg
 
 
 def test_duplicate_csv_columns(tmp_path, lines):
@@ -352,6 +441,31 @@ def test_all_nan_series_with_trim(tmp_path, lines):
         broken = set_cell(broken, row, "OT", "")
     msg = raises(MissingValueError, write(tmp_path, broken), repair=RepairPolicy(trim_nan=True))
     assert "series 'OT'" in msg and "every row" in msg
+
+
+@pytest.mark.parametrize(("column", "value"), [("OT", "1e308"), ("HUFL", "-3.5e38"), ("OT", "1.0000001e30")])
+def test_value_that_would_overflow(tmp_path, lines, column, value):
+    """Beyond 1e30 a value overflows float32 or the scaler's squares: named at ingest, not 40 s
+    into training as ~70 RuntimeWarnings."""
+    path = write(tmp_path, set_cell(lines, 299, column, value))
+    msg = raises(ValueOutOfRangeError, path, covariates={"HUFL": "past"})
+    assert f"column {column!r} of series 'OT' holds values beyond +/-1e+30 in 1 row(s)" in msg
+    assert f"row 299 (t={stamp(299)})" in msg and value not in msg  # where, not the file's cells
+
+
+def test_values_up_to_the_bound_pass(tmp_path, lines):
+    path = write(tmp_path, set_cell(set_cell(lines, 299, "OT", "1e30"), 3, "HUFL", "-1e30"))
+    assert len(ingest(cfg(path, covariates={"HUFL": "past"})).frame) == 300
+
+
+def test_value_out_of_range_in_one_series_of_a_long_table(tmp_path):
+    path = tmp_path / "long.csv"
+    t = pd.date_range("2024-01-01", periods=5, freq="h").astype(str)
+    frame = pd.DataFrame({"id": np.repeat(["a", "b"], 5), "t": np.tile(t, 2), "y": np.arange(10.0)})
+    frame.loc[[8, 9], "y"] = [1e31, -1e300]
+    frame.to_csv(path, index=False)
+    msg = raises(ValueOutOfRangeError, path, DataConfig(path=path, id_column="id"))
+    assert "column 'y'" in msg and "in 2 row(s)" in msg and "row 8 (series 'b'" in msg and "row 9" in msg
 
 
 @pytest.mark.parametrize(("column", "value"), [("OT", "inf"), ("HUFL", "-inf")])

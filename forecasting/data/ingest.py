@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import json
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from forecasting.errors import (
     TimestampParseError,
     UnreadableFileError,
     UnsortedTimestampsError,
+    ValueOutOfRangeError,
     names,
 )
 
@@ -69,6 +71,9 @@ RESERVED = (SERIES, TIME, TARGET, ROW)  # columns of the canonical frame a covar
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 _HAS_TZ = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _NAN_WORDS = ["", "nan", "na", "n/a", "null", "none", "<na>"]
+# The largest magnitude a target or covariate may have. Models compute in float32 (max ~3.4e38) and
+# the scaler sums squares per series in float64: 1e30 leaves both finite with room to spare.
+MAX_ABS_VALUE = 1e30
 
 
 @dataclass(frozen=True)
@@ -120,33 +125,32 @@ def _detect_format(path: Path, fmt: str) -> str:
     )
 
 
-def read_table(path: str | Path, fmt: str = "auto", *, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_table(
+    path: str | Path, fmt: str = "auto", *, text_columns: Sequence[str] = (), columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """Read CSV or Parquet into a frame, checking the file and its header. Never writes.
 
     ``text_columns`` are read from CSV as text, so that ids such as ``007`` keep their zeros.
+    ``columns`` are the column names the caller configured: messages quote those, never other
+    header text (the file may be anything, e.g. ``/etc/passwd`` read as CSV).
     """
     path = Path(path)
-    if not path.exists():
-        raise UnreadableFileError(f"data file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise UnreadableFileError(f"data path {str(path)!r} is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise EmptyDataError(f"data file {str(path)!r} is empty (0 bytes)")
+    _check_regular_file(path)
     kind = _detect_format(path, fmt)
     if kind == "csv":
         header = _csv_header(path)
-        _check_duplicate_columns(header, path)
+        _check_duplicate_columns(header, path, [*columns, *text_columns])
         dtype = {c: "str" for c in text_columns if c in header}
         try:
             frame = pd.read_csv(path, low_memory=False, dtype=dtype or None)
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
-            raise UnreadableFileError(f"cannot parse {str(path)!r} as CSV: {err}") from None
+            raise UnreadableFileError(f"cannot parse {str(path)!r} as CSV: {_describe(err)}") from None
     else:
         try:
             import pyarrow.parquet as pq
 
             schema_names = list(pq.read_schema(path).names)
-            _check_duplicate_columns(schema_names, path)
+            _check_duplicate_columns(schema_names, path, [*columns, *text_columns])
             frame = pd.read_parquet(path)
         except DuplicateColumnError:
             raise
@@ -156,6 +160,48 @@ def read_table(path: str | Path, fmt: str = "auto", *, text_columns: Sequence[st
     if frame.empty:
         raise EmptyDataError(f"data file {str(path)!r} has a header but no data rows")
     return frame
+
+
+def _check_regular_file(path: Path) -> None:
+    """A readable, non-empty regular file, or a named error with the path.
+
+    Devices, pipes and sockets are refused before anything is read: ``/dev/zero`` never ends and
+    a pipe may block forever.
+    """
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnreadableFileError(f"data file {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise UnreadableFileError(f"data file {str(path)!r} cannot be read: {_reason(err)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UnreadableFileError(f"data path {str(path)!r} is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFileError(
+            f"data path {str(path)!r} is not a regular file (a device, pipe or socket); give a CSV "
+            "or Parquet file"
+        )
+    if info.st_size == 0:
+        raise EmptyDataError(f"data file {str(path)!r} is empty (0 bytes)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as err:
+        raise UnreadableFileError(f"data file {str(path)!r} cannot be read: {_reason(err)}") from None
+
+
+def _reason(err: OSError) -> str:
+    """The operating system's reason without the path it repeats (``Permission denied``)."""
+    return err.strerror or str(err) or type(err).__name__
+
+
+def _describe(err: Exception) -> str:
+    """A reader's error without the bytes of the file that some of them quote."""
+    if isinstance(err, gzip.BadGzipFile):
+        return "not a gzip file"  # its message quotes the file's first bytes
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (an invalid byte at offset {err.start})"
+    return str(err)
 
 
 def _has_named_index(frame: pd.DataFrame) -> bool:
@@ -168,19 +214,28 @@ def _csv_header(path: Path) -> list[str]:
         with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
             first = next(csv.reader(fh), None)
     except (UnicodeDecodeError, OSError, csv.Error, EOFError) as err:
-        raise UnreadableFileError(f"cannot read the header of {str(path)!r}: {err}") from None
+        raise UnreadableFileError(f"cannot read the header of {str(path)!r}: {_describe(err)}") from None
     if not first or all(not c.strip() for c in first):
         raise EmptyDataError(f"data file {str(path)!r} has no header row")
     return [c.strip() for c in first]
 
 
-def _check_duplicate_columns(header: list[str], path: Path | str) -> None:
+def _check_duplicate_columns(header: list[str], path: Path | str, configured: Sequence[str] = ()) -> None:
+    """Names repeated in the header; only the ``configured`` ones are quoted, others counted."""
     seen: set[str] = set()
-    dupes = [c for c in header if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+    dupes = {c for c in header if c in seen or seen.add(c)}  # type: ignore[func-returns-value]
     if dupes:
+        quoted = sorted(dupes & set(configured))
+        others = len(dupes) - len(quoted)
+        what = []
+        if quoted:
+            what.append(
+                f"column {names(quoted)} appears" if len(quoted) == 1 else f"columns {names(quoted)} appear"
+            )
+        if others:
+            what.append(f"{others} column name(s) not named in the config appear")
         raise DuplicateColumnError(
-            f"{str(path)!r}: column {names(sorted(set(dupes)))} appears more than once in the "
-            "header; rename or drop the copies"
+            f"{str(path)!r}: {'; '.join(what)} more than once in the header; rename or drop the copies"
         )
 
 
@@ -194,7 +249,7 @@ def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -
     if len(raw) == 0 or len(raw.columns) == 0:
         raise EmptyDataError(f"{source} has no data rows")
     columns = [str(c) for c in raw.columns]
-    _check_duplicate_columns(columns, source)
+    _check_duplicate_columns(columns, source, _configured(cfg))
     frame = raw.set_axis(columns, axis=1).reset_index(drop=True)
     _check_columns(frame, cfg, source)
     _check_reserved(cfg, source)
@@ -232,21 +287,40 @@ def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -
     )
 
 
+def _configured(cfg: DataConfig) -> list[str]:
+    """Every column name the data config gives (the only header text messages may quote)."""
+    ids = [cfg.id_column] if cfg.id_column else []
+    return [cfg.time_column, *cfg.targets, *ids, *cfg.covariates]
+
+
 def _check_columns(raw: pd.DataFrame, cfg: DataConfig, source: str) -> None:
+    """Configured columns must be present. Messages quote configured names only, never the
+    header: the file may not be a table at all (``/etc/passwd`` read as CSV has a one-column
+    'header' that is its first line)."""
     present = {str(c) for c in raw.columns}
     required = [cfg.time_column, *cfg.targets] + ([cfg.id_column] if cfg.id_column else [])
     missing = [c for c in required if c not in present]
     if missing:
         raise MissingColumnError(
-            f"{source}: column {names(missing)} not found; the data has {names(sorted(present))}"
+            f"{source}: column {names(missing)} not found ({_what_is_there(present, missing)}); "
+            "check data.time_column, data.target and data.id_column"
         )
     absent = [c for c in cfg.covariates if c not in present]
     if absent:
         roles = ", ".join(f"{c!r} ({cfg.covariates[c]})" for c in absent)
         raise CovariateNotFoundError(
-            f"{source}: covariate {roles} is declared in data.covariates but not in the data; "
-            f"the data has {names(sorted(present))}"
+            f"{source}: covariate {roles} is declared in data.covariates but not in the data "
+            f"({_what_is_there(present, absent)})"
         )
+
+
+def _what_is_there(present: set[str], missing: Sequence[str]) -> str:
+    """``the data has 8 columns`` and, for a missing name that a column matches but for case, that
+    column (the user's own name, differently cased: nothing else of the header is quoted)."""
+    folded = {c.casefold(): c for c in present}
+    near = [folded[m.casefold()] for m in missing if m.casefold() in folded]
+    hint = f"; {names(near)} differ(s) only in case" if near else ""
+    return f"the data has {len(present)} column(s){hint}"
 
 
 def _check_reserved(cfg: DataConfig, source: str) -> None:
@@ -509,6 +583,15 @@ def _to_numeric(
             f"{where} holds infinite values in {bad.size} row(s): {listing(labels, bad.size)}; "
             "replace them with numbers or empty cells"
         )
+    huge = np.abs(values) > MAX_ABS_VALUE  # False for NaN
+    if huge.any():
+        bad = np.flatnonzero(huge)
+        labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]])  # rows and times, no cells
+        raise ValueOutOfRangeError(
+            f"{where} holds values beyond +/-{MAX_ABS_VALUE:g} in {bad.size} row(s): "
+            f"{listing(labels, bad.size)}; models compute in float32 and the scaler squares values, "
+            "so these would overflow: rescale the column (other units) or fix those cells"
+        )
     return values
 
 
@@ -739,5 +822,5 @@ def ingest(cfg: DataConfig, path: str | Path | None = None) -> IngestResult:
     """Read and validate the configured file (or ``path`` with the config's column roles)."""
     path = Path(path) if path is not None else cfg.path
     text = [cfg.id_column] if cfg.id_column else []
-    raw = read_table(path, cfg.format, text_columns=text)
+    raw = read_table(path, cfg.format, text_columns=text, columns=_configured(cfg))
     return prepare_frame(raw, cfg, source=str(path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from forecasting.data.windows import Windows
@@ -20,7 +20,7 @@ class NaiveSettings:
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SeasonalNaiveSettings:
-    season_length: int = 24  # steps per season (24 for hourly data with a daily cycle)
+    season_length: int = Field(24, ge=1)  # steps per season (24 for hourly data with a daily cycle)
 
 
 @register
