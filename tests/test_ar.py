@@ -159,3 +159,24 @@ def test_settings_and_lengths_are_checked(ar2_frame: pd.DataFrame) -> None:
         AR(ARSettings(max_lag=30), spec=SPEC).fit(ar2_frame)
     with pytest.raises(SeriesTooShortError, match="s0"):
         AR(ARSettings(max_lag=24), spec=SPEC).fit(ar2_frame.head(45))
+
+
+def test_a_series_too_short_for_its_own_fit_takes_the_pooled_coefficients(ar2_frame: pd.DataFrame) -> None:
+    """A short series left-padded with its first value (as a counts split pads it) would make a
+    rank-deficient fit; it gets the pooled coefficients instead, and finite, sane forecasts."""
+    from conftest import make_frame
+
+    from forecasting.data.padding import left_pad
+
+    tail = ar2_frame["y"].to_numpy()[-30:]
+    short = make_frame(tail, series_id="short", start="2030-01-01")
+    frame, padded = left_pad(pd.concat([ar2_frame, short], ignore_index=True), 200, "h", max_pad=200)
+    assert padded.to_dict() == {"short": 170}
+    model = AR(ARSettings(max_lag=24), spec=SPEC).fit(frame)
+    assert model.pooled_series_ == 1
+    np.testing.assert_array_equal(model.coef_[1], model.pooled_coef_)
+    assert model.order_[0] > 0 and not np.array_equal(model.coef_[0], model.pooled_coef_)
+    forecast = model.predict(frame)
+    short_forecast = forecast.loc[forecast["series_id"] == "short", "yhat"].to_numpy()
+    assert np.isfinite(short_forecast).all()
+    assert np.abs(short_forecast).max() < 10 * np.abs(tail).max()

@@ -32,6 +32,7 @@ x_Cf]``; lags beyond a series' order are 0.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -323,12 +324,34 @@ def forecast_recursive(y: np.ndarray, coef: np.ndarray, x_future: np.ndarray) ->
 
 
 # --- the model -------------------------------------------------------------------------------------
+def leading_runs(y: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Rows at the start of each series equal to its first value (S,): 1 for most series, more
+    after left padding (``forecasting.data.padding``) or before a series took off."""
+    runs = np.zeros(len(offsets) - 1, dtype=np.int64)
+    for i, (lo, hi) in enumerate(itertools.pairwise(offsets)):
+        differ = np.flatnonzero(y[lo:hi] != y[lo])
+        runs[i] = differ[0] if differ.size else hi - lo
+    return runs
+
+
+def _select_series(
+    y: np.ndarray, x: np.ndarray, offsets: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of the series ``keep`` (S,) bool, and their offsets."""
+    if keep.all():
+        return y, x, offsets
+    lengths = np.diff(offsets)
+    rows = np.repeat(keep, lengths)
+    return y[rows], x[rows], np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
+
+
 @register
 class AR(Forecaster):
     """AR(p) / ARX(p) per series (statsmodels AutoReg), pooled coefficients for unseen series."""
 
     name = "ar"
     Settings = ARSettings
+    pooled_series_: int = 0  # series too short for their own fit, forecast with the pooled model
 
     def _fit(
         self,
@@ -339,13 +362,20 @@ class AR(Forecaster):
     ) -> None:
         max_lag, fixed = self._orders()
         y, x, offsets = self._training_arrays(train)
-        self._check_lengths(offsets, max_lag, x.shape[1])
+        own = self._check_lengths(offsets, max_lag, x.shape[1], leading_runs(y, offsets))
+        # Series too short for their own fit (counting a constant start once: left padding, or a
+        # series that had not started) take the pooled coefficients, fitted on the others.
+        y, x, sub = _select_series(y, x, offsets, own)
         s = self.settings
-        batched = s.solver == "batched" or (s.solver == "auto" and len(offsets) - 1 > s.batched_above)
-        fit = (fit_batched if batched else fit_statsmodels)(y, x, offsets, max_lag, s.ic, fixed)
-        pooled = fit_batched(y, x, offsets, max_lag, s.ic, fixed, pooled=True)
-        self.coef_, self.order_ = fit.coef, fit.order
+        batched = s.solver == "batched" or (s.solver == "auto" and len(sub) - 1 > s.batched_above)
+        fit = (fit_batched if batched else fit_statsmodels)(y, x, sub, max_lag, s.ic, fixed)
+        pooled = fit_batched(y, x, sub, max_lag, s.ic, fixed, pooled=True)
         self.pooled_coef_, self.pooled_order_ = pooled.coef[0], int(pooled.order[0])
+        self.coef_ = np.tile(self.pooled_coef_, (len(own), 1))
+        self.coef_[own] = fit.coef
+        self.order_ = np.full(len(own), self.pooled_order_, dtype=fit.order.dtype)
+        self.order_[own] = fit.order
+        self.pooled_series_ = int((~own).sum())
         self.solver_ = "batched" if batched else "statsmodels"
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -423,13 +453,23 @@ class AR(Forecaster):
             raise MissingValueError(f"ar: missing or infinite values in {columns} at {format_rows(rows)}")
         return values[:, 0], values[:, 1:], offsets
 
-    def _check_lengths(self, offsets: np.ndarray, held_back: int, n_exog: int) -> None:
-        # More observations than regressors after holding back the lags, or the fit is undetermined.
+    def _check_lengths(
+        self, offsets: np.ndarray, held_back: int, n_exog: int, leading: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Which series can have their own fit (S,) bool; raises when none can.
+
+        More observations than regressors after holding back the lags, or the fit is
+        undetermined; a constant start (``leading`` rows equal to the first) counts once.
+        """
         need = 2 * held_back + n_exog + 2
-        short = np.diff(offsets) < need
-        if short.any():
+        n = np.diff(offsets)
+        if leading is not None:
+            n = n - np.maximum(leading - 1, 0)
+        short = n < need
+        if short.all():
             ids = [self.series_[i] for i in np.flatnonzero(short)]
             raise SeriesTooShortError(
                 f"ar: series {format_rows(ids)} have fewer than {need} training rows for order {held_back}; "
                 "lower max_lag / lags or drop short series"
             )
+        return ~short

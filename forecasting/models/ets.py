@@ -74,7 +74,7 @@ class ETSSettings:
     # Trend forms tried. Damped only by default, as the M3/M4 evidence recommends: every state is
     # re-estimated from each window, and an undamped trend extrapolates a short window's slope
     # over the whole horizon (ETTh1: 0.120 test MSE against 0.064 damped, naive 0.069).
-    trends: tuple[Literal["none", "additive", "damped"], ...] = ("none", "damped")
+    trends: tuple[Literal["none", "additive", "damped"], ...] = Field(("none", "damped"), min_length=1)
     n_jobs: int | None = Field(None, ge=1)  # processes fitting series; None: every core
     parallel_above: int = Field(50, ge=0)  # series fitted serially up to this many
 
