@@ -11,13 +11,12 @@ Dask address or asks for a local cluster, on Dask workers through prefect-dask.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -47,31 +46,21 @@ IO_RETRIES = dict(
 )
 
 
-def _ingest_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Cache ingest on the data file's content and the data config (not on paths or mtimes)."""
-    cfg: Config = parameters["cfg"]
-    h = hashlib.sha256(cfg.data.model_dump_json(exclude={"path"}).encode())
-    h.update(cfg.split.model_dump_json().encode() + cfg.window.model_dump_json().encode())
-    with open(cfg.data.path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return f"ingest-{h.hexdigest()[:32]}"
-
-
 # --- tasks ----------------------------------------------------------------------------------
-@task(name="ingest", cache_key_fn=_ingest_cache_key, persist_result=True, **IO_RETRIES)
+# Ingest is neither cached nor persisted: Prefect persists a task's result as a cloudpickle under
+# its storage folder, and a file planted there under the cache key ran code at the next run's
+# load. The result stays in memory; every flow run reads its data again (~0.1 s on the demo data).
+@task(name="ingest", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
 def ingest_task(cfg: Config) -> lib.Prepared:
     return lib.prepare(cfg)
 
 
 def prepared_for(cfg: Config) -> lib.Prepared:
-    """Ingest through the cache, then attach *this* run's config: the cache key covers only
-    the data, split and window settings, so a cached result may carry another run's models
-    or tracking settings."""
-    return ingest_task(cfg).with_config(cfg)
+    """The run's data, read and prepared by the ingest task, with ``cfg`` resolved for it."""
+    return ingest_task(cfg)
 
 
-@task(name="train-model", task_run_name="train-{job.spec.name}")
+@task(name="train-model", task_run_name="train-{job.spec.name}", cache_policy=NO_CACHE, persist_result=False)
 def train_task(job: lib.TrainJob, threads: int) -> lib.ModelResult:
     _limit_threads(threads)
     result = lib.train_job(job)
@@ -80,7 +69,7 @@ def train_task(job: lib.TrainJob, threads: int) -> lib.ModelResult:
     return result
 
 
-@task(name="refit", task_run_name="refit-{best.name}")
+@task(name="refit", task_run_name="refit-{best.name}", cache_policy=NO_CACHE, persist_result=False)
 def refit_task(
     prepared: lib.Prepared,
     best: lib.ModelResult,
@@ -95,7 +84,9 @@ def refit_task(
     return lib.refit_model(prepared, best, results, Tracker(prepared.cfg.tracking), parent_run_id, tags)
 
 
-@task(name="select-champion", **IO_RETRIES)
+# Retried on I/O failures: ``select_champion`` reuses the version and the decision a failed try
+# already recorded for this pipeline run. Its decision stays in memory (``persist_result``).
+@task(name="select-champion", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
 def select_task(
     prepared: lib.Prepared,
     results: list[lib.ModelResult],
@@ -107,7 +98,7 @@ def select_task(
     return lib.select_champion(Tracker(prepared.cfg.tracking), prepared, results, parent_run_id, refit)
 
 
-@task(name="batch-predict", **IO_RETRIES)
+@task(name="batch-predict", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
 def predict_task(
     cfg: Config, model_ref: str | None, input_path: str | None, output_path: str | None
 ) -> dict[str, Any]:

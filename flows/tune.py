@@ -1,7 +1,7 @@
 """The `tune` flow: hyper-parameter and architecture search over the config's `search` section.
 
 The library does the search (``forecasting.tuning.tune``); this flow only ingests through the
-cached ingest task and fans the trial workers out as tasks: on Dask when the config gives a Dask
+ingest task and fans the trial workers out as tasks: on Dask when the config gives a Dask
 address or asks for a local cluster (trials then run in parallel on the Dask workers against the
 shared study storage), else on a thread pool of ``search.n_workers``.
 """
@@ -21,7 +21,9 @@ from forecasting import tuning
 from forecasting.config import Config
 
 
-@task(name="tune-worker", task_run_name="tune-worker-{job.worker}", cache_policy=NO_CACHE)
+@task(
+    name="tune-worker", task_run_name="tune-worker-{job.worker}", cache_policy=NO_CACHE, persist_result=False
+)
 def worker_task(job: tuning.WorkerJob, threads: int) -> tuning.WorkerReport:
     _limit_threads(threads)
     return tuning.run_worker(job)

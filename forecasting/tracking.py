@@ -15,12 +15,15 @@ import io
 import json
 import math
 import os
+import ssl
 import subprocess
 import tempfile
 import threading
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from forecasting.config import TrackingConfig
-from forecasting.errors import TrackingError
+from forecasting.errors import TrackingError, TrackingUnavailableError
 from forecasting.interrupts import STOP, on_stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +88,87 @@ def open_local_store(cfg: TrackingConfig) -> bool:
     if not uri.startswith("sqlite:"):
         return False
     try:
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
+        open_store_once(uri)
     except Exception:  # the tracker reports it when the run starts
         return False
     return True
+
+
+# The SQL stores this process has opened (``open_store_once``), and the lock its threads share.
+_OPENED: set[str] = set()
+_OPENED_LOCK = threading.Lock()
+# pg_advisory_lock's key for the first opening of a PostgreSQL store: one fixed number for every
+# process of this project (advisory locks are per database, so stores do not wait on each other).
+_PG_OPEN_KEY = 0x666F7265636173  # "forecas"
+
+
+def open_store_once(uri: str) -> None:
+    """Open the MLflow stores (tracking and model registry) of a SQLite or PostgreSQL ``uri``
+    the first time this process uses it, one process at a time.
+
+    A store's first opening on a new database creates MLflow's tables and runs its migrations,
+    which MLflow does not guard against other processes: two ``forecast run`` starting on a new
+    store raced (``table _alembic_tmp_latest_metrics already exists``). Here the opening holds an
+    exclusive ``flock`` on ``<db path>.lock`` (SQLite) or a PostgreSQL advisory lock, so one
+    process migrates and the others wait, then find the tables made. Any other URI is left alone.
+    """
+    with _OPENED_LOCK:
+        if uri in _OPENED:
+            return
+        with ExitStack() as held:
+            if uri.startswith("sqlite:///") and ":memory:" not in uri:
+                import fcntl
+
+                db = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+                db.parent.mkdir(parents=True, exist_ok=True)
+                lock = held.enter_context(open(f"{db}.lock", "a"))
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            elif uri.startswith("postgresql"):
+                import sqlalchemy
+
+                engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+                held.callback(engine.dispose)
+                try:
+                    conn = held.enter_context(engine.connect())
+                except sqlalchemy.exc.OperationalError as err:
+                    raise TrackingUnavailableError(
+                        f"tracking database {engine.url!r} did not answer: {err.orig}; start it, "
+                        "or fix tracking.tracking_uri / MLFLOW_TRACKING_URI"
+                    ) from None
+                # A session lock: it ends with the connection, even if this process dies.
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_OPEN_KEY})
+            else:
+                return
+            client = MlflowClient(uri)  # MLflow keeps both stores open per URI for the process
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        _OPENED.add(uri)
+
+
+_PROBE_SECONDS = 5.0
+
+
+def check_server(uri: str) -> None:
+    """Fail in seconds when an http(s) tracking ``uri`` does not answer: MLflow's client retries
+    a refused connection for minutes (261 s seen) before it reports it. One ``GET /health`` (MLflow's
+    server answers ``OK``) without retries; any HTTP answer counts as reachable and is left to
+    MLflow. Any other URI is left alone."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_PROBE_SECONDS):
+            pass
+    except urllib.error.HTTPError:
+        return  # something answered: auth, a proxy's path... MLflow says what it is
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        if isinstance(reason, ssl.SSLError):
+            return  # it answered TLS: MLflow has its own certificate settings for it
+        raise TrackingUnavailableError(
+            f"tracking server {uri} is unreachable (GET /health, {_PROBE_SECONDS:.0f} s limit: "
+            f"{reason}); start it (mlflow server), fix tracking.tracking_uri or "
+            "MLFLOW_TRACKING_URI, or unset both to use the local SQLite store"
+        ) from None
 
 
 def _lost_a_race(err: MlflowException) -> bool:
@@ -267,6 +345,8 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
         self.uri, artifact_root = resolve_tracking_uri(cfg)
+        check_server(self.uri)  # a server that is down fails here, before any work starts
+        open_store_once(self.uri)  # a new SQL store: one process creates MLflow's tables
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         try:
@@ -361,8 +441,13 @@ class Tracker:
 
     # --- registry -----------------------------------------------------------------------------
     def register(self, model_uri: str, run_id: str, tags: Mapping[str, Any] | None = None) -> str:
-        """Register ``model_uri`` as a new version of the configured model; returns the version."""
+        """Register ``model_uri`` as a version of the configured model; returns the version.
+
+        Idempotent per pipeline run: a version already registered from ``run_id`` with the same
+        ``parent_run_id`` tag (a retried champion step) is returned instead of a new one.
+        """
         name = self.cfg.registered_model
+        tags = {k: str(v) for k, v in (tags or {}).items()}
         try:
             try:
                 self.client.get_registered_model(name)
@@ -370,13 +455,17 @@ class Tracker:
                 self.client.create_registered_model(
                     name, description="Forecasts chosen by validation score; alias 'champion' serves."
                 )
+            found = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+            same = [v for v in found if (v.tags or {}).get("parent_run_id") == tags.get("parent_run_id")]
+            if same:
+                return str(min(int(v.version) for v in same))
             # MLflow 3 logged models: `models:/m-<id>` URIs name the model id the server wants.
             model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
             version = self.client.create_model_version(
                 name,
                 source=model_uri,
                 run_id=run_id,
-                tags={k: str(v) for k, v in (tags or {}).items()},
+                tags=tags,
                 model_id=model_id,
             )
         except MlflowException as err:

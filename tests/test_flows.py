@@ -111,9 +111,7 @@ def test_io_failure_is_retried_then_succeeds(prefect_harness, tmp_path, monkeypa
         return real(cfg, data)
 
     monkeypatch.setattr(fp.lib, "prepare", flaky)
-    monkeypatch.setattr(
-        fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True)
-    )
+    monkeypatch.setattr(fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0))
     summary = fp.ingest(str(write_config(tmp_path, "retry")))
     assert calls["n"] == 2 and summary["series"] == 3
 
@@ -131,9 +129,7 @@ def test_validation_error_is_not_retried_and_names_the_error(prefect_harness, tm
         return real(cfg, data)
 
     monkeypatch.setattr(fp.lib, "prepare", counted)
-    monkeypatch.setattr(
-        fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0, refresh_cache=True)
-    )
+    monkeypatch.setattr(fp, "ingest_task", fp.ingest_task.with_options(retry_delay_seconds=0))
     state = fp.forecast_pipeline(str(path), return_state=True)
     assert state.is_failed()
     assert "NonNumericValueError" in state.message
@@ -259,3 +255,52 @@ def _wait_for_flow_run(api: str, run_id: str, timeout: float) -> str:
             return state
         time.sleep(2)
     return state
+
+
+def test_a_flow_run_writes_no_result_file(prefect_harness, tmp_path, monkeypatch):
+    """No task result of a flow run is persisted: Prefect persists results as cloudpickles, and a
+    file planted under the ingest cache's key ran code when the next run loaded it. Ingest ran
+    again for the second run (no cache), and the storage folder stays empty."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    storage = tmp_path / "storage"
+    path = write_config(tmp_path, "no-pickle", [{"name": "naive"}])
+    calls = {"n": 0}
+    real = fp.lib.prepare
+
+    def counted(cfg, data=None):
+        calls["n"] += 1
+        return real(cfg, data)
+
+    monkeypatch.setattr(fp.lib, "prepare", counted)
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        for _ in range(2):
+            assert fp.forecast_pipeline(str(path), predict=False)["decision"] is not None
+    assert calls["n"] == 2
+    written = [f for f in storage.rglob("*") if f.is_file()] if storage.exists() else []
+    assert written == []
+
+
+@pytest.mark.server
+def test_forecast_run_fails_fast_when_the_tracking_server_is_down(tmp_path):
+    """`forecast run` with MLFLOW_TRACKING_URI on a closed port: one line naming the error, no
+    traceback, a non-zero status, and no minutes of MLflow's HTTP retries (261 s seen) first."""
+    path = write_config(tmp_path, "unreachable", [{"name": "naive"}])
+    exe = Path(sys.executable).with_name("forecast")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+    }
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(exe), "run", str(path), "--no-predict"], capture_output=True, text=True, env=env, timeout=300
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TrackingUnavailableError: "), proc.stderr
+    assert env["MLFLOW_TRACKING_URI"] in lines[0]
+    assert elapsed < 120  # Prefect's local API and ingest included; MLflow's retries alone take 261 s
+    exp = MlflowClient().get_experiment_by_name("unreachable")
+    assert exp is None  # nothing went to the session's store either

@@ -270,3 +270,48 @@ def test_peak_rss_is_the_process_own_not_its_parents():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     child = float(out.stdout.strip())
     assert 50 < child < big.nbytes / 2**20 / 2, child
+
+
+@pytest.mark.slow
+def test_a_retried_champion_step_registers_once_and_decides_once(tmp_path, monkeypatch):
+    """The flow retries a failed champion step (I/O retries): the retry reuses the version the
+    failed try registered for this pipeline run and the decision it recorded, and sets the same
+    alias on it. It used to register a new version per try (4 versions for one run)."""
+    from forecasting.pipeline import select
+    from forecasting.tracking import Tracker
+
+    cfg = make_config(tmp_path, "retried-gate", [{"name": "naive"}])
+    trained = run_pipeline(cfg, select=False)
+    tracker = Tracker(cfg.tracking)
+    gated, aliases = [], []
+    real_gate, real_alias = select.gate_score, tracker.set_alias
+
+    def counted_gate(*args, **kwargs):
+        gated.append(1)
+        return real_gate(*args, **kwargs)
+
+    def flaky_alias(alias, version):
+        aliases.append((alias, version))
+        if len(aliases) == 1:
+            raise OSError("connection reset while setting the alias")
+        real_alias(alias, version)
+
+    monkeypatch.setattr(select, "gate_score", counted_gate)
+    monkeypatch.setattr(tracker, "set_alias", flaky_alias)
+    args = (tracker, trained.prepared, trained.results, trained.parent_run_id)
+    with pytest.raises(OSError):
+        select.select_champion(*args)
+    decision = select.select_champion(*args)  # the retry
+
+    client = MlflowClient()
+    name = cfg.tracking.registered_model
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [decision.version]
+    assert gated == [1]  # gated once: no incumbent, so one score, the candidate's
+    assert aliases == [("champion", decision.version)] * 2  # the same alias, the same version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == decision.version
+    tags = client.get_model_version(name, decision.version).tags
+    assert tags["decision"] == decision.alias == "champion"
+    assert tags["parent_run_id"] == trained.parent_run_id
+    assert float(tags["candidate_score"]) == decision.candidate_score
+    assert select.select_champion(*args) == decision  # and again: nothing moves, nothing is added
+    assert len(aliases) == 2 and gated == [1]

@@ -257,3 +257,85 @@ def test_code_version_is_read_once_per_process(monkeypatch):
 
     monkeypatch.setattr(tracking.subprocess, "run", no_more_git)
     assert code_version() == first
+
+
+# A process opening a store on first use: it says it is ready, then waits on a shared lock of the
+# gate file that the test holds exclusively, so every process is released at the same moment.
+_FIRST_USE = """
+import fcntl, sys
+from pathlib import Path
+from forecasting.config import TrackingConfig
+from forecasting.tracking import Tracker
+
+uri, gate, ready = sys.argv[1:]
+Path(ready).touch()
+with open(gate) as fh:
+    fcntl.flock(fh, fcntl.LOCK_SH)
+tracker = Tracker(TrackingConfig(tracking_uri=uri, experiment="first-use"))
+with tracker.run("first"):
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_store_at_once_all_succeed(sql_store, tmp_path):
+    """Four processes (four ``forecast run``) start on the same new store at the same moment: one
+    creates MLflow's tables, the others wait for it (``open_store_once``), and all of them log.
+    Without the lock MLflow's migrations raced and all but one failed (``duplicate column name``,
+    ``table _alembic_tmp_latest_metrics already exists``)."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    gate = tmp_path / "gate"
+    gate.touch()
+    ready = [tmp_path / f"ready-{i}" for i in range(4)]
+    with open(gate) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _FIRST_USE, sql_store[0], str(gate), str(flag)],
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for flag in ready
+        ]
+        deadline = time.monotonic() + 180
+        while not all(flag.exists() for flag in ready):  # every process has imported MLflow
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.05)
+    outcomes = [p.communicate(timeout=300) for p in procs]  # the gate opened: they race now
+    failures = [err[-2000:] for p, (_, err) in zip(procs, outcomes, strict=True) if p.returncode]
+    assert failures == []
+
+    client = mlflow.MlflowClient(sql_store[0])
+    experiment = client.get_experiment_by_name("first-use")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"] * 4
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "first-use"]
+    client.create_registered_model("works")  # the registry's tables are whole too
+
+
+def test_an_unreachable_tracking_server_fails_at_once(monkeypatch, mlflow_globals):
+    """A tracker on a server that does not answer raises the named error after one short probe,
+    before MLflow sends anything: its client retries a refused connection for minutes (261 s)."""
+    import time
+
+    import requests
+    from servers import free_port
+
+    from forecasting.errors import TrackingUnavailableError
+
+    sent = []
+    monkeypatch.setattr(requests.Session, "send", lambda self, request, **kw: sent.append(request.url))
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match=f"tracking server {uri} is unreachable"):
+        Tracker(TrackingConfig(tracking_uri=uri, experiment="down"))
+    assert time.monotonic() - start < 60  # one probe of at most 5 s, not MLflow's retry budget
+    assert sent == []  # MLflow's HTTP client was never used, so it never retried

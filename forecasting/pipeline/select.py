@@ -94,7 +94,11 @@ def select_champion(
     incumbent's evaluated model when the incumbent is a refit) on the same validation origins,
     through the same pyfunc path: rows neither of them trained on. The registered candidate is
     reloaded from the registry and smoke-tested before any alias moves; the decision and both
-    scores are tagged on the new version.
+    scores are tagged on the new version, then the alias is set.
+
+    Idempotent per pipeline run (``parent_run_id``), so the flow's retries are safe: a retry finds
+    the version the failed try registered (``Tracker.register``) and, once its decision is
+    tagged, returns that decision and sets the same alias again instead of gating a second time.
     """
     from forecasting import serving
 
@@ -112,8 +116,12 @@ def select_champion(
             "evaluation_run_id": best.run_id,
             "evaluation_model_uri": best.model_uri,
             "refit": refit is not None,
+            "parent_run_id": parent_run_id or "",
         },
     )
+    recorded = tracker.version_info(version).tags or {}
+    if "decision" in recorded:
+        return _recorded_decision(tracker, best, version, recorded)
     uri = f"models:/{tracker.cfg.registered_model}/{version}"
     candidate = serving.load_pyfunc(uri)
     origins = gate_origins(prepared)
@@ -134,7 +142,6 @@ def select_champion(
             inc_score = float("inf")
     wins = incumbent is None or cand_score < inc_score
     alias = "champion" if wins else "challenger"
-    tracker.set_alias(alias, version)
     tracker.tag_version(
         version,
         {
@@ -146,11 +153,40 @@ def select_champion(
             "gate_origins": len(origins),
             "selection_metric": metric,
             "selection_value": best.metrics[metric],
-            "parent_run_id": parent_run_id or "",
         },
     )
+    # "decision" last: a retry reads the full record once it is there (set with the other tags).
+    tracker.tag_version(version, {"decision": alias})
+    tracker.set_alias(alias, version)
     return ChampionDecision(
         best.name, version, alias, cand_score, incumbent, inc_score, metric, best.metrics[metric]
+    )
+
+
+def _recorded_decision(
+    tracker: Any, best: ModelResult, version: str, tags: dict[str, str]
+) -> ChampionDecision:
+    """The decision a previous try of this pipeline run's champion step tagged on ``version``;
+    its alias is set (again: the same version, so nothing moves) in case that try failed first."""
+    decision = tags["decision"]
+    if decision not in ("champion", "challenger"):
+        raise TrackingError(
+            f"version {version} of {tracker.cfg.registered_model} has the decision {decision!r} "
+            "from an earlier try of this pipeline run's champion step"
+        )
+    if tracker.alias_version(decision) != version:
+        tracker.set_alias(decision, version)
+    incumbent = tags.get("incumbent_version", "none")
+    inc_score = tags.get("incumbent_score", "none")
+    return ChampionDecision(
+        best.name,
+        version,
+        decision,
+        float(tags["candidate_score"]),
+        None if incumbent == "none" else incumbent,
+        None if inc_score == "none" else float(inc_score),
+        tags["selection_metric"],
+        float(tags["selection_value"]),
     )
 
 
