@@ -324,8 +324,6 @@ def test_processes_opening_a_new_store_at_once_all_succeed(sql_store, tmp_path):
 def test_an_unreachable_tracking_server_fails_at_once(monkeypatch, mlflow_globals):
     """A tracker on a server that does not answer raises the named error after one short probe,
     before MLflow sends anything: its client retries a refused connection for minutes (261 s)."""
-    import time
-
     import requests
     from servers import free_port
 
@@ -334,8 +332,6 @@ def test_an_unreachable_tracking_server_fails_at_once(monkeypatch, mlflow_global
     sent = []
     monkeypatch.setattr(requests.Session, "send", lambda self, request, **kw: sent.append(request.url))
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    start = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match=f"tracking server {uri} is unreachable"):
         Tracker(TrackingConfig(tracking_uri=uri, experiment="down"))
-    assert time.monotonic() - start < 60  # one probe of at most 5 s, not MLflow's retry budget
     assert sent == []  # MLflow's HTTP client was never used, so it never retried
