@@ -50,10 +50,16 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 
 from forecasting.data.windows import Windows
-from forecasting.errors import ModelLoadError
 from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.registry import register
-from forecasting.models.statistical import fit_series, resolve_season_length, training_series, window_params
+from forecasting.models.statistical import (
+    fit_series,
+    load_params,
+    resolve_season_length,
+    save_params,
+    training_series,
+    window_params,
+)
 
 _STATE_FILE = "ets.npz"
 _CHUNK = 64  # series whose window operators are built at once (bounds memory: ~0.5 MB per series)
@@ -276,17 +282,10 @@ class ETS(Forecaster):
         return int((1 + (p[:, TREND] > 0) + (p[:, TREND] == 2) + (p[:, SEASON] > 0)).sum())
 
     def _save_state(self, path: Path) -> None:
-        np.savez(path / _STATE_FILE, params=self.params_, season_length=np.int64(self.season_length_))
+        save_params(path, _STATE_FILE, self.params_, self.season_length_)
 
     def _load_state(self, path: Path) -> None:
-        try:
-            with np.load(path / _STATE_FILE, allow_pickle=False) as state:
-                self.params_ = state["params"]
-                self.season_length_ = int(state["season_length"])
-        except (OSError, KeyError, ValueError) as err:
-            raise ModelLoadError(f"{path}: unreadable ETS state {_STATE_FILE} ({err})") from None
-        if self.params_.shape != (len(self.series_), N_COLUMNS):
-            raise ModelLoadError(
-                f"{path}: ETS parameters of shape {self.params_.shape} do not match model.json"
-            )
+        self.params_, self.season_length_ = load_params(
+            path, _STATE_FILE, "ETS", len(self.series_), N_COLUMNS
+        )
         self.n_workers_ = 1

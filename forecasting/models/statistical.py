@@ -19,6 +19,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from forecasting.data.seasonality import season_length_for
 from forecasting.errors import (
     ConfigError,
     MissingValueError,
+    ModelLoadError,
     SeriesTooShortError,
     UnsortedTimestampsError,
     format_rows,
@@ -130,3 +132,21 @@ def window_params(
         params[i] = fit_window(y[i])
         group[i] = len(table) + j
     return params, group
+
+
+def save_params(path: Path, name: str, params: np.ndarray, season_length: int) -> None:
+    """A per-series family's state: its parameter rows and season, as NPZ ``name`` (no pickle)."""
+    np.savez(path / name, params=params, season_length=np.int64(season_length))
+
+
+def load_params(path: Path, name: str, family: str, n_series: int, n_columns: int) -> tuple[np.ndarray, int]:
+    """(parameter rows (S, P), season length) saved by ``save_params``; ``ModelLoadError`` when
+    the file is unreadable or does not match the model's series."""
+    try:
+        with np.load(path / name, allow_pickle=False) as state:
+            params, season_length = state["params"], int(state["season_length"])
+    except (OSError, KeyError, ValueError) as err:
+        raise ModelLoadError(f"{path}: unreadable {family} state {name} ({err})") from None
+    if params.shape != (n_series, n_columns):
+        raise ModelLoadError(f"{path}: {family} parameters of shape {params.shape} do not match model.json")
+    return params, season_length
