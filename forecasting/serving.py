@@ -30,6 +30,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,6 +317,13 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+# MLflow runs a models-from-code script with a mock ``dbutils`` module swapped into ``sys.modules``
+# and swapped back afterwards (``mlflow.models.utils._mock_dbutils``). Two threads doing it at once
+# (two models of a pipeline logged together) can restore each other's mock and leave it there for
+# good, and anything that reads ``sys.modules`` then breaks on it. One load or log at a time.
+CODE_MODEL_LOCK = threading.Lock()
+
+
 def log_pyfunc(bundle_dir: Path, input_example: pd.DataFrame, name: str = "model") -> str:
     """Log the bundle as an MLflow pyfunc (models from code) in the active run; returns its URI.
 
@@ -330,15 +338,16 @@ def log_pyfunc(bundle_dir: Path, input_example: pd.DataFrame, name: str = "model
         raise RuntimeError("log_pyfunc needs an active MLflow run (mlflow.start_run())")
     bundle_dir = Path(bundle_dir)
     output = load_bundle(bundle_dir).forecast(input_example, source="input example")
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(PYFUNC_SCRIPT),
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-        code_paths=[str(Path(__file__).parent)],
-        signature=infer_signature(input_example, output),
-        input_example=input_example,
-        pip_requirements=pip_requirements(),
-    )
+    with CODE_MODEL_LOCK:
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PYFUNC_SCRIPT),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=[str(Path(__file__).parent)],
+            signature=infer_signature(input_example, output),
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
+        )
     return info.model_uri
 
 
@@ -352,7 +361,8 @@ def load_pyfunc(model_uri: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        with CODE_MODEL_LOCK:
+            return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as err:
         raise ModelLoadError(f"cannot load model {model_uri!r}: {err.message}") from None
 

@@ -607,3 +607,30 @@ def test_forecast_predict_to_an_unwritable_path_exits_2(logged, tracking, histor
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: OutputPathError: ") and str(out) in err, err
+
+
+def test_loading_models_in_threads_leaves_no_mock_module_behind(logged):
+    """MLflow swaps a mock ``dbutils`` into ``sys.modules`` while a models-from-code script runs;
+    loads in several threads at once (a pipeline's models are logged concurrently) must not leave
+    one behind (hypothesis, for one, reads every module's ``__file__`` and broke on it)."""
+    import sys
+    import threading
+
+    from forecasting import serving
+
+    errors = []
+
+    def load_some() -> None:
+        try:
+            for _ in range(3):
+                serving.load_pyfunc(logged["uri"])
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=load_some) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert "dbutils" not in sys.modules
