@@ -145,7 +145,6 @@ def select_champion(
     tracker.tag_version(
         version,
         {
-            "decision": alias,
             "candidate_score": cand_score,
             "incumbent_version": incumbent or "none",
             "incumbent_score": "none" if inc_score is None else inc_score,
