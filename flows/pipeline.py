@@ -163,7 +163,7 @@ def _train_models(cfg: Config) -> lib.TrainModels:
         futures = [train_task.submit(job, threads) for job in jobs]
         return [f.result() for f in futures]
 
-    @flow(name="train-models", task_runner=task_runner_for(cfg))
+    @flow(name="train-models", task_runner=task_runner_for(cfg), persist_result=False)
     def train_models(
         prepared: lib.Prepared, parent_run_id: str, tags: dict[str, str]
     ) -> list[lib.ModelResult]:
@@ -211,7 +211,7 @@ def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
 # --- flows ----------------------------------------------------------------------------------
 # Every flow takes ``config_path`` (what a deployment passes) or an already parsed ``config``
 # (what the CLI passes: it parses the file once, before any flow starts).
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", log_prints=True, persist_result=False)
 def ingest(
     config_path: str | None = None,
     data_path: str | None = None,
@@ -222,7 +222,7 @@ def ingest(
     return prepared_for(flow_config(config, config_path, overrides, data_path)).data.summary()
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", log_prints=True, persist_result=False)
 def train(
     config_path: str | None = None,
     data_path: str | None = None,
@@ -233,7 +233,7 @@ def train(
     return _pipeline(flow_config(config, config_path, overrides, data_path), select=False)["leaderboard"]
 
 
-@flow(name="select_champion", log_prints=True)
+@flow(name="select_champion", log_prints=True, persist_result=False)
 def select_champion(
     config_path: str | None,
     parent_run_id: str,
@@ -254,7 +254,7 @@ def select_champion(
     return lib.asdict(select_task(prepared, results, parent_run_id, refit))
 
 
-@flow(name="batch_predict", log_prints=True)
+@flow(name="batch_predict", log_prints=True, persist_result=False)
 def batch_predict(
     config_path: str | None = None,
     model: str | None = None,
@@ -272,14 +272,14 @@ def _predict(
 ) -> dict[str, Any]:
     """The prediction task on the configured runner (a Dask worker when one is configured)."""
 
-    @flow(name="batch-predict-run", task_runner=task_runner_for(cfg))
+    @flow(name="batch-predict-run", task_runner=task_runner_for(cfg), persist_result=False)
     def on_runner() -> dict[str, Any]:
         return predict_task.submit(cfg, model, input_path, output_path).result()
 
     return on_runner()
 
 
-@flow(name="forecast_pipeline", log_prints=True)
+@flow(name="forecast_pipeline", log_prints=True, persist_result=False)
 def forecast_pipeline(
     config_path: str | None = None,
     data_path: str | None = None,

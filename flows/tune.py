@@ -37,7 +37,7 @@ def _runner_and_threads(cfg: Config) -> tuple[Any, int]:
     return ThreadPoolTaskRunner(max_workers=workers), threads
 
 
-@flow(name="tune", log_prints=True)
+@flow(name="tune", log_prints=True, persist_result=False)
 def tune(
     config_path: str | None = None,
     data_path: str | None = None,
@@ -50,7 +50,7 @@ def tune(
     tuning.check_search(cfg)  # a bad search section fails before ingest and before any run
     runner, threads = _runner_and_threads(cfg)
 
-    @flow(name="tune-trials", task_runner=runner)
+    @flow(name="tune-trials", task_runner=runner, persist_result=False)
     def fan_out(jobs: list[tuning.WorkerJob]) -> list[tuning.WorkerReport]:
         futures = [worker_task.submit(job, threads) for job in jobs]
         return [f.result() for f in futures]

@@ -152,6 +152,31 @@ def test_no_import_cycles(graph):
     assert cycles == []
 
 
+PICKLING = ("pickle", "cloudpickle", "dill", "joblib", "concurrent.futures", "multiprocessing.pool")
+
+
+def test_nothing_executes_data(graph):
+    """No module pickles (no pickle module, no process pool that pickles its arguments), every
+    ``torch.load`` passes ``weights_only=True`` and every ``np.load`` ``allow_pickle=False``, and
+    no Prefect task or flow persists its result (Prefect persists results as cloudpickles)."""
+    offenders = {name: sorted(m for m in imports if _matches(m, PICKLING)) for name, imports in graph.items()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    unsafe = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            call = ast.unparse(node.func)
+            kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            if call == "torch.load" and kwargs.get("weights_only") != "True":
+                unsafe.append((name, node.lineno, call))
+            if call in ("np.load", "numpy.load") and kwargs.get("allow_pickle") != "False":
+                unsafe.append((name, node.lineno, call))
+            if call in ("task", "flow") and kwargs.get("persist_result") != "False":
+                unsafe.append((name, node.lineno, call))
+    assert unsafe == []
+
+
 def test_column_names_are_defined_once():
     names = {"SERIES", "TIME", "TARGET"}
     defined = []

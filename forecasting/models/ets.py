@@ -260,7 +260,7 @@ class ETS(Forecaster):
         )
         ys = training_series(train, self.name)
         self.params_, self.n_workers_ = fit_series(
-            select_ets, ys, s.n_jobs, s.parallel_above, season_length=self.season_length_, trends=s.trends
+            "ets", ys, s.n_jobs, s.parallel_above, season_length=self.season_length_, trends=list(s.trends)
         )
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:

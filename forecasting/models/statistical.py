@@ -2,23 +2,26 @@
 their season length, fitting many series in parallel, and the parameters of each window.
 
 A local family fits one small parameter vector per training series with a function
-``fit_one(y, **options) -> (P,) float64`` defined at module level. ``fit_series`` runs it over
-every series, serially for a few series and in worker processes above ``parallel_above``: the
-workers receive chunks of plain float64 arrays and return plain arrays (no model crosses a process
-boundary). Worker processes are started with ``spawn``: forking a process that already runs threads
-(torch, Prefect, MLflow) can deadlock. Inside a daemonic process (a Dask or multiprocessing worker:
-the task runner is already parallel) no child process may start, so the fit stays serial there.
-As with any ``spawn`` pool, a script that fits many series must guard its top level with
-``if __name__ == "__main__":`` (workers import the main module).
+``fit_one(y, **options) -> (P,) float64``, named in ``FITTERS``. ``fit_series`` runs it over
+every series, serially for a few series and in worker processes above ``parallel_above``. Nothing
+crosses a process boundary as a pickle: a worker is this module run as a program
+(``python -m forecasting.models.statistical``) that reads its series from an NPZ file (loaded with
+``allow_pickle=False``), takes the fitter's *name* and its options as JSON on its command line, and
+writes its parameter rows to another NPZ file. Inside a daemonic process (a Dask or
+multiprocessing worker: the task runner is already parallel) the fit stays serial.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.seasonality import season_length_for
 from forecasting.errors import (
     ConfigError,
+    ForecastingError,
     MissingValueError,
     ModelLoadError,
     SeriesTooShortError,
@@ -37,6 +41,8 @@ from forecasting.errors import (
 )
 
 FitOne = Callable[..., np.ndarray]
+# The fitters a worker process may run, by family name (a name travels to it, never code).
+FITTERS = {"ets": "forecasting.models.ets:select_ets", "theta": "forecasting.models.theta:fit_theta"}
 MIN_ROWS = 10  # the fewest training rows a local model is fitted on
 _CHUNKS_PER_WORKER = 4  # several chunks per process even out series of unequal cost
 
@@ -85,33 +91,68 @@ def resolve_season_length(family: str, setting: int | None, freq: str | None, lo
 
 
 def fit_series(
-    fit_one: FitOne,
+    family: str,
     ys: Sequence[np.ndarray],
     n_jobs: int | None,
     parallel_above: int,
     **options: Any,
 ) -> tuple[np.ndarray, int]:
-    """``fit_one(y, **options)`` for every series: returns ((S, P) float64, worker processes used).
+    """``FITTERS[family](y, **options)`` for every series: ((S, P) float64, worker processes used).
 
-    Serial when there are at most ``parallel_above`` series, when ``n_jobs`` is 1 or when this
-    process may not start children; otherwise chunks of series go to ``n_jobs`` processes (None:
-    every core). The result does not depend on the number of workers.
+    Serial when there are at most ``parallel_above`` series, when ``n_jobs`` is 1 or in a daemonic
+    process; otherwise chunks of series go to ``n_jobs`` worker processes (None: every core),
+    chunk ``k`` to worker ``k % workers``. ``options`` must be JSON. The result does not depend on
+    the number of workers.
     """
+    fit_one = _fitter(family)
     workers = min(n_jobs or available_cores(), len(ys))
     if workers <= 1 or len(ys) <= parallel_above or multiprocessing.current_process().daemon:
         return fit_chunk(fit_one, list(ys), options), 1
     n_chunks = min(len(ys), workers * _CHUNKS_PER_WORKER)
     bounds = np.linspace(0, len(ys), n_chunks + 1).astype(int)
-    chunks = [list(ys[a:b]) for a, b in itertools.pairwise(bounds)]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        parts = list(pool.map(fit_chunk, [fit_one] * len(chunks), chunks, [options] * len(chunks)))
+    with tempfile.TemporaryDirectory(prefix=f"{family}-fit-") as tmp:
+        folder = Path(tmp)
+        for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+            chunk = list(ys[a:b])
+            offsets = np.concatenate([[0], np.cumsum([len(y) for y in chunk])]).astype(np.int64)
+            np.savez(folder / f"in-{k}.npz", y=np.concatenate(chunk), offsets=offsets)
+        processes = []
+        for w in range(workers):
+            mine = [str(k) for k in range(w, n_chunks, workers)]
+            command = [sys.executable, "-m", __name__, family, json.dumps(options), str(folder), *mine]
+            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        errors = [p.communicate()[1] for p in processes]
+        failed = [err for p, err in zip(processes, errors, strict=True) if p.returncode]
+        if failed:
+            tail = failed[0].decode(errors="replace").strip().splitlines()[-1:] or ["(no message)"]
+            raise ForecastingError(f"{family}: a worker fitting series failed: {tail[0]}")
+        parts = [_load_rows(folder / f"out-{k}.npz") for k in range(n_chunks)]
     return np.concatenate(parts), workers
 
 
 def fit_chunk(fit_one: FitOne, ys: list[np.ndarray], options: dict[str, Any]) -> np.ndarray:
-    """One worker's share: the stacked parameter vectors of its series (runs in the worker)."""
+    """The stacked parameter vectors of ``ys`` (what one worker computes for one chunk)."""
     return np.stack([fit_one(y, **options) for y in ys])
+
+
+def _fitter(family: str) -> FitOne:
+    module, _, name = FITTERS[family].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _load_rows(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as out:
+        return out["params"]
+
+
+def _work(family: str, options: str, folder: str, chunks: list[str]) -> None:
+    """A worker process: fit the series of each chunk file, write its rows beside it."""
+    fit_one, opts = _fitter(family), json.loads(options)
+    for k in chunks:
+        with np.load(Path(folder) / f"in-{k}.npz", allow_pickle=False) as data:
+            y, offsets = data["y"], data["offsets"]
+        ys = [y[a:b] for a, b in itertools.pairwise(offsets)]
+        np.savez(Path(folder) / f"out-{k}.npz", params=fit_chunk(fit_one, ys, opts))
 
 
 def window_params(
@@ -150,3 +191,7 @@ def load_params(path: Path, name: str, family: str, n_series: int, n_columns: in
     if params.shape != (n_series, n_columns):
         raise ModelLoadError(f"{path}: {family} parameters of shape {params.shape} do not match model.json")
     return params, season_length
+
+
+if __name__ == "__main__":  # a worker of ``fit_series``
+    _work(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])

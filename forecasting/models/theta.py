@@ -169,7 +169,7 @@ class Theta(Forecaster):
         )
         ys = training_series(train, self.name)
         self.params_, self.n_workers_ = fit_series(
-            fit_theta, ys, s.n_jobs, s.parallel_above, season_length=self.season_length_
+            "theta", ys, s.n_jobs, s.parallel_above, season_length=self.season_length_
         )
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
