@@ -41,23 +41,15 @@ Series the model has not seen are fitted (selection included) on the window's ow
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 
-from forecasting.data.windows import Windows
-from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.registry import register
 from forecasting.models.statistical import (
-    fit_series,
-    load_params,
-    resolve_season_length,
-    save_params,
-    training_series,
+    PerSeriesForecaster,
     window_params,
 )
 
@@ -236,7 +228,7 @@ def ets_forecast(
 
 # --- the model -------------------------------------------------------------------------------------
 @register
-class ETS(Forecaster):
+class ETS(PerSeriesForecaster):
     """Auto ETS per series (statsmodels ETSModel, AICc); windows forecast in closed form.
 
     Series not seen in training are fitted (selection included) on their window at prediction
@@ -246,22 +238,11 @@ class ETS(Forecaster):
 
     name = "ets"
     Settings = ETSSettings
+    state_file = _STATE_FILE
+    n_columns = N_COLUMNS
 
-    def _fit(
-        self,
-        train: pd.DataFrame,
-        train_windows: Windows,
-        val_windows: Windows | None,
-        callbacks: list[EpochCallback],
-    ) -> None:
-        s = self.settings
-        self.season_length_ = resolve_season_length(
-            self.name, s.season_length, self.freq_, self.spec.lookback
-        )
-        ys = training_series(train, self.name)
-        self.params_, self.n_workers_ = fit_series(
-            "ets", ys, s.n_jobs, s.parallel_above, season_length=self.season_length_, trends=list(s.trends)
-        )
+    def fit_options(self) -> dict[str, Any]:
+        return {"trends": list(self.settings.trends)}
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         y = np.asarray(batch["y"], dtype=np.float64)  # (N, L)
@@ -280,12 +261,3 @@ class ETS(Forecaster):
             return 0
         p = self.params_
         return int((1 + (p[:, TREND] > 0) + (p[:, TREND] == 2) + (p[:, SEASON] > 0)).sum())
-
-    def _save_state(self, path: Path) -> None:
-        save_params(path, _STATE_FILE, self.params_, self.season_length_)
-
-    def _load_state(self, path: Path) -> None:
-        self.params_, self.season_length_ = load_params(
-            path, _STATE_FILE, "ETS", len(self.series_), N_COLUMNS
-        )
-        self.n_workers_ = 1

@@ -23,13 +23,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.seasonality import season_length_for
+from forecasting.data.windows import Windows
 from forecasting.errors import (
     ConfigError,
     ForecastingError,
@@ -39,6 +40,7 @@ from forecasting.errors import (
     UnsortedTimestampsError,
     format_rows,
 )
+from forecasting.models.base import EpochCallback, Forecaster
 
 FitOne = Callable[..., np.ndarray]
 # The fitters a worker process may run, by family name (a name travels to it, never code).
@@ -191,6 +193,48 @@ def load_params(path: Path, name: str, family: str, n_series: int, n_columns: in
     if params.shape != (n_series, n_columns):
         raise ModelLoadError(f"{path}: {family} parameters of shape {params.shape} do not match model.json")
     return params, season_length
+
+
+class PerSeriesForecaster(Forecaster):
+    """A family of one parameter row per training series, fitted by ``FITTERS[name]`` (through
+    ``fit_series``) and saved as NPZ. A family sets ``state_file`` and ``n_columns`` and writes
+    ``_predict_windows``; ``fit_options`` adds its own fitter options to the season length.
+    Its settings carry ``season_length``, ``n_jobs`` and ``parallel_above``."""
+
+    state_file: ClassVar[str] = ""
+    n_columns: ClassVar[int] = 0
+    params_: np.ndarray | None = None  # (S, n_columns) one row per training series
+    season_length_: int = 1
+    n_workers_: int = 1  # worker processes the fit used
+
+    def fit_options(self) -> dict[str, Any]:
+        """The fitter's options beyond the season length (JSON: they travel to the workers)."""
+        return {}
+
+    def _fit(
+        self,
+        train: pd.DataFrame,
+        train_windows: Windows,
+        val_windows: Windows | None,
+        callbacks: list[EpochCallback],
+    ) -> None:
+        s = self.settings
+        self.season_length_ = resolve_season_length(
+            self.name, s.season_length, self.freq_, self.spec.lookback
+        )
+        ys = training_series(train, self.name)
+        self.params_, self.n_workers_ = fit_series(
+            self.name, ys, s.n_jobs, s.parallel_above, season_length=self.season_length_, **self.fit_options()
+        )
+
+    def _save_state(self, path: Path) -> None:
+        save_params(path, self.state_file, self.params_, self.season_length_)
+
+    def _load_state(self, path: Path) -> None:
+        self.params_, self.season_length_ = load_params(
+            path, self.state_file, type(self).__name__, len(self.series_), self.n_columns
+        )
+        self.n_workers_ = 1
 
 
 if __name__ == "__main__":  # a worker of ``fit_series``

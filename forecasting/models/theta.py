@@ -26,23 +26,15 @@ A multiplicative window that is not strictly positive falls back to the additive
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 
-from forecasting.data.windows import Windows
-from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.registry import register
 from forecasting.models.statistical import (
-    fit_series,
-    load_params,
-    resolve_season_length,
-    save_params,
-    training_series,
+    PerSeriesForecaster,
     window_params,
 )
 
@@ -146,7 +138,7 @@ def theta_forecast(
 
 # --- the model -------------------------------------------------------------------------------------
 @register
-class Theta(Forecaster):
+class Theta(PerSeriesForecaster):
     """The Theta method per series (statsmodels ThetaModel); windows forecast vectorised.
 
     Series not seen in training are fitted on their window at prediction time, so
@@ -155,22 +147,8 @@ class Theta(Forecaster):
 
     name = "theta"
     Settings = ThetaSettings
-
-    def _fit(
-        self,
-        train: pd.DataFrame,
-        train_windows: Windows,
-        val_windows: Windows | None,
-        callbacks: list[EpochCallback],
-    ) -> None:
-        s = self.settings
-        self.season_length_ = resolve_season_length(
-            self.name, s.season_length, self.freq_, self.spec.lookback
-        )
-        ys = training_series(train, self.name)
-        self.params_, self.n_workers_ = fit_series(
-            "theta", ys, s.n_jobs, s.parallel_above, season_length=self.season_length_
-        )
+    state_file = _STATE_FILE
+    n_columns = N_COLUMNS
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         y = np.asarray(batch["y"], dtype=np.float64)  # (N, L)
@@ -183,12 +161,3 @@ class Theta(Forecaster):
     def n_params(self) -> int:
         """alpha per series (the slope, level and seasonal indices come from each window)."""
         return len(self.params_) if self.fitted_ else 0
-
-    def _save_state(self, path: Path) -> None:
-        save_params(path, _STATE_FILE, self.params_, self.season_length_)
-
-    def _load_state(self, path: Path) -> None:
-        self.params_, self.season_length_ = load_params(
-            path, _STATE_FILE, "Theta", len(self.series_), N_COLUMNS
-        )
-        self.n_workers_ = 1
