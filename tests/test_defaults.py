@@ -133,6 +133,15 @@ def test_too_short_to_score_is_still_a_named_error(tmp_path):
         prepare(cfg)
 
 
+def test_pad_short_false_refuses_a_short_series_instead(tmp_path):
+    path = _csv(tmp_path, {"a": 300, "tiny": 20})
+    padded = prepare(_config(path, split={"method": "counts"}, window={"horizon": 4}))
+    assert padded.padded.to_dict() == {"tiny": 48}
+    strict = _config(path, split={"method": "counts"}, window={"horizon": 4, "pad_short": False})
+    with pytest.raises(SeriesTooShortError, match="'tiny'"):
+        prepare(strict)
+
+
 def test_validation_is_scored_per_fold_over_the_last_horizons(tmp_path):
     """Counts split, K = 3 validation horizons: the validation origins fall in 3 blocks of one
     horizon each, the most recent last; each model logs the MSE of every block beside val_mse."""

@@ -79,3 +79,24 @@ def test_a_refit_sees_rows_the_evaluated_model_never_did(tmp_path):
     data: IngestResult = prepared.data
     expected = fit_data_scaler(data.frame, data)
     pd.testing.assert_frame_equal(scaler.mean, expected.mean)
+
+
+@pytest.mark.slow
+def test_selection_refit_false_registers_the_evaluated_model(tmp_path):
+    from mlflow import MlflowClient
+
+    from forecasting.pipeline import run_pipeline
+
+    cfg = _level_shift_config(tmp_path, [{"name": "naive"}, {"name": "ar"}])
+    tracking = cfg.tracking.model_copy(update={"experiment": "no-refit", "registered_model": "no-refit"})
+    selection = cfg.selection.model_copy(update={"refit": False})
+    cfg = cfg.model_copy(update={"selection": selection, "tracking": tracking})
+    result = run_pipeline(cfg)
+    best = min(result.results, key=lambda r: r.metrics["val_mse"])
+    champion = MlflowClient().get_model_version_by_alias("no-refit", "champion")
+    assert result.refit is None and champion.run_id == best.run_id and champion.tags["refit"] == "False"
+    children = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("no-refit").experiment_id],
+        f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+    )
+    assert sorted(r.info.run_name for r in children) == ["ar", "naive"]

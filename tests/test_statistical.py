@@ -71,7 +71,9 @@ def test_ets_chooses_the_structure_of_each_series_and_beats_naive(rng: np.random
     chosen = dict(zip(model.series_, model.params_[:, [TREND, SEASON]].tolist(), strict=True))
     assert chosen["season"][1] == 1  # seasonal
     assert chosen["level"] == [0, 0]  # a local level: no trend, no season
-    assert chosen["trend"][0] > 0 and chosen["trend"][1] == 0  # trended, not seasonal
+    assert chosen["trend"][0] == 2 and chosen["trend"][1] == 0  # damped trend (the default forms)
+    forms = ETS(ETSSettings(season_length=12, trends=("none",)), spec=SPEC).fit(train).params_[:, TREND]
+    assert (forms == 0).all()  # `trends` limits the forms tried
     naive = Naive(spec=SPEC).fit(train)
     windows = model.make_windows(test)
     ets_score, _ = evaluate_windows(model, windows, scaler)
