@@ -94,7 +94,7 @@ def test_error_names_the_offending_row_and_column(etth1, tmp_path, capsys):
     path = _write(tmp_path, _breakers()["text_in_target"][1](etth1.copy()))
     assert main(["validate", str(DEMO), "--data", str(path)]) == 2
     line = capsys.readouterr().err
-    assert "'OT'" in line and "row 30" in line and "hot" in line
+    assert "'OT'" in line and "row 30" in line and "text of 3 characters" in line and "hot" not in line
 
 
 def test_validate_good_data_prints_summary(capsys):

@@ -5,7 +5,9 @@ Canonical frame: one row per (series_id, t), sorted by series id then time, colu
 is set), ``y`` (float64), then the covariates in config order (float64). Nothing here writes
 anywhere; the input file is only read. Every problem is a named ``InputValidationError`` that
 says what, where and what to do. Row numbers in messages count data rows from 0 (the header is
-not a row), as in ``pandas.read_csv``.
+not a row), as in ``pandas.read_csv``. Messages quote column names, series ids, row numbers and
+parsed timestamps (they say where), never a cell's text: a bad cell is described ("text of 12
+characters"), not echoed, since the file may hold anything.
 
 Checks run in this order, and the first failure raises: file and header; columns; series ids;
 timestamps; numeric values; duplicate timestamps (and series mixed without an id column); time
@@ -23,6 +25,7 @@ import json
 import re
 import stat
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,13 @@ RESERVED = (SERIES, TIME, TARGET, ROW)  # columns of the canonical frame a covar
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 _HAS_TZ = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _NAN_WORDS = ["", "nan", "na", "n/a", "null", "none", "<na>"]
+_INF_WORDS = ["inf", "infinity"]  # after a sign: what pandas and float() read as infinity
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+# Headers wider than this are read column by column as configured (``usecols``): a 100,000-column
+# file then costs the columns the config names, not 100,000 of them.
+WIDE_HEADER = 1_000
+_CHUNK = 1 << 20  # bytes read at a time when a file is scanned
 # The largest magnitude a target or covariate may have. Models compute in float32 (max ~3.4e38) and
 # the scaler sums squares per series in float64: 1e30 leaves both finite with room to spare.
 MAX_ABS_VALUE = 1e30
@@ -132,19 +142,17 @@ def read_table(
 
     ``text_columns`` are read from CSV as text, so that ids such as ``007`` keep their zeros.
     ``columns`` are the column names the caller configured: messages quote those, never other
-    header text (the file may be anything, e.g. ``/etc/passwd`` read as CSV).
+    header text (the file may be anything, e.g. ``/etc/passwd`` read as CSV). Of a CSV header
+    wider than ``WIDE_HEADER`` only those columns are read (see ``_read_csv``).
     """
     path = Path(path)
     _check_regular_file(path)
     kind = _detect_format(path, fmt)
     if kind == "csv":
+        _check_no_nul(path)
         header = _csv_header(path)
         _check_duplicate_columns(header, path, [*columns, *text_columns])
-        dtype = {c: "str" for c in text_columns if c in header}
-        try:
-            frame = pd.read_csv(path, low_memory=False, dtype=dtype or None)
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
-            raise UnreadableFileError(f"cannot parse {str(path)!r} as CSV: {_describe(err)}") from None
+        frame = _read_csv(path, header, columns, text_columns)
     else:
         try:
             import pyarrow.parquet as pq
@@ -188,6 +196,124 @@ def _check_regular_file(path: Path) -> None:
             pass
     except OSError as err:
         raise UnreadableFileError(f"data file {str(path)!r} cannot be read: {_reason(err)}") from None
+
+
+def _check_no_nul(path: Path) -> None:
+    """NUL bytes are never CSV text: a binary file, UTF-16 text, or a block of zeros left by a crash.
+
+    One pass over the bytes, a megabyte at a time; for ``/dev/zero``-like files it stops at once.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    line, utf16 = 1, False
+    try:
+        with opener(path, "rb") as fh:
+            first = True
+            while chunk := fh.read(_CHUNK):
+                if first:
+                    utf16, first = chunk.startswith((b"\xff\xfe", b"\xfe\xff")), False
+                at = chunk.find(b"\0")
+                if at >= 0:
+                    line += chunk.count(b"\n", 0, at)
+                    break
+                line += chunk.count(b"\n")
+            else:
+                return
+    except (OSError, EOFError, zlib.error):
+        return  # not gzip, truncated...: reading the header names what is wrong
+    if utf16:
+        raise UnreadableFileError(f"data file {str(path)!r} is UTF-16 text, not UTF-8: save it as UTF-8 CSV")
+    if line == 1:
+        raise UnreadableFileError(
+            f"data file {str(path)!r} is not CSV text: its first line holds a NUL byte (a binary "
+            "file?); give a CSV or Parquet file"
+        )
+    raise UnreadableFileError(
+        f"data file {str(path)!r} holds a NUL byte at line {line} (data row {line - 2}): not CSV "
+        "text; the file is damaged (e.g. a block of zeros left by a crash): repair or re-export it"
+    )
+
+
+def _read_csv(
+    path: Path, header: list[str], columns: Sequence[str], text_columns: Sequence[str]
+) -> pd.DataFrame:
+    """The table; of a header wider than ``WIDE_HEADER``, only the configured columns (and any
+    that differ from one only in case), with the header's width in ``attrs["columns_in_file"]``.
+
+    Text that overflows a float (``1e309``) reads as infinity: such columns are read again as text,
+    so that ``_to_numeric`` can tell ``1e309`` (out of range) from ``inf``.
+    """
+    wanted = {*columns, *text_columns}
+    usecols = None
+    if wanted and len(header) > WIDE_HEADER:
+        _check_field_counts(path, len(header))  # pandas checks no row against the header with usecols
+        folded = {c.casefold() for c in wanted}
+        usecols = [i for i, c in enumerate(header) if c in wanted or c.casefold() in folded] or [0]
+    dtype = {c: "str" for c in text_columns if c in header}
+    frame = _parse_csv(path, usecols, dtype)
+    infinite = [
+        c
+        for c in frame.columns
+        if (str(c) in wanted or not wanted)
+        and frame[c].dtype.kind == "f"
+        and np.isinf(frame[c].to_numpy()).any()
+    ]
+    if infinite:
+        frame[infinite] = _parse_csv(path, usecols, {**dtype, **{c: "str" for c in infinite}})[infinite]
+    if usecols is not None:
+        frame.attrs["columns_in_file"] = len(header)
+    return frame
+
+
+def _parse_csv(path: Path, usecols: list[int] | None, dtype: dict[str, str]) -> pd.DataFrame:
+    # Selected columns of a wide file are parsed in chunks (low_memory): all at once, pandas keeps
+    # a pointer for every field of every column. A column whose chunks differ in type comes back as
+    # objects, which the checks read as any other text; pandas' warning about it is not for users.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            return pd.read_csv(path, low_memory=usecols is not None, usecols=usecols, dtype=dtype or None)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
+        raise UnreadableFileError(f"cannot parse {str(path)!r} as CSV: {_describe(err)}") from None
+
+
+def _check_field_counts(path: Path, width: int) -> None:
+    """A row with more fields than the header shifts its cells; ``pandas.read_csv`` refuses one
+    unless it reads selected columns, so check it here: by counting commas while the file has no
+    quotes (a wide numeric table), else with the ``csv`` module (about 60 MB/s)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            line, row, tail = 0, -1, b""  # row -1: the header
+            while chunk := fh.read(_CHUNK):
+                if b'"' in chunk:
+                    break
+                *lines, tail = (tail + chunk).split(b"\n")
+                for text in lines:
+                    line += 1
+                    if text.strip(b"\r"):  # pandas skips blank lines
+                        _refuse_long_row(path, text.count(b",") + 1, width, line, row)
+                        row += 1
+            else:
+                if tail.strip(b"\r"):
+                    _refuse_long_row(path, tail.count(b",") + 1, width, line + 1, row)
+                return
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            row = 0
+            for fields in reader:
+                _refuse_long_row(path, len(fields), width, reader.line_num, row)
+                row += bool(fields)
+    except (UnicodeDecodeError, OSError, csv.Error, EOFError) as err:
+        raise UnreadableFileError(f"cannot parse {str(path)!r} as CSV: {_describe(err)}") from None
+
+
+def _refuse_long_row(path: Path, fields: int, width: int, line: int, row: int) -> None:
+    if fields > width:
+        raise UnreadableFileError(
+            f"cannot parse {str(path)!r} as CSV: line {line} (data row {row}) has {fields} fields, "
+            f"the header {width}"
+        )
 
 
 def _reason(err: OSError) -> str:
@@ -250,8 +376,8 @@ def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -
         raise EmptyDataError(f"{source} has no data rows")
     columns = [str(c) for c in raw.columns]
     _check_duplicate_columns(columns, source, _configured(cfg))
+    _check_columns(raw, cfg, source)
     frame = raw.set_axis(columns, axis=1).reset_index(drop=True)
-    _check_columns(frame, cfg, source)
     _check_reserved(cfg, source)
     rows = pd.Series(np.arange(len(frame)))
 
@@ -298,11 +424,12 @@ def _check_columns(raw: pd.DataFrame, cfg: DataConfig, source: str) -> None:
     header: the file may not be a table at all (``/etc/passwd`` read as CSV has a one-column
     'header' that is its first line)."""
     present = {str(c) for c in raw.columns}
+    width = int(raw.attrs.get("columns_in_file", len(present)))  # a wide CSV: only configured read
     required = [cfg.time_column, *cfg.targets] + ([cfg.id_column] if cfg.id_column else [])
     missing = [c for c in required if c not in present]
     if missing:
         raise MissingColumnError(
-            f"{source}: column {names(missing)} not found ({_what_is_there(present, missing)}); "
+            f"{source}: column {names(missing)} not found ({_what_is_there(present, missing, width)}); "
             "check data.time_column, data.target and data.id_column"
         )
     absent = [c for c in cfg.covariates if c not in present]
@@ -310,17 +437,17 @@ def _check_columns(raw: pd.DataFrame, cfg: DataConfig, source: str) -> None:
         roles = ", ".join(f"{c!r} ({cfg.covariates[c]})" for c in absent)
         raise CovariateNotFoundError(
             f"{source}: covariate {roles} is declared in data.covariates but not in the data "
-            f"({_what_is_there(present, absent)})"
+            f"({_what_is_there(present, absent, width)})"
         )
 
 
-def _what_is_there(present: set[str], missing: Sequence[str]) -> str:
+def _what_is_there(present: set[str], missing: Sequence[str], width: int) -> str:
     """``the data has 8 columns`` and, for a missing name that a column matches but for case, that
     column (the user's own name, differently cased: nothing else of the header is quoted)."""
     folded = {c.casefold(): c for c in present}
     near = [folded[m.casefold()] for m in missing if m.casefold() in folded]
     hint = f"; {names(near)} differ(s) only in case" if near else ""
-    return f"the data has {len(present)} column(s){hint}"
+    return f"the data has {width} column(s){hint}"
 
 
 def _check_reserved(cfg: DataConfig, source: str) -> None:
@@ -333,25 +460,42 @@ def _check_reserved(cfg: DataConfig, source: str) -> None:
 
 
 def _row_labels(
-    rows: pd.Series | np.ndarray, idx: np.ndarray, series: object = None, **extra: object
+    rows: pd.Series | np.ndarray,
+    idx: np.ndarray,
+    series: object = None,
+    *,
+    t: np.ndarray | None = None,
+    notes: Sequence[str] | None = None,
 ) -> list[str]:
-    """``row 10 (series 'a', t=...)`` labels for the positions ``idx`` (first five only)."""
+    """``row 10 (series 'a', t=..., note)`` labels for the positions ``idx`` (first five only).
+
+    ``t`` and ``notes`` hold one entry per label. Notes describe a cell (``_describe_cell``); no
+    label quotes one.
+    """
     rows = np.asarray(rows)
     labels = []
     for k, i in enumerate(idx[:5]):
         parts = []
         if isinstance(series, np.ndarray):
             parts.append(f"series {series[i]!r}")
-        for key, vals in extra.items():
-            value = vals[k].item() if isinstance(vals[k], np.generic) else vals[k]
-            if key == "t":
-                parts.append(f"t={pd.Timestamp(value)}")
-            elif key == "value":
-                parts.append(f"value {value!r}")
-            else:
-                parts.append(str(value))
+        if t is not None:
+            parts.append(f"t={pd.Timestamp(t[k])}")
+        if notes is not None:
+            parts.append(notes[k])
         labels.append(f"row {rows[i]}" + (f" ({', '.join(parts)})" if parts else ""))
     return labels
+
+
+def _describe_cell(value: object) -> str:
+    """What a bad cell holds, without its text: ``text of 12 characters``, ``a number``."""
+    if not isinstance(value, str):
+        return f"a {type(value).__name__}"
+    text = value.strip()
+    if _NUMBER.fullmatch(text):
+        return "a number"
+    if _DECIMAL_COMMA.fullmatch(text):
+        return "a number with a decimal comma"
+    return f"text of {len(value)} character{'' if len(value) == 1 else 's'}"
 
 
 def _series_ids(col: pd.Series, name: str, rows: pd.Series) -> np.ndarray:
@@ -397,9 +541,10 @@ def parse_timestamps(
         elif timezone is not None:
             t = _localize(t, name, timezone, rows, series)
         return _as_microseconds(t, name, rows, series)
-    except (OutOfBoundsDatetime, OverflowError) as err:
-        raise TimestampParseError(
-            f"column {name!r} has timestamps out of the supported range: {err}"
+    except (OutOfBoundsDatetime, OverflowError):
+        raise TimestampParseError(  # pandas' message quotes the value
+            f"column {name!r} has timestamps outside the range microsecond timestamps support "
+            "(about 290,000 years either side of 1970)"
         ) from None
 
 
@@ -431,8 +576,7 @@ def _parse_text_timestamps(
         )
     if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         raise TimestampParseError(
-            f"column {name!r} holds numbers ({text.iloc[0]!r} in row {rows.iloc[0]}), not "
-            "timestamps; write them as ISO 8601 (2024-01-31 13:00:00)"
+            f"column {name!r} holds numbers, not timestamps; write them as ISO 8601 (2024-01-31 13:00:00)"
         )
     parsed = _parse_like_first(text)
     failed = parsed.isna().to_numpy()
@@ -440,24 +584,26 @@ def _parse_text_timestamps(
         loose = _parse_loose(text[failed]).isna().to_numpy()
         if loose.any():
             bad = np.flatnonzero(failed)[loose]
+            notes = [_describe_cell(v) for v in text.to_numpy()[bad[:5]]]
             raise TimestampParseError(
                 f"column {name!r} has values that are not timestamps: "
-                f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)}"
+                f"{listing(_row_labels(rows, bad, series, notes=notes), bad.size)}"
             )
         bad = np.flatnonzero(failed)
         raise TimestampParseError(
             f"column {name!r} mixes timestamp formats: "
-            f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)} "
-            f"differ from row {rows.iloc[0]} ({text.iloc[0]!r}); write every timestamp in one format"
+            f"{listing(_row_labels(rows, bad, series), bad.size)} are not in the format of row "
+            f"{rows.iloc[0]}; write every timestamp in one format (ISO 8601: 2024-01-31 13:00:00)"
         )
     aware = text.str.contains(_HAS_TZ, regex=True).to_numpy(dtype=bool, na_value=False)
     if aware.any() and not aware.all():
         minority = aware if aware.sum() <= (~aware).sum() else ~aware
         bad = np.flatnonzero(minority)
+        note = "with a zone" if aware[bad[0]] else "without a zone"
         raise MixedTimezoneError(
             f"column {name!r} mixes timestamps with and without a time zone: "
-            f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)} "
-            "differ from the rest; write every timestamp with its offset or none"
+            f"{listing(_row_labels(rows, bad, series, notes=[note] * 5), bad.size)} differ from "
+            "the rest; write every timestamp with its offset or none"
         )
     if not aware.any():
         return parsed.dt.tz_convert(None), False
@@ -467,9 +613,10 @@ def _parse_text_timestamps(
     if len(distinct) > 1 and timezone is None:
         first = offsets.iloc[0]
         bad = np.flatnonzero((offsets != first).to_numpy(dtype=bool, na_value=True))
+        notes = [f"offset {o}" for o in offsets.to_numpy()[bad[:5]]]  # parsed, as t= is
         raise MixedTimezoneError(
             f"column {name!r} mixes UTC offsets {distinct[:4]}: "
-            f"{listing(_row_labels(rows, bad, series, value=text.to_numpy()[bad[:5]]), bad.size)} "
+            f"{listing(_row_labels(rows, bad, series, notes=notes), bad.size)} "
             f"differ from the first row's {first}; if these are one zone's daylight-saving "
             "offsets, set data.timezone (e.g. Europe/Berlin) so they are read as one clock"
         )
@@ -526,7 +673,7 @@ def _localize(
     if bad.size:
         shifted = t.iloc[bad[:5]].dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward")
         kinds = ["ambiguous" if pd.isna(s) else "non-existent" for s in shifted]
-        labels = _row_labels(rows, bad, series, t=t.to_numpy()[bad[:5]], kind=kinds)
+        labels = _row_labels(rows, bad, series, t=t.to_numpy()[bad[:5]], notes=kinds)
         raise DSTTransitionError(
             f"column {name!r}: local times in {timezone} that are ambiguous (clocks go back) or do "
             f"not exist (clocks go forward) at a daylight-saving change: {listing(labels, bad.size)}; "
@@ -539,7 +686,8 @@ def _localize(
 def _to_numeric(
     col: pd.Series, name: str, rows: pd.Series, t: pd.Series, series: object = None
 ) -> np.ndarray:
-    """A numeric column as float64 (NaN for empty cells); text and infinities raise.
+    """A numeric column as float64 (NaN for empty cells); text, infinities and magnitudes above
+    ``MAX_ABS_VALUE`` raise. Text that overflows a float (``1e309``) is out of range, not infinite.
 
     ``series`` names the series of each row (an array) or of the whole column (a string).
     """
@@ -563,6 +711,7 @@ def _to_numeric(
         pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_complex_dtype(col)
     ):
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        overflow = np.zeros(len(values), dtype=bool)
     else:
         values = _coerce_numbers(col)
         text = col.astype("string").str.strip().str.lower()
@@ -570,15 +719,19 @@ def _to_numeric(
         bad_mask = np.isnan(values) & ~blank
         if bad_mask.any():
             bad = np.flatnonzero(bad_mask)
-            labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]], value=col.to_numpy()[bad[:5]])
+            notes = [_describe_cell(v) for v in col.to_numpy()[bad[:5]]]
+            labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]], notes=notes)
             raise NonNumericValueError(
                 f"{where} must be numeric but has non-numeric values in {bad.size} row(s): "
                 f"{listing(labels, bad.size)}; fix or empty those cells"
             )
-    inf = np.isinf(values)
+        word = text.str.lstrip("+-").isin(_INF_WORDS).to_numpy(dtype=bool, na_value=False)
+        overflow = np.isinf(values) & ~word  # 1e309: a number too large, caught as out of range
+    inf = np.isinf(values) & ~overflow
     if inf.any():
         bad = np.flatnonzero(inf)
-        labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]], value=values[bad[:5]])
+        signs = ["+inf" if v > 0 else "-inf" for v in values[bad[:5]]]
+        labels = _row_labels(rows, bad, each, t=t.to_numpy()[bad[:5]], notes=signs)
         raise NonFiniteValueError(
             f"{where} holds infinite values in {bad.size} row(s): {listing(labels, bad.size)}; "
             "replace them with numbers or empty cells"
@@ -761,11 +914,11 @@ def _check_static(canon: pd.DataFrame, cfg: DataConfig) -> None:
             sid = canon[SERIES].iloc[bad[0]]
             first = starts[codes[bad[0]]]
             in_series = bad[codes[bad] == codes[bad[0]]]
-            labels = [f"row {rows[i]} ({v[i]})" for i in in_series[:5]]
+            labels = [f"row {rows[i]}" for i in in_series[:5]]
             raise StaticCovariateError(
                 f"static covariate {col!r} of series {sid!r} changes over time: "
-                f"{listing(labels, in_series.size)} differ from row {rows[first]} ({v[first]}); a static "
-                "covariate holds one value per series (declare it 'past' or 'future' instead)"
+                f"{listing(labels, in_series.size)} differ from the series' first row {rows[first]}; a "
+                "static covariate holds one value per series (declare it 'past' or 'future' instead)"
             )
 
 
@@ -793,7 +946,7 @@ def _check_constant(canon: pd.DataFrame, cfg: DataConfig) -> None:
         more = listing([repr(x) for x in ids[flat[1:]]], flat.size - 1)
         others = f" ({flat.size - 1} more constant series: {more})"
         raise ConstantSeriesError(
-            f"column {target!r} (the target) of series {sid!r} never changes: it is {y[s]} in all "
+            f"column {target!r} (the target) of series {sid!r} never changes: it holds one value in all "
             f"{lengths[flat[0]]} rows (rows {rows[s]}..{rows[e]}){others if flat.size > 1 else ''}; "
             "a constant series cannot be scaled or learnt: drop it"
         )
