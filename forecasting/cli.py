@@ -169,6 +169,7 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
     from forecasting.interrupts import run_stoppable
 
     cfg = load_config(config, _overrides(data))  # fail fast on a bad config, before any flow starts
+    _probe_tracking(cfg)  # and on a tracking server that does not answer
     api = local_api.start()  # Prefect's local API starts while the imports below run
     from flows.pipeline import forecast_pipeline
 
@@ -202,6 +203,14 @@ def _import_ahead() -> None:
     import torch._dynamo  # noqa: F401
 
     import forecasting.tracking  # noqa: F401
+
+
+def _probe_tracking(cfg: Config) -> None:
+    """``TrackingUnavailableError`` in seconds when the tracking server does not answer: before
+    Prefect's API starts and torch is imported, which take most of a command's first 20 s."""
+    from forecasting.tracking import check_server, resolve_tracking_uri
+
+    check_server(resolve_tracking_uri(cfg.tracking)[0])
 
 
 def _open_tracking_store(cfg: Config) -> None:
@@ -310,6 +319,7 @@ def tune(
 
     cfg = load_config(config, _overrides(data))
     check_search(cfg)  # fail fast on a bad config, before any flow
+    _probe_tracking(cfg)
     api = local_api.start()
     from flows.tune import tune as tune_flow
 

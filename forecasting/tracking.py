@@ -7,18 +7,29 @@ Layout (one experiment per pipeline):
 
 A run whose work raises ends ``FAILED`` (the error goes into the ``error`` tag); a run stopped
 by Ctrl-C or SIGTERM ends ``KILLED``; none is left ``RUNNING``.
+
+A process killed outright (kill -9, the OOM killer, a lost machine) ends nothing. Every run
+therefore carries its owner (``owner``: host, PID and the process's start time, so a reused PID
+is not taken for the owner) and a pipeline run a ``heartbeat`` tag its owner refreshes. A
+``RUNNING`` run whose owner is gone (same host) or whose heartbeat is older than
+``HEARTBEAT_TIMEOUT_S`` (another host) is *stale*: the next pipeline run on the same config and
+data adopts it (``Tracker.reopen``), any other one is ended ``KILLED`` (``end_stale_pipelines``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import math
 import os
+import socket
 import ssl
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -42,6 +53,11 @@ from forecasting.interrupts import STOP, on_stop
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
 _MAX_PARAM_LEN = 6000
+OWNER_TAG = "owner"
+HEARTBEAT_TAG = "heartbeat"
+HEARTBEAT_EVERY_S = 30.0
+# A run on another host is stale once its heartbeat is this old (ten missed beats).
+HEARTBEAT_TIMEOUT_S = 300.0
 
 
 def default_store(root: Path = PROJECT_ROOT) -> tuple[str, str]:
@@ -202,6 +218,51 @@ def code_version() -> str:
     return _COMMIT.setdefault("commit", commit)
 
 
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), '' where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22: after the command name in parentheses
+
+
+def owner_id(pid: int | None = None) -> str:
+    """``host:pid:start`` of this (or ``pid``'s) process: who owns the runs it starts."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """Whether the process named by an ``owner`` tag still runs; None when this host cannot tell
+    (another host, or no tag)."""
+    if not owner or owner.count(":") < 2:
+        return None
+    host, pid_text, start = owner.rsplit(":", 2)
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    return not start or _start_ticks(pid) == start  # the same PID, not a reused one
+
+
+def is_stale(tags: Mapping[str, str], now: float | None = None) -> bool:
+    """Whether a ``RUNNING`` run with these tags has lost its owner (see the module docstring)."""
+    alive = owner_alive(tags.get(OWNER_TAG))
+    if alive is not None:
+        return not alive
+    try:
+        beat = float(tags[HEARTBEAT_TAG])
+    except (KeyError, ValueError):
+        return False  # no way to tell: leave it to its owner
+    return (now if now is not None else time.time()) - beat > HEARTBEAT_TIMEOUT_S
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> dotted keys with string values (MLflow params)."""
     out: dict[str, str] = {}
@@ -334,8 +395,6 @@ on_stop(kill_open_runs)
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 
@@ -374,7 +433,7 @@ class Tracker:
     def start(
         self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None
     ) -> RunLogger:
-        all_tags = {"code_version": code_version(), **(tags or {})}
+        all_tags = {"code_version": code_version(), OWNER_TAG: owner_id(), **(tags or {})}
         if parent_id:
             all_tags[PARENT_TAG] = parent_id
         run = self.client.create_run(
@@ -391,12 +450,36 @@ class Tracker:
         with _OPEN_LOCK:
             _OPEN_RUNS.pop(run.run_id, None)
 
+    def reopen(self, run_id: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
+        """Take over a run a dead process left (``RUNNING``, ``FAILED`` or ``KILLED``): it is
+        ``RUNNING`` again, owned by this process, and keeps everything it had logged."""
+        self.client.update_run(run_id, status="RUNNING")
+        previous = self.client.get_run(run_id).data.tags
+        logger = RunLogger(self.client, run_id)
+        logger.set_tags(
+            {
+                **(tags or {}),
+                OWNER_TAG: owner_id(),
+                "previous_owner": previous.get(OWNER_TAG, "unknown"),
+                "resumed": int(previous.get("resumed", "0")) + 1,
+            }
+        )
+        with _OPEN_LOCK:
+            _OPEN_RUNS[run_id] = self.client
+        return logger
+
     @contextmanager
     def run(
-        self, name: str, parent_id: str | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        parent_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        adopt: str | None = None,
     ) -> Iterator[RunLogger]:
-        """A run that always ends: FINISHED, FAILED on an exception, KILLED on an interrupt."""
-        run = self.start(name, parent_id, tags)
+        """A run that always ends: FINISHED, FAILED on an exception, KILLED on an interrupt.
+
+        ``adopt``: the id of a run a dead process left, continued instead of a new one."""
+        run = self.reopen(adopt, tags) if adopt else self.start(name, parent_id, tags)
         try:
             yield run
         except Exception as err:
@@ -413,13 +496,14 @@ class Tracker:
     def resume(self, run_id: str) -> RunLogger:
         return RunLogger(self.client, run_id)
 
-    def child_runs(self, parent_id: str) -> pd.DataFrame:
-        """The child runs of a pipeline run as a frame (params, metrics, tags columns)."""
-        return mlflow.search_runs(
-            experiment_ids=[self.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
-            output_format="pandas",
-        )
+    def checkpoint_root(self) -> Path:
+        """Where pipeline runs checkpoint their networks when ``training.checkpoint_dir`` is not
+        set: beside a SQLite store's database, else in this machine's temp folder (one folder
+        per store)."""
+        if self.uri.startswith("sqlite:///"):
+            return Path(self.uri[len("sqlite:///") :]).resolve().parent / "checkpoints"
+        digest = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "forecasting-checkpoints" / digest
 
     def pipeline_runs(self, max_results: int = 10) -> list[str]:
         """Ids of the latest pipeline (parent) runs, newest first."""
@@ -431,11 +515,78 @@ class Tracker:
         )
         return [r.info.run_id for r in runs]
 
+    @contextmanager
+    def heartbeat(self, run_id: str, every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
+        """Refresh the run's ``heartbeat`` tag (seconds since the epoch) every ``every_s`` while
+        the block runs, so a process on another host can tell when this one is gone."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(Exception):  # a store that blips must not stop the pipeline
+                    self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+                if done.wait(every_s):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=10)
+
+    def stale_pipelines(self) -> list[Any]:
+        """Pipeline runs left ``RUNNING`` by a process that is gone, newest first."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string="tags.role = 'pipeline' and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+        )
+        return [r for r in runs if is_stale(r.data.tags)]
+
+    def end_stale_pipelines(self, keep: str | None = None) -> list[str]:
+        """End every stale pipeline run but ``keep``, and its children still ``RUNNING``, as
+        KILLED (tag ``ended_by``: who found it). Returns the ids of the pipeline runs ended."""
+        ended = []
+        for run in self.stale_pipelines():
+            run_id = run.info.run_id
+            if run_id == keep:
+                continue
+            for child in self.child_runs_of(run_id):
+                if child.info.status == "RUNNING":
+                    self.client.set_tag(child.info.run_id, "ended_by", f"stale-run sweep by {owner_id()}")
+                    self.client.set_terminated(child.info.run_id, status="KILLED")
+            self.client.set_tag(run_id, "ended_by", f"stale-run sweep by {owner_id()}")
+            self.client.set_terminated(run_id, status="KILLED")
+            ended.append(run_id)
+        return ended
+
+    def child_runs_of(self, parent_id: str) -> list[Any]:
+        """The child runs of ``parent_id`` as MLflow ``Run`` entities, oldest first."""
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+            order_by=["attributes.start_time ASC"],
+        )
+
+    def child_named(self, parent_id: str, run_name: str) -> Any | None:
+        """The child of ``parent_id`` called ``run_name`` (the oldest, if several), or None."""
+        for run in self.child_runs_of(parent_id):
+            if run.info.run_name == run_name:
+                return run
+        return None
+
+    def load_frame(self, run_id: str, artifact_path: str) -> pd.DataFrame:
+        """A Parquet artifact logged by ``RunLogger.log_frame``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, artifact_path, tmp)
+            return pd.read_parquet(local)
+
     def end_stale_runs(self, parent_id: str) -> int:
         """End any child of ``parent_id`` still RUNNING as KILLED (after a crashed worker)."""
-        runs = self.child_runs(parent_id)
-        stale = runs[runs["status"] == "RUNNING"] if len(runs) else runs
-        for run_id in stale.get("run_id", []):
+        stale = [r.info.run_id for r in self.child_runs_of(parent_id) if r.info.status == "RUNNING"]
+        for run_id in stale:
             self.client.set_terminated(run_id, status="KILLED")
         return len(stale)
 

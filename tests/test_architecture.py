@@ -218,6 +218,7 @@ TORCH_FREE = [
     "forecasting.data.splits",
     "forecasting.data.windows",
     "forecasting.evaluation",
+    "forecasting.faults",
     "forecasting.models.ar",
     "forecasting.models.base",
     "forecasting.models.baselines",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.pipeline.prepare import Prepared
-from forecasting.pipeline.train import ModelResult
+from forecasting.pipeline.train import ModelResult, result_from_run
 
 BOARD_METRICS = (
     "val_mse",
@@ -65,30 +65,10 @@ def log_pipeline_summary(
 
 
 def results_from_runs(tracker: Any, parent_run_id: str) -> list[ModelResult]:
-    """Rebuild the model results of a finished pipeline run from its child runs in MLflow."""
-    runs = tracker.child_runs(parent_run_id)
-    results = []
-    for _, row in runs.iterrows():
-        if row.get("tags.role") == "refit":  # a refit is not a candidate: it has no validation score
-            continue
-        metrics = {
-            k[len("metrics.") :]: float(v) for k, v in row.items() if k.startswith("metrics.") and pd.notna(v)
-        }
-        prefix = "params.model.weights."
-        weights = {k[len(prefix) :]: float(v) for k, v in row.items() if k.startswith(prefix) and pd.notna(v)}
-        results.append(
-            ModelResult(
-                name=row.get("tags.mlflow.runName", ""),
-                family=row.get("tags.model_family", ""),
-                status=row["status"],
-                run_id=row["run_id"],
-                metrics=metrics,
-                model_uri=row.get("tags.model_uri") if pd.notna(row.get("tags.model_uri")) else None,
-                error=row.get("tags.error") if pd.notna(row.get("tags.error")) else None,
-                weights=weights or None,
-            )
-        )
-    return results
+    """Rebuild the model results of a finished pipeline run from its child runs in MLflow (a
+    refit is not a candidate: it has no validation score)."""
+    runs = tracker.child_runs_of(parent_run_id)
+    return [result_from_run(r) for r in runs if r.data.tags.get("role") != "refit"]
 
 
 def leaderboard_from_mlflow(tracking: Any, run_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:

@@ -6,13 +6,16 @@ Every model of a pipeline run is trained and scored on the windows of one ``Prep
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forecasting.config import Config
+from forecasting.config import Config, TrainingConfig
 from forecasting.data.calendar import resolve_calendar
 from forecasting.data.ingest import IngestResult, ingest
 from forecasting.data.padding import left_pad
@@ -20,6 +23,7 @@ from forecasting.data.scaling import Scaler, fit_scaler
 from forecasting.data.schema import SERIES, TARGET
 from forecasting.data.splits import Split, split_frame
 from forecasting.data.windows import Windows, to_arrays
+from forecasting.faults import failpoint
 from forecasting.models.base import DataSpec
 from forecasting.pipeline.defaults import resolve_defaults
 
@@ -43,6 +47,20 @@ class Prepared:
     spec: DataSpec
     choices: dict[str, Any] = field(default_factory=dict)
     padded: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))
+    # The pipeline run's checkpoint folder (one subfolder per model) and whether its networks
+    # resume from what they find there (an adopted run; ``pipeline.run``). None: none.
+    checkpoints: Path | None = None
+    resume: bool = False
+
+    def training_for(self, run_name: str) -> TrainingConfig:
+        """The training settings of the model called ``run_name`` in this pipeline run: the
+        config's, checkpointing into the run's folder when it has one."""
+        training = self.cfg.training
+        if self.checkpoints is None:
+            return training
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_name)[:40]
+        folder = self.checkpoints / f"{safe}-{hashlib.sha256(run_name.encode()).hexdigest()[:8]}"
+        return training.model_copy(update={"checkpoint_dir": folder, "resume": self.resume})
 
     def windows(self, frame: pd.DataFrame) -> Windows:
         arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.spec.calendar)
@@ -89,6 +107,7 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     """Ingest (unless given), resolve the defaults that read the data, pad short series, split by
     time per series, fit the scaler on train only, scale."""
     data = data if data is not None else ingest(cfg.data)
+    failpoint("ingest")
     cfg, choices = resolve_defaults(cfg, data)
     data, padded = pad_short_series(cfg, data)
     split = split_frame(data.frame, cfg.split, cfg.window)

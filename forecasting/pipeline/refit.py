@@ -13,6 +13,7 @@ it has no rows left to score on.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -22,7 +23,14 @@ from forecasting.models.base import Forecaster
 from forecasting.models.ensemble import Ensemble
 from forecasting.models.registry import build_model
 from forecasting.pipeline.prepare import Prepared, fit_data_scaler
-from forecasting.pipeline.train import ModelResult, log_inputs, log_model, peak_rss_mb, run_params
+from forecasting.pipeline.train import (
+    ModelResult,
+    log_inputs,
+    log_model,
+    peak_rss_mb,
+    result_from_run,
+    run_params,
+)
 
 
 def refit_training(training: TrainingConfig, best_epoch: float | None) -> TrainingConfig:
@@ -84,8 +92,15 @@ def refit_model(
         "evaluation_run_id": best.run_id or "",
         **(tags or {}),
     }
-    with tracker.run(f"{best.name} refit", parent_id=parent_run_id, tags=run_tags) as run:
-        log_inputs(run, prepared)
+    name = f"{best.name} refit"
+    earlier = tracker.child_named(parent_run_id, name) if parent_run_id else None
+    if earlier is not None and earlier.info.status == "FINISHED":
+        # An adopted pipeline run whose refit finished before its process died.
+        return dataclasses.replace(result_from_run(earlier), name=best.name, family=best.family)
+    adopt = earlier.info.run_id if earlier is not None else None
+    with tracker.run(name, parent_id=parent_run_id, tags=run_tags, adopt=adopt) as run:
+        if adopt is None or not earlier.inputs.dataset_inputs:
+            log_inputs(run, prepared)
         model, scaler, metrics = refit(prepared, best, results)
         spec = next(s for s in prepared.cfg.models if s.run_name == best.name)
         params = run_params(prepared.cfg, spec, model)

@@ -1,6 +1,13 @@
 """The pipeline, written once: prepare -> train every model (child runs of one pipeline run) ->
 leaderboard -> refit the best on every row -> champion gate.
 
+A pipeline run survives kill -9. Its *run key* (the resolved config and the data's hash) says
+which runs are the same work: a rerun on the same key adopts the pipeline run a dead process left
+``RUNNING`` (``tracking``: owner and heartbeat), reuses every child run that finished, continues
+the others in their own runs from their per-epoch checkpoints, and lets the champion step find
+the version it had registered. Stale pipeline runs of any other key are ended ``KILLED``.
+Checkpoints live in one folder per pipeline run (``training.checkpoints``), removed when it ends.
+
 Called directly (the tests, the benchmarks) it trains the models one after another in this
 process. The Prefect flow ``forecast_pipeline`` calls the same function and supplies only how the
 models are trained (``train_models``: a Prefect task per model on a thread pool or on Dask
@@ -10,8 +17,13 @@ latter with I/O retries) and its flow run id for the tags.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -49,6 +61,24 @@ def pipeline_tags(prepared: Prepared, flow_run_id: str | None = None) -> dict[st
     return tags
 
 
+def run_key(prepared: Prepared) -> str:
+    """What makes two pipeline runs the same work: the resolved config (without the settings that
+    change how fast or how loudly, not what) and the data's hash."""
+    cfg = prepared.cfg.model_dump(
+        mode="json",
+        exclude={"training": {"progress", "num_threads"}, "orchestration": True},
+    )
+    text = json.dumps(cfg, sort_keys=True, default=str) + prepared.data.dataset_hash
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_root(cfg: Config, tracker: Any) -> Path | None:
+    """The folder under which each pipeline run checkpoints (None: ``training.checkpoints`` off)."""
+    if not cfg.training.checkpoints:
+        return None
+    return Path(cfg.training.checkpoint_dir) if cfg.training.checkpoint_dir else tracker.checkpoint_root()
+
+
 def run_pipeline(
     cfg: Config,
     tracker: Any = None,
@@ -83,27 +113,43 @@ def run_pipeline(
             return refit_model(p, best, results, tracker, parent_id, tags)
 
     model_tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
-    with tracker.run("pipeline", tags=pipeline_tags(prepared, flow_run_id)) as parent:
-        parent.log_params(
-            {
-                "config": prepared.cfg.model_dump(mode="json", exclude={"models"}),
-                "models": [m.run_name for m in cfg.models],
-                "defaults": prepared.choices,
-            }
-        )
-        log_inputs(parent, prepared)
+    key = run_key(prepared)
+    same_work = [r.info.run_id for r in tracker.stale_pipelines() if r.data.tags.get("run_key") == key]
+    adopt = same_work[0] if same_work else None  # the newest
+    root = checkpoint_root(cfg, tracker)
+    for ended in tracker.end_stale_pipelines(keep=adopt):
+        if root is not None:
+            shutil.rmtree(root / ended, ignore_errors=True)
+    tags = {**pipeline_tags(prepared, flow_run_id), "run_key": key}
+    with tracker.run("pipeline", tags=tags, adopt=adopt) as parent, tracker.heartbeat(parent.run_id):
+        if adopt is None:
+            parent.log_params(
+                {
+                    "config": prepared.cfg.model_dump(mode="json", exclude={"models"}),
+                    "models": [m.run_name for m in cfg.models],
+                    "defaults": prepared.choices,
+                }
+            )
+            log_inputs(parent, prepared)
+        if root is not None:
+            folder = root / parent.run_id
+            prepared = dataclasses.replace(prepared, checkpoints=folder, resume=adopt is not None)
         try:
-            results = train_models(prepared, parent.run_id, model_tags)
+            try:
+                results = train_models(prepared, parent.run_id, model_tags)
+            finally:
+                tracker.end_stale_runs(parent.run_id)  # a crashed worker must not leave RUNNING runs
+            board = leaderboard(results, cfg.tracking.selection_metric)
+            log_pipeline_summary(parent, prepared, results, board)
+            refit = decision = None
+            if select:
+                if cfg.selection.refit:
+                    best = best_result(results, cfg.tracking.selection_metric)
+                    refit = refit_step(prepared, best, results, parent.run_id, model_tags)
+                decision = select_step(tracker, prepared, results, parent.run_id, refit)
+            if decision is not None:
+                parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
         finally:
-            tracker.end_stale_runs(parent.run_id)  # a crashed worker must not leave RUNNING runs
-        board = leaderboard(results, cfg.tracking.selection_metric)
-        log_pipeline_summary(parent, prepared, results, board)
-        refit = decision = None
-        if select:
-            if cfg.selection.refit:
-                best = best_result(results, cfg.tracking.selection_metric)
-                refit = refit_step(prepared, best, results, parent.run_id, model_tags)
-            decision = select_step(tracker, prepared, results, parent.run_id, refit)
-        if decision is not None:
-            parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
+            if prepared.checkpoints is not None:  # ended either way: nothing will resume from them
+                shutil.rmtree(prepared.checkpoints, ignore_errors=True)
     return PipelineResult(prepared, results, board, decision, parent.run_id, refit)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import TrackingError
+from forecasting.faults import failpoint
 from forecasting.pipeline.prepare import Prepared, input_example
 from forecasting.pipeline.train import ModelResult
 
@@ -119,6 +120,7 @@ def select_champion(
             "parent_run_id": parent_run_id or "",
         },
     )
+    failpoint("select")
     recorded = tracker.version_info(version).tags or {}
     if "decision" in recorded:
         return _recorded_decision(tracker, best, version, recorded)

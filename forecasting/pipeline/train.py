@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from forecasting.config import Config, ModelSpec, dump_config
+from forecasting.faults import epoch_failpoint
 from forecasting.interrupts import raise_if_stopped
 from forecasting.models.base import Forecaster
 from forecasting.models.registry import build_model
@@ -110,8 +111,7 @@ def fit_and_score(
     """
     from forecasting.evaluation.metrics import evaluate_windows
 
-    cfg = prepared.cfg
-    model = build_model(spec, prepared.spec, cfg.training, members=members)
+    model = build_model(spec, prepared.spec, prepared.training_for(spec.run_name), members=members)
     start = time.perf_counter()
     model.fit(prepared.train, prepared.val, callbacks=callbacks or [])
     fit_seconds = time.perf_counter() - start
@@ -223,13 +223,22 @@ def train_model(
         "role": "model",
         **(tags or {}),
     }
+    earlier = tracker.child_named(parent_run_id, spec.run_name) if parent_run_id else None
+    if earlier is not None and earlier.info.status == "FINISHED":
+        # An adopted pipeline run (its process was killed): this model finished before the kill.
+        return finished_result(tracker, earlier, keep_model=feeds_an_ensemble(prepared.cfg, spec))
+    adopt = earlier.info.run_id if earlier is not None else None
     run = None
     try:
-        with tracker.run(spec.run_name, parent_id=parent_run_id, tags=run_tags) as run:
+        with tracker.run(spec.run_name, parent_id=parent_run_id, tags=run_tags, adopt=adopt) as run:
             result = ModelResult(spec.run_name, family, "RUNNING", run_id=run.run_id)
-            log_inputs(run, prepared)
+            if adopt is None or not earlier.inputs.dataset_inputs:
+                log_inputs(run, prepared)
             model, metrics, pred = fit_and_score(
-                prepared, spec, callbacks=[run.epoch_callback, raise_if_stopped], members=members
+                prepared,
+                spec,
+                callbacks=[run.epoch_callback, raise_if_stopped, epoch_failpoint],
+                members=members,
             )
             run.log_params(run_params(prepared.cfg, spec, model))
             run.log_metrics(metrics)
@@ -248,6 +257,43 @@ def train_model(
             run_id=run.run_id if run is not None else None,
             error=f"{type(err).__name__}: {err}",
         )
+
+
+# Per-epoch curves: logged at every step, not figures of the fitted model.
+EPOCH_METRICS = frozenset({"train_loss", "val_loss", "lr"})
+
+
+def result_from_run(run: Any) -> ModelResult:
+    """The result a finished (or failed) model run recorded: its metrics, model URI, error and an
+    ensemble's weights, read back from MLflow (no model, no predictions)."""
+    data = run.data
+    prefix = "model.weights."
+    weights = {k[len(prefix) :]: float(v) for k, v in data.params.items() if k.startswith(prefix)}
+    return ModelResult(
+        name=run.info.run_name or "",
+        family=data.tags.get("model_family", ""),
+        status=run.info.status,
+        run_id=run.info.run_id,
+        metrics={k: float(v) for k, v in data.metrics.items() if k not in EPOCH_METRICS},
+        model_uri=data.tags.get("model_uri"),
+        error=data.tags.get("error"),
+        weights=weights or None,
+    )
+
+
+def finished_result(tracker: Any, run: Any, keep_model: bool) -> ModelResult:
+    """A model run that finished before its pipeline's process died, as if it had just trained:
+    its recorded result, its test predictions (the comparison plot) and, when an ensemble combines
+    it, its fitted model, loaded (and verified) from its logged pyfunc."""
+    from forecasting import serving
+
+    result = result_from_run(run)
+    result.test_predictions = tracker.load_frame(run.info.run_id, "predictions/test_predictions.parquet")
+    if keep_model:
+        if not result.model_uri:
+            raise RuntimeError(f"model run {result.name!r} finished without a model to combine")
+        result.model = serving.load_pyfunc_bundle(result.model_uri)[0].model
+    return result
 
 
 def workers_and_threads(cfg: Config) -> tuple[int, int]:

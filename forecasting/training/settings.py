@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TrainingConfig(BaseModel):
@@ -44,3 +44,13 @@ class TrainingConfig(BaseModel):
     # continues from the checkpoint it finds there (and starts afresh when there is none).
     checkpoint_dir: Path | None = None
     resume: bool = False
+    # The pipeline checkpoints every network after each epoch so that a rerun after a crash
+    # (kill -9) resumes it: under ``checkpoint_dir`` when given, else beside the tracking store,
+    # one folder per run key, removed when the pipeline run finishes. False: no checkpoints.
+    checkpoints: bool = True
+
+    @model_validator(mode="after")
+    def _checkpoints_agree(self) -> TrainingConfig:
+        if self.checkpoint_dir is not None and not self.checkpoints:
+            raise ValueError("training.checkpoint_dir is set but training.checkpoints is false; drop one")
+        return self

@@ -30,7 +30,8 @@ def fingerprint(cfg: Config) -> str:
         "split": cfg.split.model_dump(mode="json"),
         "window": cfg.window.model_dump(mode="json"),
         "training": cfg.training.model_dump(
-            mode="json", exclude={"progress", "num_threads", "device", "checkpoint_dir", "resume"}
+            mode="json",
+            exclude={"progress", "num_threads", "device", "checkpoint_dir", "resume", "checkpoints"},
         ),
         "metric": cfg.tracking.selection_metric,
     }
