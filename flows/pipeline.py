@@ -190,6 +190,28 @@ def _select_step(
     return select_task(prepared, results, parent_run_id, refit)  # a task: retried on I/O failures
 
 
+def _mark_crashed(flow_run_id: str, parent_run_id: str | None) -> None:
+    """End the flow run of a process that was killed, and its subflow runs still open (kill -9
+    leaves them ``Running`` in Prefect for good), as ``Crashed``, now that this run has adopted
+    and finished its work."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.states import Crashed
+
+    message = f"its process died; flow run {flow_run.get_id()} adopted MLflow run {parent_run_id}"
+    try:
+        with get_client(sync_client=True) as client:
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+                )
+            )
+            for run_id in [*(c.id for c in children if c.state and not c.state.is_final()), flow_run_id]:
+                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+    except Exception as err:  # a flow run Prefect no longer knows: nothing to end
+        get_run_logger().warning(f"could not mark flow run {flow_run_id} crashed: {err}")
+
+
 def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
     """The library's one pipeline body with this module's fan-out and champion task."""
     result = lib.run_pipeline(
@@ -201,6 +223,8 @@ def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
         select_step=_select_step,
         select=select,
     )
+    if result.interrupted_flow_run_id and result.interrupted_flow_run_id != flow_run.get_id():
+        _mark_crashed(result.interrupted_flow_run_id, result.parent_run_id)
     return {
         "parent_run_id": result.parent_run_id,
         "leaderboard": result.leaderboard.to_dict(orient="records"),

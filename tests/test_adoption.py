@@ -87,11 +87,15 @@ def test_stale_runs_of_other_work_are_ended_killed_and_the_same_work_is_adopted(
         assert run.data.tags["ended_by"].startswith("stale-run sweep")
 
     same_parent, same_child = orphan(cfg)
+    # Logging the pyfunc ends a run FINISHED before its model_uri tag: killed in between, the
+    # child looks finished but is not whole; it is continued, not reused.
+    client.set_terminated(same_child, "FINISHED")
     adopted = run_pipeline(cfg, tracker)
     assert adopted.parent_run_id == same_parent
     parent, child = client.get_run(same_parent), client.get_run(same_child)
     assert parent.info.status == child.info.status == "FINISHED"
     assert parent.data.tags["resumed"] == child.data.tags["resumed"] == "1"
+    assert child.data.tags["model_uri"].startswith("models:/")
     assert parent.data.tags[OWNER_TAG] == owner_id()
     assert [r.info.run_id for r in tracker.child_runs_of(same_parent) if r.info.run_name == "naive"] == [
         same_child

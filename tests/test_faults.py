@@ -128,6 +128,18 @@ def reference(tmp_path_factory, data_csv) -> dict:
     return _outcome(store)
 
 
+def _flow_run_states(prefect_home: Path) -> dict[str, str]:
+    """Every flow run's state name, read from the Prefect database the command's local API used
+    (the API is gone with the command)."""
+    import sqlite3
+
+    con = sqlite3.connect(prefect_home / "prefect.db")
+    try:
+        return dict(con.execute("SELECT id, state_name FROM flow_run").fetchall())
+    finally:
+        con.close()
+
+
 def _sqlite(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
@@ -147,11 +159,18 @@ def test_kill_9_then_rerun_finishes_the_same_work_once(point, backend, tmp_path,
         killed = _forecast("run", cfg, "--no-predict", store=store, folder=tmp_path, failpoint=point)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
         left = [r.info.run_name for r in _runs(store) if r.info.status == "RUNNING"]
+        flow_runs = [
+            r.data.tags.get("prefect_flow_run_id") for r in _runs(store) if r.info.run_name == "pipeline"
+        ]
         if point != "ingest":
             assert "pipeline" in left  # what kill -9 leaves behind
         rerun = _forecast("run", cfg, "--no-predict", store=store, folder=tmp_path)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         outcome = _outcome(store)
+    if flow_runs:  # the killed command's Prefect flow runs are ended, not left Running for good
+        states = _flow_run_states(tmp_path / "prefect")
+        assert states[flow_runs[0]] == "Crashed"
+        assert "Running" not in states.values(), states
     assert outcome["running"] == []
     assert outcome["parents"] == 1
     assert outcome["duplicates"] == []

@@ -25,6 +25,7 @@ from forecasting.models.registry import build_model
 from forecasting.pipeline.prepare import Prepared, fit_data_scaler
 from forecasting.pipeline.train import (
     ModelResult,
+    finished_whole,
     log_inputs,
     log_model,
     peak_rss_mb,
@@ -94,7 +95,7 @@ def refit_model(
     }
     name = f"{best.name} refit"
     earlier = tracker.child_named(parent_run_id, name) if parent_run_id else None
-    if earlier is not None and earlier.info.status == "FINISHED":
+    if earlier is not None and finished_whole(earlier, prepared.cfg.tracking.log_models):
         # An adopted pipeline run whose refit finished before its process died.
         return dataclasses.replace(result_from_run(earlier), name=best.name, family=best.family)
     adopt = earlier.info.run_id if earlier is not None else None

@@ -52,6 +52,9 @@ class PipelineResult:
     decision: ChampionDecision | None
     parent_run_id: str | None
     refit: ModelResult | None = None  # the selected model trained on every row (what is served)
+    # The Prefect flow run of the dead process whose pipeline run this one adopted, if it had one
+    # (the flow marks it crashed: nothing else would end it).
+    interrupted_flow_run_id: str | None = None
 
 
 def pipeline_tags(prepared: Prepared, flow_run_id: str | None = None) -> dict[str, str]:
@@ -114,8 +117,9 @@ def run_pipeline(
 
     model_tags = {"prefect_flow_run_id": flow_run_id} if flow_run_id else {}
     key = run_key(prepared)
-    same_work = [r.info.run_id for r in tracker.stale_pipelines() if r.data.tags.get("run_key") == key]
-    adopt = same_work[0] if same_work else None  # the newest
+    same_work = [r for r in tracker.stale_pipelines() if r.data.tags.get("run_key") == key]
+    adopt = same_work[0].info.run_id if same_work else None  # the newest
+    interrupted_flow = same_work[0].data.tags.get("prefect_flow_run_id") if same_work else None
     root = checkpoint_root(cfg, tracker)
     for ended in tracker.end_stale_pipelines(keep=adopt):
         if root is not None:
@@ -152,4 +156,4 @@ def run_pipeline(
         finally:
             if prepared.checkpoints is not None:  # ended either way: nothing will resume from them
                 shutil.rmtree(prepared.checkpoints, ignore_errors=True)
-    return PipelineResult(prepared, results, board, decision, parent.run_id, refit)
+    return PipelineResult(prepared, results, board, decision, parent.run_id, refit, interrupted_flow)

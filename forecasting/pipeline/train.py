@@ -224,7 +224,7 @@ def train_model(
         **(tags or {}),
     }
     earlier = tracker.child_named(parent_run_id, spec.run_name) if parent_run_id else None
-    if earlier is not None and earlier.info.status == "FINISHED":
+    if earlier is not None and finished_whole(earlier, prepared.cfg.tracking.log_models):
         # An adopted pipeline run (its process was killed): this model finished before the kill.
         return finished_result(tracker, earlier, keep_model=feeds_an_ensemble(prepared.cfg, spec))
     adopt = earlier.info.run_id if earlier is not None else None
@@ -279,6 +279,13 @@ def result_from_run(run: Any) -> ModelResult:
         error=data.tags.get("error"),
         weights=weights or None,
     )
+
+
+def finished_whole(run: Any, log_models: bool) -> bool:
+    """Whether a child run a killed process left has everything a finished one has. Logging the
+    pyfunc ends the run ``FINISHED`` early (MLflow's fluent run), before its ``model_uri`` tag, the
+    last thing written: a kill between the two leaves a run to continue, not to reuse."""
+    return run.info.status == "FINISHED" and (not log_models or "model_uri" in run.data.tags)
 
 
 def finished_result(tracker: Any, run: Any, keep_model: bool) -> ModelResult:
