@@ -145,6 +145,11 @@ class ModelLoadError(ForecastingError):
     """A saved model directory is incomplete or was written by an incompatible version."""
 
 
+class ModelIntegrityError(ModelLoadError):
+    """A logged model's files differ from the hashes recorded when it was logged (changed,
+    missing or extra files), or no hash was recorded; nothing of it was loaded."""
+
+
 class TrackingError(ForecastingError):
     """The tracking store or the model registry refused an operation."""
 

@@ -1,8 +1,17 @@
-"""The forecasting pyfunc, logged by MLflow "models from code" (``serving.log_pyfunc``).
+"""The loader module of the forecasting pyfunc (``serving.log_pyfunc``).
 
-MLflow stores this script as source and runs it when the model is loaded; ``set_model`` hands it
-the model object. Nothing is pickled: the state comes from the bundle artifact (JSON and the
-family's own files), read in ``load_context``.
+The logged model holds data only; its ``MLmodel`` names this module (``loader_module``), which
+MLflow imports by name from the installed ``forecasting`` package and calls as
+``_load_pyfunc(data_path)`` with the model's bundle folder. Nothing is pickled and no code comes
+from the artifact: the state is the bundle's JSON and the family's own files.
+
+Before reading the bundle, ``_load_pyfunc`` checks its files against the digest in the
+``MLmodel``'s ``metadata`` (``integrity.check_bundle``), the only check when MLflow loads the model
+without ``serving.load_pyfunc`` (``mlflow models serve``, ``mlflow.pyfunc.load_model``). That
+digest sits in the artifact store beside the bundle, so this catches corruption and partial edits,
+not someone who rewrites both. The authoritative check is ``serving.load_pyfunc``'s: every file of
+the model, ``MLmodel`` included, against the hashes recorded in the tracking store when it was
+logged, before MLflow reads any of them.
 
 Input: a long history frame ``series_id, t, y, covariates...``; rows after a series' last ``y``
 (y empty) carry future covariates for the horizon. Output: ``series_id, t, yhat`` in original units.
@@ -10,23 +19,25 @@ Input: a long history frame ``series_id, t, y, covariates...``; rows after a ser
 
 from __future__ import annotations
 
-import mlflow
+from pathlib import Path
+from typing import Any
+
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
-from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from forecasting.errors import InputValidationError, NonFiniteForecastError
-from forecasting.serving import BUNDLE_ARTIFACT, Bundle, load_bundle
+from forecasting.integrity import check_bundle, read_mlmodel
+from forecasting.serving import Bundle, load_bundle
 
 
-class ForecastPyfunc(PythonModel):
-    bundle: Bundle
+class ForecastPyfunc:
+    """What ``mlflow.pyfunc.load_model`` wraps: ``predict`` forecasts through the bundle."""
 
-    def load_context(self, context: PythonModelContext) -> None:
-        self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
 
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         try:
             return self.bundle.forecast(model_input)
         except InputValidationError as err:
@@ -36,5 +47,16 @@ class ForecastPyfunc(PythonModel):
             # The model failed on this input: 500 with the series named, never a 200 carrying NaN.
             raise MlflowException(f"{type(err).__name__}: {err}", error_code=INTERNAL_ERROR) from err
 
+    def get_raw_model(self) -> Bundle:
+        """The bundle (``PyFuncModel.get_raw_model()``)."""
+        return self.bundle
 
-mlflow.models.set_model(ForecastPyfunc())
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> ForecastPyfunc:
+    """MLflow's entry point: ``data_path`` is ``<model>/data/<bundle>``; the MLmodel is two up."""
+    bundle_dir = Path(data_path)
+    model_dir = bundle_dir.parent.parent
+    what = f"model at {str(model_dir)!r}"
+    metadata = read_mlmodel(model_dir, what).get("metadata")
+    check_bundle(bundle_dir, metadata, what, prefix=f"{bundle_dir.relative_to(model_dir).as_posix()}/")
+    return ForecastPyfunc(load_bundle(bundle_dir))

@@ -15,13 +15,20 @@ with its own history, its statics with the cross-series statistics), forecasts a
 ``series_id, t, yhat`` in the original units, every value finite (``NonFiniteForecastError``
 otherwise). The pyfunc, batch prediction and ``forecast predict`` all forecast through it.
 
-The MLflow model is logged *from code* (``forecasting/pyfunc_model.py``): MLflow stores that
-script as source, the bundle as an artifact and a copy of the ``forecasting`` package
-(``code_paths``), so the artifact holds no pickle. The copy makes the model self-contained: a
-fresh process (``mlflow models serve``, another environment with the pinned third-party
-requirements) imports the package version the model was logged with; a process that has already
-imported ``forecasting`` (batch prediction here) keeps using its own. ``mlflow`` is imported only
-inside the functions that need it.
+The MLflow model holds data only: the bundle (``data/bundle/``), the ``MLmodel``, the environment
+files and the input example; no script, no ``code/`` folder, no pickle. Its ``loader_module`` is
+``forecasting.pyfunc_model``, imported by name from the ``forecasting`` package installed where the
+model is loaded, so whoever can write the artifact store can change data, never run code.
+
+Every file of a logged model is hashed when it is logged (``log_pyfunc``) and the hashes are kept
+*outside* the artifact store, as tags of the run that logged it (``<name>_sha256``, the digest of
+the manifest, and ``<name>_manifest``, the manifest itself, to name what changed). ``load_pyfunc``
+resolves the model URI to that run, downloads the model, checks every file against the record and
+only then hands the checked local copy to MLflow; a changed, missing or extra file, or no record,
+is a ``ModelIntegrityError`` and nothing of the model is read. The bundle's own digest in the
+``MLmodel`` metadata is a second check for loads that bypass ``load_pyfunc`` (``mlflow models
+serve``; see ``forecasting/pyfunc_model.py``). ``mlflow`` is imported only inside the functions
+that need it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import threading
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +62,36 @@ from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
     DuplicateTimestampError,
+    ModelIntegrityError,
     ModelLoadError,
     NonFiniteForecastError,
     OutputPathError,
     UnknownSeriesError,
     format_rows,
 )
+from forecasting.integrity import (
+    BUNDLE_FILES,
+    BUNDLE_SHA256,
+    LOADER_MODULE,
+    check_manifest,
+    check_model_dir,
+    digest_tag,
+    file_manifest,
+    manifest_digest,
+    manifest_tag,
+    read_mlmodel,
+)
 from forecasting.models.base import Forecaster
 
 BUNDLE_FORMAT_VERSION = 1
-BUNDLE_ARTIFACT = "bundle"  # the key of the bundle in the pyfunc's ``artifacts``
-PYFUNC_SCRIPT = Path(__file__).with_name("pyfunc_model.py")
+TAG_BUDGET = 5000  # characters of a tag value that every MLflow backend keeps
+SHORT_HASH = 16  # hex digits per file when the full manifest does not fit a tag
+REGISTERED_MODEL_META = "registered_model_meta"  # MLflow's, not the model's (``_download_model``)
 OUTPUT_COLUMNS = [SERIES, TIME, "yhat", "model_name", "model_version", "run_id"]
 # Data-config keys a batch-prediction caller may override; covariate roles belong to the model.
 OVERRIDABLE = ("time_column", "target", "id_column", "format", "timezone", "repair")
-# Third-party packages the pyfunc imports (the ``forecasting`` package itself travels as code).
+# Third-party packages the pyfunc imports. ``forecasting`` itself is not one: the model carries no
+# code, so the package must be installed where the model is loaded (its version is in the metadata).
 PYFUNC_REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "statsmodels", "torch")
 
 
@@ -317,19 +339,15 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-# MLflow runs a models-from-code script with a mock ``dbutils`` module swapped into ``sys.modules``
-# and swapped back afterwards (``mlflow.models.utils._mock_dbutils``). Two threads doing it at once
-# (two models of a pipeline logged together) can restore each other's mock and leave it there for
-# good, and anything that reads ``sys.modules`` then breaks on it. One load or log at a time.
-CODE_MODEL_LOCK = threading.Lock()
-
-
 def log_pyfunc(bundle_dir: Path, input_example: pd.DataFrame, name: str = "model") -> str:
-    """Log the bundle as an MLflow pyfunc (models from code) in the active run; returns its URI.
+    """Log the bundle as an MLflow pyfunc in the active run and record its hashes; returns its URI.
 
-    The signature is inferred from ``input_example`` and the bundle's forecast of it. The
-    ``forecasting`` package is copied into the model (``code_paths``) so that loading it needs
-    only the pinned third-party requirements, not this project installed.
+    The model is data only (``loader_module=forecasting.pyfunc_model``, the bundle as
+    ``data_path``); the bundle's manifest and digest go into the ``MLmodel`` metadata. The
+    signature is inferred from ``input_example`` and the bundle's forecast of it. Once logged, the
+    model is downloaded back, checked (our loader, no code, the bundle we wrote) and every file of
+    it hashed: the digest and the manifest become tags of the run (``digest_tag(name)``,
+    ``manifest_tag(name)``), which ``load_pyfunc`` checks before it loads anything.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -338,42 +356,194 @@ def log_pyfunc(bundle_dir: Path, input_example: pd.DataFrame, name: str = "model
         raise RuntimeError("log_pyfunc needs an active MLflow run (mlflow.start_run())")
     bundle_dir = Path(bundle_dir)
     output = load_bundle(bundle_dir).forecast(input_example, source="input example")
-    with CODE_MODEL_LOCK:
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(PYFUNC_SCRIPT),
-            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-            code_paths=[str(Path(__file__).parent)],
-            signature=infer_signature(input_example, output),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-        )
+    bundle_files = file_manifest(bundle_dir)
+    metadata = {BUNDLE_SHA256: manifest_digest(bundle_files), BUNDLE_FILES: bundle_files}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        metadata["forecasting_version"] = importlib.metadata.version("forecasting")
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        loader_module=LOADER_MODULE,
+        data_path=str(bundle_dir),
+        signature=infer_signature(input_example, output),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        metadata=metadata,
+    )
+    _record_hashes(info, name, metadata[BUNDLE_SHA256])
     return info.model_uri
 
 
 def load_pyfunc(model_uri: str) -> Any:
-    """``mlflow.pyfunc.load_model`` with load failures as ``ModelLoadError``.
+    """Verify the model against the hashes its run recorded, then ``mlflow.pyfunc.load_model`` it.
 
-    Its ``predict(frame)`` takes the pyfunc input (see ``forecasting/pyfunc_model.py``) and raises
-    ``MlflowException`` naming the forecasting error for bad input.
+    ``model_uri`` is ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/m-ID`` (a logged
+    model) or ``runs:/RUN_ID/NAME``: each leads to the run that logged the model. The model is
+    downloaded to a temporary folder, every file hashed and compared with the run's record, and
+    only that checked copy is loaded. Raises ``ModelIntegrityError`` (before MLflow reads any of
+    the model's files) when a file changed, is missing or extra, or nothing was recorded; other
+    load failures are ``ModelLoadError``. The result's ``predict(frame)`` takes the pyfunc input
+    (see ``forecasting/pyfunc_model.py``) and raises ``MlflowException`` naming the forecasting
+    error for bad input.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    what = f"model {model_uri!r}"
     try:
-        with CODE_MODEL_LOCK:
-            return mlflow.pyfunc.load_model(model_uri)
+        source = resolve_model_source(model_uri)
+        with tempfile.TemporaryDirectory(prefix="forecasting-model-") as tmp:
+            local = _download_model(source.location, tmp)
+            check_manifest(file_manifest(local), source.digest, source.manifest, what, source.record)
+            check_model_dir(local, what)
+            return mlflow.pyfunc.load_model(str(local))  # reads everything it needs before returning
     except MlflowException as err:
         raise ModelLoadError(f"cannot load model {model_uri!r}: {err.message}") from None
 
 
 def load_pyfunc_bundle(model_uri: str) -> tuple[Bundle, Any]:
-    """Load an MLflow model logged by ``log_pyfunc``: its bundle and the model's metadata."""
+    """Load (verified) an MLflow model logged by ``log_pyfunc``: its bundle and the model's metadata."""
     pyfunc = load_pyfunc(model_uri)
-    bundle = getattr(pyfunc.unwrap_python_model(), "bundle", None)
+    try:
+        bundle = pyfunc.get_raw_model()
+    except NotImplementedError:
+        bundle = None
     if not isinstance(bundle, Bundle):
         raise ModelLoadError(f"model {model_uri!r} is not a forecasting pyfunc (logged by log_pyfunc)")
     return bundle, pyfunc.metadata
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model URI leads: the run that logged it and the hashes it recorded there."""
+
+    run_id: str
+    name: str  # the model's name in its run (log_pyfunc's ``name``)
+    location: str  # artifact URI of the model's files
+    digest: str
+    manifest: dict[str, str] | None  # None when too large for a tag
+
+    @property
+    def record(self) -> str:
+        return f"tag {digest_tag(self.name)!r} of run {self.run_id}"
+
+
+def resolve_model_source(model_uri: str) -> ModelSource:
+    """Follow a model URI through the tracking store to the run that logged it and its record.
+
+    ``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` go through the registry to the version's
+    logged model, ``models:/m-ID`` is a logged model, ``runs:/RUN_ID/NAME`` the run's logged
+    model of that name. A URI that leads to no run (a path, ``s3://...``), or a run that recorded
+    no hash for the model, is a ``ModelIntegrityError``.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if model_uri.startswith("models:/"):
+        rest = model_uri[len("models:/") :].strip("/")
+        if "@" in rest or "/" in rest:
+            if "@" in rest:
+                version = client.get_model_version_by_alias(*rest.split("@", 1))
+            else:
+                version = client.get_model_version(*rest.split("/", 1))
+            location = client.get_model_version_download_uri(version.name, version.version)
+            model_id = getattr(version, "model_id", None) or _logged_model_id(version.source or "")
+            if model_id:
+                logged = client.get_logged_model(model_id)
+                run_id, name = logged.source_run_id, logged.name
+            elif (version.source or "").startswith("runs:/"):
+                run_id, _, name = version.source[len("runs:/") :].strip("/").partition("/")
+            else:  # a path in the run's artifacts (a model registered before MLflow 3)
+                run_id, name = version.run_id, (version.source or "").rstrip("/").rpartition("/")[2]
+        else:
+            logged = client.get_logged_model(rest)
+            run_id, name, location = logged.source_run_id, logged.name, logged.artifact_location
+    elif model_uri.startswith("runs:/"):
+        run_id, _, name = model_uri[len("runs:/") :].strip("/").partition("/")
+        location = None  # found below, once the run is known to have recorded the model
+    else:
+        raise ModelIntegrityError(
+            f"model {model_uri!r} leads to no tracked run, so its files cannot be checked; load it "
+            "as models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID or runs:/RUN_ID/NAME"
+        )
+    if not run_id or not name:
+        raise ModelIntegrityError(f"model {model_uri!r}: the tracking store does not say which run logged it")
+    run = client.get_run(run_id)
+    digest = run.data.tags.get(digest_tag(name))
+    if not digest:
+        raise ModelIntegrityError(
+            f"model {model_uri!r} has no recorded hash (run {run_id} has no tag {digest_tag(name)!r}): "
+            "it was logged before models were hashed, or not by log_pyfunc, so it cannot be "
+            "checked and is not loaded. Log it again (forecast run)"
+        )
+    if location is None:
+        location = _run_model_location(client, run, name, model_uri)
+    try:
+        manifest = json.loads(run.data.tags.get(manifest_tag(name), ""))
+    except ValueError:
+        manifest = None
+    return ModelSource(run_id, name, location, digest, manifest if isinstance(manifest, dict) else None)
+
+
+def _download_model(location: str, dst: str) -> Path:
+    """Copy the model's files from the artifact store into ``dst``; the copy's path.
+
+    MLflow writes ``registered_model_meta`` (name and version, read by nothing) into a model
+    folder whenever it downloads a ``models:/`` URI, and into the store itself when the store is a
+    local folder and no destination is given (``mlflow.pyfunc.load_model("models:/...")``). It is
+    no part of the model: it is dropped from the copy, neither hashed nor loaded.
+    """
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=dst))
+    meta = local / REGISTERED_MODEL_META
+    if meta.is_file() and not meta.is_symlink():
+        meta.unlink()
+    return local
+
+
+def _logged_model_id(source: str) -> str | None:
+    rest = source[len("models:/") :] if source.startswith("models:/") else ""
+    return rest if rest.startswith("m-") and "/" not in rest else None
+
+
+def _run_model_location(client: Any, run: Any, name: str, model_uri: str) -> str:
+    """Artifact URI of the newest logged model called ``name`` of ``run``."""
+    outputs = run.outputs.model_outputs if run.outputs else []
+    models = [client.get_logged_model(out.model_id) for out in outputs]
+    models = [m for m in models if m.name == name and m.source_run_id == run.info.run_id]
+    if not models:
+        raise ModelLoadError(
+            f"cannot load model {model_uri!r}: run {run.info.run_id} logged no model {name!r}"
+        )
+    return max(models, key=lambda m: m.creation_timestamp or 0).artifact_location
+
+
+def _record_hashes(info: Any, name: str, bundle_digest: str) -> None:
+    """Download the model just logged, check it is what ``log_pyfunc`` wrote, and tag its run with
+    the digest and the manifest of its files (``digest_tag``, ``manifest_tag``).
+
+    The manifest is kept with full hashes when it fits ``TAG_BUDGET`` characters, else with
+    ``SHORT_HASH`` hex digits per file, else not at all: it only names files, the digest decides.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    location = client.get_logged_model(info.model_id).artifact_location
+    what = f"model {info.model_uri!r} (just logged)"
+    with tempfile.TemporaryDirectory(prefix="forecasting-model-") as tmp:
+        local = _download_model(location, tmp)
+        manifest = file_manifest(local)
+        check_model_dir(local, what)
+        if read_mlmodel(local, what)["metadata"][BUNDLE_SHA256] != bundle_digest:
+            raise ModelIntegrityError(f"{what}: its bundle is not the one logged; nothing was recorded")
+    tags = {digest_tag(name): manifest_digest(manifest)}
+    for width in (64, SHORT_HASH):
+        value = json.dumps({k: v[:width] for k, v in manifest.items()}, sort_keys=True, separators=(",", ":"))
+        if len(value) <= TAG_BUDGET:
+            tags[manifest_tag(name)] = value
+            break
+    for key, value in tags.items():
+        client.set_tag(info.run_id, key, value)
 
 
 # --- batch prediction ------------------------------------------------------------------------------

@@ -219,6 +219,7 @@ TORCH_FREE = [
     "forecasting.data.windows",
     "forecasting.evaluation",
     "forecasting.faults",
+    "forecasting.integrity",
     "forecasting.models.ar",
     "forecasting.models.base",
     "forecasting.models.baselines",

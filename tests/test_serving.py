@@ -239,8 +239,8 @@ def test_input_errors_are_the_named_training_errors(bundle, history):
         bundle.forecast(gap)
     text = to_raw(history).astype({"load": object})
     text.loc[3, "load"] = "n.a."
-    with pytest.raises(NonNumericValueError, match=r"n\.a\."):
-        bundle.forecast(text)
+    with pytest.raises(NonNumericValueError, match=r"column 'load' .*row 3 \(series 's0'"):
+        bundle.forecast(text)  # the row is named; the cell's text is not quoted
     daily = history.assign(
         t=history.groupby("series_id").cumcount().map(lambda i: pd.Timestamp("2024") + pd.Timedelta(days=i))
     )
@@ -275,13 +275,25 @@ def test_write_and_load_bundle_check_their_inputs(tmp_path, bundle, data_cfg):
 
 
 # --- the pyfunc ----------------------------------------------------------------------------------------
-def test_pyfunc_is_code_with_signature_example_and_no_pickle(logged, tmp_path):
+def test_pyfunc_is_data_only_with_signature_example_and_no_pickle(logged, tmp_path):
+    listed = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=logged["uri"])}
+    assert "code" not in listed and "python_model.pkl" not in listed  # no code, no pickled model
+    assert {"MLmodel", "data", "requirements.txt", "input_example.json"} <= listed
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged["uri"], dst_path=str(tmp_path)))
-    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
-    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert not [f for f in files if f.endswith(".py") or f.startswith("code/")], files
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    assert flavor["loader_module"] == "forecasting.pyfunc_model"  # imported from the installed package
+    assert flavor["data"] == "data/bundle" and not flavor.get("code")
     assert "python_model" not in flavor  # the key of a pickled PythonModel
+    assert len(mlmodel["metadata"]["bundle_sha256"]) == 64
+    assert set(mlmodel["metadata"]["bundle_files"]) == {
+        p.relative_to(local / "data" / "bundle").as_posix()
+        for p in (local / "data" / "bundle").rglob("*")
+        if p.is_file()
+    }
     no_pickles(local)
-    assert (local / "code" / "forecasting" / "serving.py").is_file()  # code_paths: self-contained
     info = mlflow.models.get_model_info(logged["uri"])
     assert info.signature.inputs.input_names() == ["series_id", "t", "y", "hour"]
     assert info.signature.outputs.input_names() == ["series_id", "t", "yhat"]
@@ -314,8 +326,9 @@ print(forecasting.__file__)
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    # The model imports the copy of the package it was logged with, not the working tree.
-    assert f"{os.sep}code{os.sep}forecasting{os.sep}" in done.stdout.strip().splitlines()[-1]
+    # The model carries no code: its loader comes from the installed package (this project).
+    loaded_from = Path(done.stdout.strip().splitlines()[-1]).resolve()
+    assert loaded_from == (Path(__file__).parents[1] / "forecasting" / "__init__.py").resolve()
     out = pd.read_parquet(tmp_path / "out.parquet")
     pd.testing.assert_frame_equal(out, bundle.forecast(history), check_dtype=False)
 
@@ -610,9 +623,10 @@ def test_forecast_predict_to_an_unwritable_path_exits_2(logged, tracking, histor
 
 
 def test_loading_models_in_threads_leaves_no_mock_module_behind(logged):
-    """MLflow swaps a mock ``dbutils`` into ``sys.modules`` while a models-from-code script runs;
-    loads in several threads at once (a pipeline's models are logged concurrently) must not leave
-    one behind (hypothesis, for one, reads every module's ``__file__`` and broke on it)."""
+    """Loads in several threads at once (a pipeline's models are logged and checked concurrently)
+    leave no mock ``dbutils`` in ``sys.modules``: MLflow swaps one in while it runs a
+    models-from-code script, which broke hypothesis (it reads every module's ``__file__``). Models
+    are no longer logged from code; this stays as a regression check."""
     import sys
     import threading
 
