@@ -25,7 +25,7 @@ def _backend(kind: str, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_pipeline_over_http(kind, tmp_path, monkeypatch):
+def test_pipeline_over_http(kind, tmp_path, monkeypatch, mlflow_globals):
     with (
         _backend(kind, tmp_path) as backend,
         mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log") as uri,
