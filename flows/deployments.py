@@ -2,10 +2,15 @@
 
 The same deployments are declared in ``prefect.yaml`` for work-pool workers
 (``prefect deploy --all`` then ``prefect worker start --pool forecasting``).
+
+Every deployment's entrypoint is the absolute path of the flow's file (``entrypoint_of``), and
+its config path is absolute too: Prefect would record the file relative to the directory the
+deployment was built from, which a worker started anywhere else cannot find.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +26,25 @@ def deployment_name(spec: ScheduleSpec) -> str:
     return spec.name or f"{spec.flow}-scheduled"
 
 
+def entrypoint_of(flow: Any) -> str:
+    """``/abs/path/to/file.py:function``: the flow's entrypoint, whatever the current directory."""
+    return f"{Path(inspect.getfile(flow.fn)).resolve()}:{flow.fn.__qualname__}"
+
+
 def build_deployments(config_path: Path, cfg: Config) -> list[Any]:
-    """One runner deployment per configured schedule, each passing the config path."""
+    """One runner deployment per configured schedule, each passing the config's absolute path."""
     deployments = []
     for spec in cfg.orchestration.schedules:
         flow = FLOWS[spec.flow]
-        deployments.append(
-            flow.to_deployment(
-                name=deployment_name(spec),
-                schedules=[Cron(spec.cron, timezone=spec.timezone)],
-                parameters={"config_path": str(Path(config_path).resolve())},
-                tags=["forecasting", spec.flow],
-                description=f"{spec.flow} on {spec.cron} ({spec.timezone}) for {Path(config_path).name}",
-            )
+        deployment = flow.to_deployment(
+            name=deployment_name(spec),
+            schedules=[Cron(spec.cron, timezone=spec.timezone)],
+            parameters={"config_path": str(Path(config_path).resolve())},
+            tags=["forecasting", spec.flow],
+            description=f"{spec.flow} on {spec.cron} ({spec.timezone}) for {Path(config_path).name}",
         )
+        deployment.entrypoint = entrypoint_of(flow)  # Prefect's is relative to the cwd
+        deployments.append(deployment)
     return deployments
 
 

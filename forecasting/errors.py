@@ -178,3 +178,13 @@ def names(values: Sequence[str]) -> str:
 
 class TrackingUnavailableError(TrackingError):
     """The tracking server or database did not answer (one short probe, not MLflow's retries)."""
+
+
+class NoChampionError(InputValidationError):
+    """Batch prediction asked for a registered model's alias (``champion`` by default) that no
+    version holds yet, or for a registered model that does not exist yet."""
+
+
+class NoPipelineRunError(InputValidationError):
+    """No pipeline run where a command looked: no such experiment, an experiment without one, or
+    a run id that is not a pipeline run."""

@@ -1,9 +1,11 @@
-"""The Prefect flows: retries only for I/O, the pipeline end to end, Dask scale-out, and cron
-deployments served against a real `prefect server` on loopback."""
+"""The Prefect flows: retries only for I/O, the pipeline end to end, what a flow run shows in the
+Prefect UI (artifacts, state message), a batch prediction before any champion, Dask scale-out,
+and cron deployments (absolute entrypoints) served against a real `prefect server` on loopback."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,8 +22,11 @@ from servers import free_port, stop, wait_http
 from test_pipeline import raw_config
 
 import flows.pipeline as fp
+from flows import reports
 from forecasting.config import load_config
-from forecasting.errors import InputValidationError
+from forecasting.errors import InputValidationError, NoChampionError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +103,158 @@ def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
     champion = client.get_model_version_by_alias("flow-e2e-model", "champion")
     assert champion.run_id == refit.info.run_id
     assert len(pd.read_csv(outcome["prediction"]["output"])) == 3 * 12
+
+    # what the Prefect UI shows of the run: the winner, its version and scores, links to MLflow
+    summary = _artifact(flow_run_id, reports.PIPELINE_KEY)
+    markdown = summary.data
+    assert f"**{best}** won" in markdown and f"flow-e2e-model v{champion.version}" in markdown
+    assert f"version **{champion.version}**, alias **champion**" in markdown
+    assert "| model | status | val_mse | test_mse | fit_seconds |" in markdown
+    assert {f"| {m} | FINISHED |" in markdown for m in ("naive", "ar")} == {True}
+    assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in markdown
+    assert f"#/models/flow-e2e-model/versions/{champion.version}" in markdown
+    assert "run `forecast ui`, then open" in markdown  # the SQLite store `forecast ui` opens
+    forecasts = _artifact(flow_run_id, reports.FORECASTS_KEY)
+    assert forecasts.type == "table" and len(json.loads(forecasts.data)) == 3 * 12
+    assert f"flow-e2e-model/{champion.version}" in forecasts.description
+    assert (
+        "**36** forecasts" in forecasts.description
+        and outcome["prediction"]["output"] in forecasts.description
+    )
+    state = _flow_run(flow_run_id).state
+    assert state.is_completed() and f"{best} won" in state.message
+    assert f"version {champion.version} -> champion" in state.message
+
+    # the hourly deployment's flow on its own: a table of what it wrote, and a named MLflow run
+    state = fp.batch_predict(str(path), return_state=True)
+    assert state.is_completed() and "36 forecasts by flow-e2e-model/" in state.message
+    table = _artifact(str(state.state_details.flow_run_id), reports.FORECASTS_KEY)
+    assert table.type == "table" and {"series_id", "t", "yhat"} <= set(json.loads(table.data)[0])
+    names = [
+        r.info.run_name for r in client.search_runs([parent.info.experiment_id], "tags.role = 'prediction'")
+    ]
+    assert f"predict flow-e2e-model v{champion.version} sales.csv" in names
+
+
+def _flow_run(flow_run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def _artifact(flow_run_id: str, key: str):
+    """The artifact a flow run published under ``key``, read back through Prefect's client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])
+            )
+        )
+    assert len(found) == 1, [a.key for a in found]
+    return found[0]
+
+
+class _Tracebacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+def test_batch_predict_before_any_champion_fails_once_with_a_named_error(
+    prefect_harness, tmp_path, monkeypatch
+):
+    """The hourly deployment on a new store, before the nightly run has registered a champion:
+    the flow run fails with one NoChampionError saying what to do; no task runs, nothing is
+    retried, one traceback is logged (not one per task, subflow and flow)."""
+    path = write_config(tmp_path, "no-champion-yet")
+    calls = {"n": 0}
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        raise AssertionError("the prediction must not start")
+
+    monkeypatch.setattr(fp.lib, "batch_predict", counted)
+    tracebacks = _Tracebacks()
+    logging.getLogger("prefect").addHandler(tracebacks)
+    try:
+        state = fp.batch_predict(str(path), return_state=True)
+    finally:
+        logging.getLogger("prefect").removeHandler(tracebacks)
+    assert state.is_failed()
+    assert "NoChampionError" in state.message and "no-champion-yet-model@champion" in state.message
+    assert "forecast run" in state.message
+    with pytest.raises(NoChampionError, match="no model is registered as 'no-champion-yet-model'"):
+        state.result()
+    assert calls["n"] == 0
+    assert len(tracebacks.records) <= 1, [r.getMessage() for r in tracebacks.records]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        subflows = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+    assert tasks == [] and subflows == []
+
+
+def test_a_missing_champion_is_never_retried():
+    class State:
+        def result(self, raise_on_failure=True):
+            raise NoChampionError("no champion")
+
+    assert fp.retry_unless_bad_input(None, None, State()) is False
+
+
+def test_deployment_entrypoints_are_absolute(tmp_path, monkeypatch):
+    """`forecast serve`'s deployments name their flow by its absolute path, whatever the cwd the
+    deployments were built in, and pass the config's absolute path."""
+    from flows.deployments import build_deployments
+
+    schedules = [
+        {"flow": "forecast_pipeline", "cron": "0 2 * * *", "name": "nightly"},
+        {"flow": "batch_predict", "cron": "5 * * * *", "name": "hourly"},
+        {"flow": "train", "cron": "0 3 * * *"},
+    ]
+    path = write_config(tmp_path, "entry", orchestration={"schedules": schedules})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    deployments = build_deployments(Path(os.path.relpath(path, elsewhere)), load_config(path))
+    assert [d.name for d in deployments] == ["nightly", "hourly", "train-scheduled"]
+    for d, function in zip(deployments, ["forecast_pipeline", "batch_predict", "train"], strict=True):
+        file, name = d.entrypoint.rsplit(":", 1)
+        assert Path(file).is_absolute() and Path(file).is_file(), d.entrypoint
+        assert Path(file) == ROOT / "flows" / "pipeline.py" and name == function
+        assert Path(d.parameters["config_path"]) == path.resolve()
+
+
+def test_prefect_yaml_entrypoints_are_absolute_once_deployed(monkeypatch):
+    """prefect.yaml's entrypoints and config paths become absolute paths that exist when
+    `prefect deploy` fills in FORECAST_PROJECT_DIR from the environment (its own call below)."""
+    from prefect.utilities.templating import apply_values
+
+    from flows.deployments import FLOWS
+
+    monkeypatch.setenv("FORECAST_PROJECT_DIR", str(ROOT))
+    raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = apply_values(raw["deployments"], os.environ, remove_notset=False)
+    assert {d["name"] for d in deployments} == {"nightly-retrain", "hourly-forecast"}
+    for d in deployments:
+        file, name = d["entrypoint"].rsplit(":", 1)
+        assert Path(file).is_absolute() and Path(file).is_file() and name in FLOWS, d["entrypoint"]
+        assert Path(d["parameters"]["config_path"]).is_file()
+    pull = apply_values(raw["pull"], os.environ, remove_notset=False)
+    assert pull == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
 
 
 def test_io_failure_is_retried_then_succeeds(prefect_harness, tmp_path, monkeypatch):
