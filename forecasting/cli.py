@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 
 from flows import local_api
+from forecasting import stages
 from forecasting.errors import ForecastingError, InputValidationError
 from forecasting.interrupts import Terminated
 
 if TYPE_CHECKING:
     from forecasting.config import Config
+    from forecasting.stages import Event
 
 app = typer.Typer(
     add_completion=False,
@@ -169,13 +179,12 @@ def _run_pipeline(config: Path, data: Path | None, predict: bool = True) -> dict
     from forecasting.interrupts import run_stoppable
 
     cfg = load_config(config, _overrides(data))  # fail fast on a bad config, before any flow starts
-    _probe_tracking(cfg)  # and on a tracking server that does not answer
-    api = local_api.start()  # Prefect's local API starts while the imports below run
-    from flows.pipeline import forecast_pipeline
+    with _pipeline_progress():  # from here on the terminal says what is happening
+        _probe_tracking(cfg)  # and on a tracking server that does not answer
+        api = local_api.start()  # Prefect's local API starts while the imports below run
+        from flows.pipeline import forecast_pipeline
 
-    log_file = _log_flows_to_file()
-
-    with _status("running the forecast pipeline (Prefect flow)..."):
+        log_file = _log_flows_to_file()
         flow_fn = _ready(api, forecast_pipeline, cfg)
         outcome = run_stoppable(
             flow_fn, config=cfg, data_path=str(data.resolve()) if data else None, predict=predict
@@ -260,6 +269,203 @@ class _nullcontext:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# --- progress of `run` and `demo` ---------------------------------------------------------------
+@contextmanager
+def _pipeline_progress() -> Iterator[None]:
+    """The pipeline's stages as they happen (``forecasting.stages``): one live display on a
+    terminal, a plain line per finished stage elsewhere (a file, CI), nothing with ``--quiet``
+    (nor the networks' own per-epoch bars, which a listener replaces)."""
+    display = _PipelineDisplay(console, live=console.is_terminal) if not _state["quiet"] else None
+    with display or _nullcontext(), stages.listening(display or (lambda event: None)):
+        yield
+
+
+def _duration(seconds: float) -> str:
+    """``0.3 s``, ``12 s``, ``2 min 05 s``."""
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes:
+        return f"{minutes} min {rest:02d} s"
+    return f"{seconds:.1f} s" if seconds < 10 else f"{rest} s"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _stage_line(event: Event, width: int = 0) -> str | None:
+    """The line a finished stage leaves on the terminal or in a log; None for an event that
+    only moves the live display (a model or an epoch starting, an epoch ending)."""
+    info, stage = event.info, event.stage
+    if stage == "ingest":
+        return f"ingest: {info['rows']:,} rows, {info['series']:,} series"
+    if stage == "pipeline":
+        how = "resumes the interrupted" if info["adopted"] else "in"
+        return f"pipeline run {info['run_id'][:8]} {how} MLflow: {len(info['models'])} models"
+    if stage == "model_finished":
+        name = f"{event.model:<{width}}" + (f"  {event.k} of {event.n}" if event.k else "")
+        if info["reused"]:
+            return f"{name}  finished before the restart (reused)"
+        if info["error"]:
+            return f"{name}  FAILED: {info['error']}"
+        fit = info["fit_seconds"] or 0.0
+        return f"{name}  {info['metric']} {_number(info['score'])}  fit {_duration(fit)}"
+    if stage == "refit_finished":
+        fit = info["fit_seconds"] or 0.0
+        return f"{event.model} on every row ({info['rows'] or 0:,.0f}): fit {_duration(fit)}"
+    if stage == "champion":
+        head = f"champion gate: {event.model} version {info['version']}"
+        if info["alias"] == "unchanged":
+            return f"{head} is the champion already (same config, data and code)"
+        gate = f"gate MSE {_number(info['candidate_score'])}"
+        if info["incumbent_score"] is not None:
+            gate += f" vs {_number(info['incumbent_score'])} for version {info['incumbent_version']}"
+        return f"{head} -> {info['alias']} ({gate})"
+    if stage == "prediction":
+        return f"prediction: {info['rows']:,} rows for {info['series']:,} series -> {info['output']}"
+    return None
+
+
+@dataclass
+class _Training:
+    """A model in training, as the live display shows it."""
+
+    k: int | None
+    n: int | None
+    started: float
+    spinner: Any
+    label: str = ""  # the network training (its family), when it is not the model's own name
+    epoch: int = 0  # the epoch running (1-based; 0: none yet, or not a network)
+    done: int = 0  # epochs finished
+    epochs: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)  # of this network's finished epochs
+
+
+class _PipelineDisplay:
+    """The listener of ``forecasting.stages`` for `run` and `demo`.
+
+    On a terminal: one rich ``Live`` region (redrawn at most 4 times a second: its thread takes
+    the GIL from training on a small machine) with a line per model in training (epoch k/E, s per
+    epoch, its ETA) and a footer (models done and waiting, an ETA for those waiting); each
+    finished stage is printed above it, once. Elsewhere: the finished stages, one plain line each.
+    """
+
+    def __init__(self, out: Console, live: bool):
+        self.out = out
+        self.t0 = time.monotonic()
+        self.width = 0  # of the longest model name
+        self.n = 0
+        self.finished = 0  # models finished (reused ones too)
+        self.seconds: list[float] = []  # of each model trained to the end in this process
+        self.training: dict[str, _Training] = {}
+        self.next = "loading MLflow and Prefect, starting Prefect's local API"
+        self._lock = threading.Lock()  # the listener's thread and the Live's redraw thread
+        self._footer = Spinner("dots", style="cyan")
+        self._live = (
+            Live(console=out, get_renderable=self._render, refresh_per_second=4, transient=True)
+            if live
+            else None
+        )
+
+    def __enter__(self) -> _PipelineDisplay:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._update(event)
+        line = _stage_line(event, self.width)
+        if line is None:
+            return
+        clock = _clock(event.at - self.t0)
+        if self._live is None:  # not print(): a flow with log_prints would send it to its log
+            self.out.file.write(f"{clock:>5}  {line}\n")
+            self.out.file.flush()
+            return
+        failed = event.stage == "model_finished" and event.info["error"]
+        mark = ("✗ ", "bold red") if failed else ("✓ ", "green")
+        self._live.refresh()  # the region without the model that finished, then the line above it
+        self._live.console.print(Text.assemble(mark, line, (f"  {clock}", "dim")), soft_wrap=True)
+
+    def _update(self, event: Event) -> None:
+        info, stage, model = event.info, event.stage, event.model or ""
+        running = self.training.get(model)
+        if stage in ("model_started", "refit_started"):
+            self.training[model] = _Training(event.k, event.n, event.at, Spinner("dots", style="cyan"))
+            self.n = event.n or self.n
+        elif stage == "epoch_started" and running is not None:
+            if info["epoch"] <= running.epoch:  # a new network in this run (an ensemble's refit)
+                running.epoch_seconds.clear()
+                running.done = 0
+            running.epoch, running.epochs = info["epoch"], info["epochs"]
+            running.label = "" if info["label"] == model else f"{info['label']} "
+        elif stage == "epoch_finished" and running is not None:
+            running.done = info["epoch"]
+            running.epoch_seconds.append(info["seconds"])
+        elif stage in ("model_finished", "refit_finished"):
+            self.training.pop(model, None)
+            if stage == "model_finished":
+                self.finished += 1
+                if not info["reused"]:
+                    self.seconds.append(info["seconds"])
+        if stage == "ingest":
+            self.next = "opening the pipeline run in MLflow"
+        elif stage == "pipeline":
+            self.n = len(info["models"])
+            self.width = max(map(len, info["models"]), default=0)
+            self.next = "training the models"
+        elif stage == "model_finished" and self.finished >= self.n and not self.training:
+            self.next = "leaderboard and plots, then the champion"
+        elif stage == "refit_started":
+            self.next = "the best model again on every row, then the champion gate"
+        elif stage == "refit_finished":
+            self.next = "champion gate: the candidate against the champion"
+        elif stage == "champion":
+            self.next = "batch prediction with the champion"
+        elif stage == "prediction":
+            self.next = "finishing"
+
+    def _render(self) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            rows = Table.grid(padding=(0, 2))
+            for name, t in self.training.items():
+                cells = [f"{t.k} of {t.n}" if t.k else "all rows"]
+                if t.epoch and t.done >= t.epochs:
+                    cells.append(f"{t.label}{t.epochs} epochs done: scoring, logging")
+                elif t.epoch:
+                    eta = stages.epoch_eta(max(t.done, t.epoch - 1), t.epochs, t.epoch_seconds)
+                    cells.append(f"{t.label}epoch {t.epoch}/{t.epochs}")
+                    if t.epoch_seconds:
+                        cells.append(f"{sum(t.epoch_seconds) / len(t.epoch_seconds):.1f} s/epoch")
+                    if eta is not None:
+                        cells.append(f"about {_duration(eta)} left")
+                else:
+                    cells.append(_duration(now - t.started))
+                t.spinner.update(text=Text(f"{name:<{self.width}}"))
+                rows.add_row(t.spinner, *cells)
+            models = [t for t in self.training.values() if t.k is not None]
+            waiting = self.n - self.finished - len(models)
+            if models or (self.finished and waiting > 0):
+                eta = stages.run_eta(waiting, self.seconds, parallel=max(len(models), 1))
+                text = f"models: {self.finished} of {self.n} done, {len(models)} training, {waiting} waiting"
+                if waiting and eta is not None:
+                    text += f" (about {_duration(eta)} for those)"
+            else:
+                text = self.next
+            self._footer.update(text=Text(f"{text}  ·  {_clock(now - self.t0)}"))
+            return Group(rows, self._footer) if self.training else self._footer
 
 
 def _report(outcome: dict) -> None:
@@ -355,20 +561,40 @@ def demo() -> None:
 
 @app.command()
 def leaderboard(
-    config: Annotated[Path, typer.Option("--config", help="Config naming the experiment.")] = DEMO_CONFIG,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="A pipeline (parent) run id.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Config naming the store and experiment (default: the run's own experiment with "
+            "--run-id or --experiment, else configs/demo.yaml).",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="A pipeline (parent) run id, in any experiment.")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="The latest pipeline run of this experiment.")
+    ] = None,
     fmt: Annotated[
         BoardFormat, typer.Option("--format", help="table (full names at any width), csv or json.")
     ] = BoardFormat.table,
 ) -> None:
-    """Show the leaderboard of the latest (or a given) pipeline run, read back from MLflow."""
+    """Show the leaderboard of the latest (or a given) pipeline run, read back from MLflow.
+
+    The tracking store is the config's, else MLFLOW_TRACKING_URI, else the project's local store."""
     _setup_environment()
-    from forecasting.config import load_config
+    from forecasting.config import TrackingConfig, load_config
     from forecasting.pipeline import leaderboard_from_mlflow
 
-    cfg = load_config(config)
-    run_id, rows = leaderboard_from_mlflow(cfg.tracking, run_id)
-    _print_leaderboard(rows, f"leaderboard of pipeline run {run_id}", fmt.value)
+    if config is None and (run_id or experiment):
+        tracking = TrackingConfig()  # the run (or --experiment) names the experiment
+    else:
+        tracking = load_config(config or DEMO_CONFIG).tracking
+    board = leaderboard_from_mlflow(tracking, run_id, experiment)
+    where = f"experiment {board.experiment!r}, store {board.uri}"
+    if fmt is not BoardFormat.table:  # stdout is data: where it came from goes to stderr
+        print(f"leaderboard of pipeline run {board.run_id} ({where})", file=sys.stderr)
+    _print_leaderboard(board.rows, f"leaderboard of pipeline run {board.run_id}\n({where})", fmt.value)
 
 
 @app.command()

@@ -1,10 +1,12 @@
 """`forecast validate` as a new user runs it: bad files with ETTh1's columns get exit status 2,
-one `error: <ErrorName>: ...` line on stderr, no traceback, and the file left untouched."""
+one `error: <ErrorName>: ...` line on stderr, no traceback, and the file left untouched; `forecast
+leaderboard` found by run id or experiment with no config; `forecast predict` before any champion."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -289,6 +291,111 @@ def test_tracking_store_is_opened_while_the_api_starts(tmp_path, monkeypatch, ml
     broken = load_config(DEMO, {"tracking": {"tracking_uri": f"sqlite:///{unopenable}/store.db"}})
     assert open_local_store(broken.tracking) is False
     assert unopenable.read_text() == "not a directory"
+
+
+# --- forecast leaderboard ---------------------------------------------------------------------------
+def _experiments() -> set[str]:
+    from mlflow import MlflowClient
+
+    return {e.name for e in MlflowClient().search_experiments()}
+
+
+@pytest.fixture(scope="module")
+def two_pipelines(tmp_path_factory) -> dict[str, str]:
+    """One naive pipeline run in each of two experiments of the session's store (the store
+    MLFLOW_TRACKING_URI names, as it would for a user without a config): experiment -> run id."""
+    import mlflow
+    from test_pipeline import make_config
+
+    from forecasting.pipeline import run_pipeline
+
+    previous = mlflow.get_tracking_uri()
+    runs = {}
+    for name in ("board-a", "board-b"):
+        cfg = make_config(tmp_path_factory.mktemp(name), name, [{"name": "naive"}])
+        runs[name] = run_pipeline(cfg, select=False).parent_run_id
+    mlflow.set_tracking_uri(previous)
+    return runs
+
+
+def test_leaderboard_of_a_run_id_needs_no_config(two_pipelines, capsys):
+    """`--run-id` alone: the run knows its experiment; the output says which one it read, and
+    nothing is created in the store (not the demo's experiment, not the default one)."""
+    before = _experiments()
+    run_id = two_pipelines["board-b"]
+    assert main(["leaderboard", "--run-id", run_id, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert [row["model"] for row in json.loads(out)] == ["naive"]
+    assert err.startswith(f"leaderboard of pipeline run {run_id} (experiment 'board-b', store sqlite:")
+    assert main(["leaderboard", "--run-id", run_id]) == 0
+    table = " ".join(capsys.readouterr().out.split())
+    assert run_id in table and "experiment 'board-b'" in table and "naive" in table
+    assert _experiments() == before
+
+
+def test_leaderboard_of_an_experiment_is_its_latest_pipeline_run(two_pipelines, capsys):
+    assert main(["leaderboard", "--experiment", "board-a", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("model,") and "naive" in out
+    assert two_pipelines["board-a"] in err and "experiment 'board-a'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--run-id", "0123456789abcdef0123456789abcdef"], "no run '0123456789abcdef0123456789abcdef'"),
+        (["--experiment", "no-such-experiment"], "experiment 'no-such-experiment' does not exist"),
+    ],
+)
+def test_leaderboard_of_nothing_is_a_named_error(two_pipelines, capsys, args, says):
+    before = _experiments()
+    assert main(["leaderboard", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: NoPipelineRunError: ") and says in err[0], err
+    assert _experiments() == before  # the experiment asked for was not created
+
+
+def test_leaderboard_of_a_model_run_names_its_pipeline_run(two_pipelines, capsys):
+    from mlflow import MlflowClient
+
+    parent = two_pipelines["board-a"]
+    run = MlflowClient().get_run(parent)
+    child = MlflowClient().search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")[0]
+    assert main(["leaderboard", "--run-id", child.info.run_id]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: NoPipelineRunError: ") and "is a model run, not a pipeline run" in line
+    assert f"--run-id {parent}" in line
+
+
+# --- forecast predict before any champion ----------------------------------------------------------
+def test_predict_before_any_champion_is_one_named_error(tmp_path, capsys, mlflow_globals):
+    """A new store (no registered model), then a registered model whose versions hold no
+    `champion` alias: exit status 2, one line naming the model and alias and what to do."""
+    import yaml
+    from mlflow import MlflowClient
+    from test_pipeline import raw_config
+
+    raw = raw_config(tmp_path, "predict-first", [{"name": "naive"}])
+    db = tmp_path / "store" / "mlflow.db"
+    raw["tracking"]["tracking_uri"] = f"sqlite:///{db}"
+    config = tmp_path / "predict-first.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    output = tmp_path / "forecast.parquet"
+    client = MlflowClient(f"sqlite:///{db}")
+    client.search_experiments()  # a new, empty store (its tables made here: MLflow logs that)
+    capsys.readouterr()
+
+    assert main(["predict", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: NoChampionError: "), err
+    assert "no model is registered as 'predict-first-model'" in err[0] and "forecast run" in err[0]
+
+    client.create_registered_model("predict-first-model")
+    assert main(["predict", "--config", str(config), "--model", "predict-first-model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: NoChampionError: "), err
+    assert "'predict-first-model' has no version with alias 'champion' (its aliases: none)" in err[0]
+    assert not output.exists()
 
 
 # --- forecast ui -------------------------------------------------------------------------------------
