@@ -310,7 +310,7 @@ class RunLogger:
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Render a ``matplotlib.figure.Figure`` (built without pyplot, laid out by its own
-        constrained layout: no tight-bbox second pass) to PNG and log it."""
+        fixed margins: no layout pass, no tight-bbox second pass) to PNG and log it."""
         buf = io.BytesIO()
         figure.savefig(buf, format="png", dpi=100)
         self._log_bytes(buf.getvalue(), artifact_file)
@@ -396,6 +396,23 @@ on_stop(kill_open_runs)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Store:
+    """A tracking store opened for reading: no experiment chosen, nothing created."""
+
+    uri: str
+    client: MlflowClient
+
+
+def open_store(cfg: TrackingConfig) -> Store:
+    """The store ``cfg`` names (the config, ``MLFLOW_TRACKING_URI``, the local default), checked
+    to answer and initialised like a ``Tracker``'s, without choosing or creating an experiment."""
+    uri, _ = resolve_tracking_uri(cfg)
+    check_server(uri)
+    open_store_once(uri)
+    return Store(uri, MlflowClient(uri))
 
 
 class Tracker:

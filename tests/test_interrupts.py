@@ -69,5 +69,6 @@ def test_signal_ends_runs_killed(sig, tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in err and "Logging error" not in err
     runs = client.search_runs([child.info.experiment_id])
-    statuses = {r.info.run_name: r.info.status for r in runs}
-    assert statuses == {"pipeline": "KILLED", "lstm": "KILLED"}, (statuses, err[-2000:])
+    statuses = {r.data.tags["role"]: r.info.status for r in runs}
+    assert statuses == {"pipeline": "KILLED", "model": "KILLED"}, (statuses, err[-2000:])
+    assert {r.info.run_name for r in runs if r.data.tags["role"] == "model"} == {"lstm"}

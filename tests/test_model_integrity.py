@@ -140,7 +140,8 @@ def test_every_kind_of_uri_is_checked_and_forecasts_as_the_bundle(logged, bundle
     ]
     for uri in uris:
         got = load_pyfunc(uri).predict(history)
-        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+        pd.testing.assert_frame_equal(got[["series_id", "t", "yhat"]], want, check_dtype=False)
+        assert set(got["model_version"]) == {logged["version"]} and set(got["run_id"]) == {logged["run_id"]}
     bundle, metadata = load_pyfunc_bundle(uris[1])
     assert (bundle.model.name, metadata.run_id) == ("ar", logged["run_id"])
 

@@ -133,7 +133,7 @@ def test_champion_is_the_best_by_validation(pipeline_run):
     assert refit_run.data.metrics["refit_rows"] == len(result.prepared.data.frame)
     assert not any(k.startswith(("val_", "test_")) for k in refit_run.data.metrics)
     assert champion.tags["decision"] == "champion"
-    assert float(champion.tags["candidate_score"]) == pytest.approx(result.decision.candidate_score)
+    assert float(champion.tags["gate_mse_orig"]) == pytest.approx(result.decision.candidate_score)
 
 
 @pytest.mark.slow
@@ -230,19 +230,28 @@ def test_a_failing_model_fails_its_run_and_the_rest_complete(tmp_path):
 
 @pytest.mark.slow
 def test_rerun_with_equal_model_keeps_the_incumbent(tmp_path):
+    """The same config on the same data and code registers nothing (``unchanged``); another
+    config whose model scores the same is registered but does not take the alias."""
     cfg = make_config(tmp_path, "gate", [{"name": "naive"}])
     first = run_pipeline(cfg)
-    second = run_pipeline(cfg)
+    again = run_pipeline(cfg)
+    other = run_pipeline(make_config(tmp_path, "gate", [{"name": "naive", "label": "again"}]))
     assert first.decision.alias == "champion"
-    assert second.decision.alias == "challenger"  # equal, not better: the champion stays
+    assert again.decision.alias == "unchanged" and again.decision.version == first.decision.version
+    assert other.decision.alias == "challenger"  # equal, not better: the champion stays
     client = MlflowClient()
-    assert (
-        str(client.get_model_version_by_alias(cfg.tracking.registered_model, "champion").version)
-        == first.decision.version
-    )
-    tags = client.get_model_version(cfg.tracking.registered_model, second.decision.version).tags
+    name = cfg.tracking.registered_model
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'")) == [1, 2]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first.decision.version
+    tags = client.get_model_version(name, other.decision.version).tags
     assert tags["incumbent_version"] == first.decision.version
-    assert float(tags["incumbent_score"]) == pytest.approx(float(tags["candidate_score"]))
+    assert float(tags["incumbent_gate_mse_orig"]) == pytest.approx(float(tags["gate_mse_orig"]))
+    assert tags["selection_metric"] == "val_mse" and float(tags["val_mse"]) == pytest.approx(
+        other.results[0].metrics["val_mse"]
+    )
+    parent = client.get_run(again.parent_run_id).data.tags
+    assert parent["champion_decision"] == "unchanged"
+    assert "| naive | FINISHED |" in parent["mlflow.note.content"]
 
 
 def test_bad_input_starts_no_run(tmp_path):
@@ -312,6 +321,6 @@ def test_a_retried_champion_step_registers_once_and_decides_once(tmp_path, monke
     tags = client.get_model_version(name, decision.version).tags
     assert tags["decision"] == decision.alias == "champion"
     assert tags["parent_run_id"] == trained.parent_run_id
-    assert float(tags["candidate_score"]) == decision.candidate_score
+    assert float(tags["gate_mse_orig"]) == decision.candidate_score
     assert select.select_champion(*args) == decision  # and again: nothing moves, nothing is added
     assert len(aliases) == 2 and gated == [1]

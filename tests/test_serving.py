@@ -56,6 +56,7 @@ mlflow = pytest.importorskip("mlflow")
 
 L, H = 24, 6
 VENV_BIN = Path(sys.executable).parent
+FORECAST = ["series_id", "t", "yhat"]  # the forecast columns (the pyfunc adds who answered)
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth"}
 
 
@@ -304,7 +305,12 @@ def test_pyfunc_is_data_only_with_signature_example_and_no_pickle(logged, tmp_pa
 
 def test_pyfunc_in_process_matches_bundle(logged, bundle, history):
     model = mlflow.pyfunc.load_model(logged["uri"])
-    pd.testing.assert_frame_equal(model.predict(history), bundle.forecast(history), check_dtype=False)
+    got = model.predict(history)
+    pd.testing.assert_frame_equal(got[FORECAST], bundle.forecast(history), check_dtype=False)
+    # Every row names the model that answered: the run that logged it and its registered version.
+    assert got[["model_name", "model_version", "run_id"]].drop_duplicates().values.tolist() == [
+        ["forecaster", logged["version"], logged["run_id"]]
+    ]
     with pytest.raises(mlflow.exceptions.MlflowException, match="SeriesTooShortError"):
         model.predict(history.groupby("series_id").tail(H + 3))
 
@@ -330,7 +336,8 @@ print(forecasting.__file__)
     loaded_from = Path(done.stdout.strip().splitlines()[-1]).resolve()
     assert loaded_from == (Path(__file__).parents[1] / "forecasting" / "__init__.py").resolve()
     out = pd.read_parquet(tmp_path / "out.parquet")
-    pd.testing.assert_frame_equal(out, bundle.forecast(history), check_dtype=False)
+    pd.testing.assert_frame_equal(out[FORECAST], bundle.forecast(history), check_dtype=False)
+    assert set(out["run_id"]) == {logged["run_id"]}
 
 
 def free_port() -> int:
@@ -403,7 +410,8 @@ def test_mlflow_models_serve_on_loopback(logged, bundle, history, tracking, tmp_
         assert status == 200, body
         got = pd.DataFrame(body["predictions"])
         want = bundle.forecast(history)
-        assert list(got.columns) == ["series_id", "t", "yhat"]
+        assert list(got.columns) == ["series_id", "t", "yhat", "model_name", "model_version", "run_id"]
+        assert set(got.run_id) == {logged["run_id"]}  # the model that answered
         assert list(got.series_id) == list(want.series_id)
         assert list(pd.to_datetime(got.t)) == list(want.t)
         np.testing.assert_allclose(got.yhat, want.yhat, rtol=1e-9)

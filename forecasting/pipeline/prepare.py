@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting import stages
 from forecasting.config import Config, TrainingConfig
 from forecasting.data.calendar import resolve_calendar
 from forecasting.data.ingest import IngestResult, ingest
@@ -85,6 +87,17 @@ class Prepared:
         return dataclasses.replace(self, cfg=resolved, choices=choices)
 
 
+def run_key(prepared: Prepared) -> str:
+    """What makes two pipeline runs the same work: the resolved config (without the settings that
+    change how fast or how loudly, not what) and the data's hash."""
+    cfg = prepared.cfg.model_dump(
+        mode="json",
+        exclude={"training": {"progress", "num_threads"}, "orchestration": True},
+    )
+    text = json.dumps(cfg, sort_keys=True, default=str) + prepared.data.dataset_hash
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def fit_data_scaler(rows: pd.DataFrame, data: IngestResult) -> Scaler:
     """The scaler of ``data``'s columns fit on ``rows``: the target and past/future covariates per
     series; statics across series (scaled per series, a store's constant size would become 0)."""
@@ -108,6 +121,7 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     time per series, fit the scaler on train only, scale."""
     data = data if data is not None else ingest(cfg.data)
     failpoint("ingest")
+    stages.ingested(len(data.frame), data.frame[SERIES].nunique())
     cfg, choices = resolve_defaults(cfg, data)
     data, padded = pad_short_series(cfg, data)
     split = split_frame(data.frame, cfg.split, cfg.window)

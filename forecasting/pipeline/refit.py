@@ -17,6 +17,7 @@ import dataclasses
 import time
 from typing import Any
 
+from forecasting import stages
 from forecasting.config import TrainingConfig
 from forecasting.errors import TrackingError
 from forecasting.models.base import Forecaster
@@ -99,6 +100,7 @@ def refit_model(
         # An adopted pipeline run whose refit finished before its process died.
         return dataclasses.replace(result_from_run(earlier), name=best.name, family=best.family)
     adopt = earlier.info.run_id if earlier is not None else None
+    stages.refit_started(name)
     with tracker.run(name, parent_id=parent_run_id, tags=run_tags, adopt=adopt) as run:
         if adopt is None or not earlier.inputs.dataset_inputs:
             log_inputs(run, prepared)
@@ -111,6 +113,7 @@ def refit_model(
         model_uri = log_model(run, prepared, model, scaler)
         if model_uri:
             run.set_tags({"model_uri": model_uri})
+    stages.refit_finished(name, metrics)
     return ModelResult(
         best.name,
         best.family,

@@ -18,19 +18,19 @@ latter with I/O retries) and its flow run id for the tags.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from forecasting import stages
 from forecasting.config import Config
 from forecasting.pipeline.board import leaderboard, log_pipeline_summary
-from forecasting.pipeline.prepare import Prepared, prepare
+from forecasting.pipeline.prepare import Prepared, prepare, run_key
 from forecasting.pipeline.refit import refit_model
 from forecasting.pipeline.select import ChampionDecision, best_result, select_champion
 from forecasting.pipeline.train import ModelResult, log_inputs, train_all, train_job
@@ -57,22 +57,44 @@ class PipelineResult:
     interrupted_flow_run_id: str | None = None
 
 
+def pipeline_run_name(prepared: Prepared) -> str:
+    """``pipeline <experiment> <data hash> <time>``: what tells one pipeline run from the next in
+    MLflow's run list."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return f"pipeline {prepared.cfg.tracking.experiment} {prepared.data.dataset_hash[:8]} {when}"
+
+
+def summary_markdown(board: pd.DataFrame, decision: ChampionDecision | None, metric: str) -> str:
+    """The run's description in MLflow (``mlflow.note.content``): the leaderboard and the
+    decision, in markdown."""
+    columns = [c for c in ("model", "status", metric, "test_mse", "test_mase", "fit_seconds") if c in board]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in board.iterrows():
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row[c] for c in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    head = (
+        "Leaderboard, best first by "
+        + f"`{metric}` (validation, scaled units; test columns for information)."
+    )
+    if decision is not None:
+        verdict = (
+            f"**{decision.model}** registered as version {decision.version}, alias `{decision.alias}` "
+            f"(gate MSE {decision.candidate_score:.4g} in original units"
+            + (
+                f" against the incumbent's {decision.incumbent_score:.4g})"
+                if decision.incumbent_score is not None
+                else ")"
+            )
+        )
+        head = verdict + "\n\n" + head
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
 def pipeline_tags(prepared: Prepared, flow_run_id: str | None = None) -> dict[str, str]:
     tags = {"role": "pipeline", "dataset_hash": prepared.data.dataset_hash}
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
     return tags
-
-
-def run_key(prepared: Prepared) -> str:
-    """What makes two pipeline runs the same work: the resolved config (without the settings that
-    change how fast or how loudly, not what) and the data's hash."""
-    cfg = prepared.cfg.model_dump(
-        mode="json",
-        exclude={"training": {"progress", "num_threads"}, "orchestration": True},
-    )
-    text = json.dumps(cfg, sort_keys=True, default=str) + prepared.data.dataset_hash
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def checkpoint_root(cfg: Config, tracker: Any) -> Path | None:
@@ -125,7 +147,9 @@ def run_pipeline(
         if root is not None:
             shutil.rmtree(root / ended, ignore_errors=True)
     tags = {**pipeline_tags(prepared, flow_run_id), "run_key": key}
-    with tracker.run("pipeline", tags=tags, adopt=adopt) as parent, tracker.heartbeat(parent.run_id):
+    name = pipeline_run_name(prepared)
+    with tracker.run(name, tags=tags, adopt=adopt) as parent, tracker.heartbeat(parent.run_id):
+        stages.pipeline_started(parent.run_id, prepared.cfg, adopted=adopt is not None)
         if adopt is None:
             parent.log_params(
                 {
@@ -151,8 +175,11 @@ def run_pipeline(
                     best = best_result(results, cfg.tracking.selection_metric)
                     refit = refit_step(prepared, best, results, parent.run_id, model_tags)
                 decision = select_step(tracker, prepared, results, parent.run_id, refit)
+                stages.champion_decided(decision)
             if decision is not None:
                 parent.set_tags({"champion_decision": decision.alias, "registered_version": decision.version})
+            metric = cfg.tracking.selection_metric
+            parent.set_tags({"mlflow.note.content": summary_markdown(board, decision, metric)})
         finally:
             if prepared.checkpoints is not None:  # ended either way: nothing will resume from them
                 shutil.rmtree(prepared.checkpoints, ignore_errors=True)

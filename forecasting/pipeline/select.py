@@ -12,7 +12,7 @@ import pandas as pd
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import TrackingError
 from forecasting.faults import failpoint
-from forecasting.pipeline.prepare import Prepared, input_example
+from forecasting.pipeline.prepare import Prepared, input_example, run_key
 from forecasting.pipeline.train import ModelResult
 
 
@@ -20,7 +20,7 @@ from forecasting.pipeline.train import ModelResult
 class ChampionDecision:
     model: str
     version: str
-    alias: str  # champion | challenger
+    alias: str  # champion | challenger | unchanged (the champion already is this model on this data)
     candidate_score: float
     incumbent_version: str | None
     incumbent_score: float | None
@@ -102,22 +102,31 @@ def select_champion(
     tagged, returns that decision and sets the same alias again instead of gating a second time.
     """
     from forecasting import serving
+    from forecasting.tracking import code_version
 
     metric = prepared.cfg.tracking.selection_metric
     best = best_result(results, metric)
     served = refit if refit is not None else best
     if not served.model_uri:
         raise TrackingError(f"the refit of {best.name!r} logged no model to register")
+    key, code = run_key(prepared), code_version()
+    unchanged = _unchanged_champion(tracker, key, code, parent_run_id)
+    if unchanged is not None:
+        return _recorded_decision(tracker, best, unchanged, tracker.version_info(unchanged).tags, "unchanged")
     version = tracker.register(
         served.model_uri,
         served.run_id,
         tags={
             "model_family": best.family,
-            metric: best.metrics[metric],
+            "selection_metric": metric,
+            metric: best.metrics[metric],  # the metric as the runs log it (scaled unless *_orig)
             "evaluation_run_id": best.run_id,
             "evaluation_model_uri": best.model_uri,
             "refit": refit is not None,
             "parent_run_id": parent_run_id or "",
+            "run_key": key,
+            "code_version": code,
+            "dataset_hash": prepared.data.dataset_hash,
         },
     )
     failpoint("select")
@@ -147,13 +156,11 @@ def select_champion(
     tracker.tag_version(
         version,
         {
-            "candidate_score": cand_score,
+            "gate_mse_orig": cand_score,
             "incumbent_version": incumbent or "none",
-            "incumbent_score": "none" if inc_score is None else inc_score,
-            "gate_metric": "val_mse_orig over gate origins (evaluated models)",
+            "incumbent_gate_mse_orig": "none" if inc_score is None else inc_score,
+            "gate": "MSE in original units over the validation origins (evaluated models)",
             "gate_origins": len(origins),
-            "selection_metric": metric,
-            "selection_value": best.metrics[metric],
         },
     )
     # "decision" last: a retry reads the full record once it is there (set with the other tags).
@@ -164,30 +171,47 @@ def select_champion(
     )
 
 
+def _unchanged_champion(tracker: Any, key: str, code: str, parent_run_id: str | None) -> str | None:
+    """The champion's version when an earlier pipeline run already made it from this model: the
+    same run key (config and data) and the same code. A retrain that changed nothing registers
+    nothing. (The champion this pipeline run made itself is its retried step's business.)"""
+    champion = tracker.alias_version("champion")
+    if champion is None:
+        return None
+    tags = tracker.version_info(champion).tags or {}
+    same = tags.get("run_key") == key and tags.get("code_version") == code and code != "unknown"
+    same = same and tags.get("parent_run_id") != (parent_run_id or "")
+    return champion if same else None
+
+
 def _recorded_decision(
-    tracker: Any, best: ModelResult, version: str, tags: dict[str, str]
+    tracker: Any, best: ModelResult, version: str, tags: dict[str, str], decision: str | None = None
 ) -> ChampionDecision:
     """The decision a previous try of this pipeline run's champion step tagged on ``version``;
-    its alias is set (again: the same version, so nothing moves) in case that try failed first."""
-    decision = tags["decision"]
-    if decision not in ("champion", "challenger"):
+    its alias is set (again: the same version, so nothing moves) in case that try failed first.
+    ``decision="unchanged"``: ``version`` is the champion, already trained on this config and data."""
+    recorded = tags["decision"]
+    if recorded not in ("champion", "challenger"):
         raise TrackingError(
-            f"version {version} of {tracker.cfg.registered_model} has the decision {decision!r} "
+            f"version {version} of {tracker.cfg.registered_model} has the decision {recorded!r} "
             "from an earlier try of this pipeline run's champion step"
         )
-    if tracker.alias_version(decision) != version:
-        tracker.set_alias(decision, version)
+    if decision is None and tracker.alias_version(recorded) != version:
+        tracker.set_alias(recorded, version)
+    metric = tags["selection_metric"]
     incumbent = tags.get("incumbent_version", "none")
-    inc_score = tags.get("incumbent_score", "none")
+    inc_score = tags.get("incumbent_gate_mse_orig", "none")
+    if decision == "unchanged":
+        incumbent, inc_score = version, tags["gate_mse_orig"]
     return ChampionDecision(
         best.name,
         version,
-        decision,
-        float(tags["candidate_score"]),
+        decision or recorded,
+        float(tags["gate_mse_orig"]),
         None if incumbent == "none" else incumbent,
         None if inc_score == "none" else float(inc_score),
-        tags["selection_metric"],
-        float(tags["selection_value"]),
+        metric,
+        float(tags[metric]),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from forecasting import stages
 from forecasting.config import Config, ModelSpec, dump_config
 from forecasting.faults import epoch_failpoint
 from forecasting.interrupts import raise_if_stopped
@@ -223,9 +224,11 @@ def train_model(
         "role": "model",
         **(tags or {}),
     }
+    stages.model_started(prepared.cfg, spec.run_name)
     earlier = tracker.child_named(parent_run_id, spec.run_name) if parent_run_id else None
     if earlier is not None and finished_whole(earlier, prepared.cfg.tracking.log_models):
         # An adopted pipeline run (its process was killed): this model finished before the kill.
+        stages.model_finished(prepared.cfg, spec.run_name, reused=True)
         return finished_result(tracker, earlier, keep_model=feeds_an_ensemble(prepared.cfg, spec))
     adopt = earlier.info.run_id if earlier is not None else None
     run = None
@@ -248,8 +251,10 @@ def train_model(
             result.metrics, result.model, result.test_predictions = metrics, model, pred
             result.weights = dict(model.weights_) if model.weights_ else None
         result.status = "FINISHED"
+        stages.model_finished(prepared.cfg, spec.run_name, result.metrics)
         return result
     except Exception as err:
+        stages.model_finished(prepared.cfg, spec.run_name, error=f"{type(err).__name__}: {err}")
         return ModelResult(
             spec.run_name,
             family,
@@ -342,9 +347,18 @@ def _log_artifacts_and_model(
     from forecasting import plotting
 
     run.log_frame(pred, "predictions/test_predictions.parquet")
-    run.log_figure(plotting.forecast_plot(pred, n=3), "plots/forecast.png")
+    forecast = plotting.forecast_plot(
+        pred,
+        prepared.data.frame,
+        scaler=prepared.scaler,
+        history_steps=plotting.history_length(prepared.spec.lookback, prepared.data.freq),
+        y_label=plotting.target_label(prepared.cfg.data.target),
+        model=model.name,
+    )
+    run.log_figure(forecast, "plots/forecast.png")
     if model.history_:
-        run.log_figure(plotting.learning_curve(model.history_), "plots/learning_curve.png")
+        curve = plotting.learning_curve(model.history_, model.best_epoch_, model=model.name)
+        run.log_figure(curve, "plots/learning_curve.png")
     return log_model(run, prepared, model, prepared.scaler)
 
 
