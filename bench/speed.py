@@ -327,7 +327,7 @@ TTA_RECIPES: list[tuple[str, str, dict[str, Any], dict[str, Any], tuple[str, flo
     ("tcn", "seg24", {"hidden": 32, "segment_len": 24}, _TTA_TRAIN, ("TCN", 0.0648, 31)),
     (
         "transformer",
-        "patch16/16",
+        "patch16-16",
         {"hidden": 16, "layers": 1, "patch_len": 16, "stride": 16},
         _TTA_TRAIN,
         ("PatchTST", 0.0601, 55),

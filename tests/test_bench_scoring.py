@@ -313,3 +313,15 @@ def test_report_keeps_seed_averages_out_of_the_main_tables_and_compares_them(tmp
     assert "1 averages: lower test MSE than the one-seed row in 1, median change -10.0%" in text
     best = next(x for x in text.splitlines() if x.startswith("| ETTh1 | S | 336 | 336 | 0.0900"))
     assert "| 0.0900 (tcn a, +18.4%) | 0.0810 (tcn a-x5, +6.6%) |" in best
+
+
+def test_every_speed_recipe_is_a_model_spec_the_config_accepts():
+    """``bench/speed.py --only tta`` crashed at its transformer row once ``ModelSpec`` began to
+    check labels (``patch16/16``); nothing ran the bench, so nothing noticed. Each recipe must be
+    a spec the config accepts, named by its label."""
+    from speed import TTA_RECIPES
+
+    from forecasting.config import ModelSpec
+
+    for family, label, params, *_ in TTA_RECIPES:
+        assert ModelSpec(name=family, label=label, params=params).run_name == label
