@@ -78,12 +78,23 @@ def test_the_ui_shows_every_family_and_its_validation_score(tmp_path, monkeypatc
     proc, base = start_forecast_ui(tracking_uri, tmp_path / "ui.log")
     try:
         with _chromium() as driver:
-            _look_at_the_runs(driver, base, experiment_id, result.parent_run_id, children, val_mse, tmp_path)
+            _look_at_the_runs(
+                driver,
+                base,
+                experiment_id,
+                result.parent_run_id,
+                children,
+                val_mse,
+                tmp_path,
+                result.prepared.data.dataset_hash,
+            )
     finally:
         stop(proc)
 
 
-def _look_at_the_runs(driver, base, experiment_id, parent_run_id, children, val_mse, tmp_path) -> None:
+def _look_at_the_runs(
+    driver, base, experiment_id, parent_run_id, children, val_mse, tmp_path, dataset_hash
+) -> None:
     """What a person does: runs table -> expand the pipeline run -> add val_mse -> compare children."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
@@ -109,7 +120,9 @@ def _look_at_the_runs(driver, base, experiment_id, parent_run_id, children, val_
 
     # The runs table of the experiment ("Model training" view; MLflow 3 opens GenAI otherwise).
     driver.get(f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
-    until("the pipeline run in the runs table", lambda d: "pipeline" in run_names(d))
+    # The pipeline run is named for what it is: "pipeline <experiment> <data hash> <time>".
+    title = f"pipeline ui-browser {dataset_hash[:8]} "
+    until("the pipeline run in the runs table", lambda d: any(n.startswith(title) for n in run_names(d)))
     for close in driver.find_elements(By.CSS_SELECTOR, "button[aria-label=Close]"):
         close.click()  # the assistant side panel, when it opens
     # Child runs are nested under the pipeline run: expand it, as a person would.
