@@ -18,7 +18,6 @@ data adopts it (``Tracker.reopen``), any other one is ended ``KILLED`` (``end_st
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -49,6 +48,7 @@ from mlflow.protos.databricks_pb2 import BAD_REQUEST, RESOURCE_ALREADY_EXISTS, E
 from forecasting.config import TrackingConfig
 from forecasting.errors import TrackingError, TrackingUnavailableError
 from forecasting.interrupts import STOP, on_stop
+from forecasting.periodic import every
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
@@ -536,22 +536,12 @@ class Tracker:
     def heartbeat(self, run_id: str, every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
         """Refresh the run's ``heartbeat`` tag (seconds since the epoch) every ``every_s`` while
         the block runs, so a process on another host can tell when this one is gone."""
-        done = threading.Event()
 
         def beat() -> None:
-            while True:
-                with contextlib.suppress(Exception):  # a store that blips must not stop the pipeline
-                    self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
-                if done.wait(every_s):
-                    return
+            self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
 
-        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
-        thread.start()
-        try:
+        with every(every_s, beat, name=f"heartbeat-{run_id[:8]}"):
             yield
-        finally:
-            done.set()
-            thread.join(timeout=10)
 
     def stale_pipelines(self) -> list[Any]:
         """Pipeline runs left ``RUNNING`` by a process that is gone, newest first."""

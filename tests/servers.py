@@ -157,3 +157,24 @@ def chromium_driver(profile: str, *flags: str):
     for flag in (*CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@contextmanager
+def models_serve(
+    argv: list[str], port: int, env: dict[str, str], log: Path, cwd: Path | None = None
+) -> Iterator[str]:
+    """``mlflow models serve`` (``argv``, already naming ``port`` on 127.0.0.1) in its own process
+    group; yields its base URL once ``/ping`` answers, and stops the whole group afterwards."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_http(f"{base}/ping", 120, proc)
+            except (RuntimeError, TimeoutError) as err:
+                raise RuntimeError(f"{err}; server log:\n{log.read_text()[-3000:]}") from None
+            yield base
+        finally:
+            stop(proc)

@@ -220,6 +220,7 @@ TORCH_FREE = [
     "forecasting.evaluation",
     "forecasting.faults",
     "forecasting.integrity",
+    "forecasting.periodic",
     "forecasting.stages",
     "forecasting.models.ar",
     "forecasting.models.base",

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from servers import free_port
-from test_serving import VENV_BIN, post, stop_group, subprocess_env
+from servers import free_port, models_serve
+from test_serving import VENV_BIN, post, subprocess_env
 
 from forecasting.config import load_config
 from forecasting.pipeline import run_pipeline
@@ -50,32 +47,9 @@ def test_the_readme_rest_example_answers_with_the_champion(tmp_path, mlflow_glob
 
     port = free_port()
     serve[serve.index("-p") + 1] = str(port)
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [str(VENV_BIN / serve[0]), *serve[1:]],
-        env=subprocess_env({"uri": store}),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not answer /ping within 120 s"
-            time.sleep(0.3)
+    argv = [str(VENV_BIN / serve[0]), *serve[1:]]
+    with models_serve(argv, port, subprocess_env({"uri": store}), tmp_path / "serve.log", cwd=ROOT) as base:
         status, body = post(f"{base}/invocations", json.loads(payload_file.read_text()))
-    finally:
-        stop_group(proc)
-        log.close()
     assert status == 200, body
     got = pd.DataFrame(body["predictions"])
     assert len(got) == 96 and got["yhat"].notna().all()

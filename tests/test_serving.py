@@ -3,14 +3,10 @@ batch prediction with atomic output."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import make_frame
+from servers import free_port, models_serve
 
 from forecasting.config import DataConfig, ModelSpec
 from forecasting.data.scaling import fit_scaler
@@ -340,23 +337,6 @@ print(forecasting.__file__)
     assert set(out["run_id"]) == {logged["run_id"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop the server and every process it started (its own process group), by its PID."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError):  # whatever of the group is still there
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
 def post(url: str, payload: dict) -> tuple[int, dict]:
     req = urllib.request.Request(
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -372,39 +352,9 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
 @pytest.mark.server
 def test_mlflow_models_serve_on_loopback(logged, bundle, history, tracking, tmp_path):
     port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            logged["uri"],
-            "--env-manager",
-            "local",
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-        ],
-        env=subprocess_env(tracking),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not answer /ping within 120 s"
-            time.sleep(0.3)
+    argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", logged["uri"], "--env-manager", "local"]
+    argv += ["-p", str(port), "-h", "127.0.0.1"]
+    with models_serve(argv, port, subprocess_env(tracking), tmp_path / "serve.log") as base:
         split = json.loads(history.to_json(orient="split", date_format="iso", index=False))
         status, body = post(f"{base}/invocations", {"dataframe_split": split})
         assert status == 200, body
@@ -420,9 +370,6 @@ def test_mlflow_models_serve_on_loopback(logged, bundle, history, tracking, tmp_
         )
         status, body = post(f"{base}/invocations", {"dataframe_split": short})
         assert status == 400 and "SeriesTooShortError" in body.get("message", ""), body
-    finally:
-        stop_group(proc)
-        log.close()
 
 
 # --- batch prediction -----------------------------------------------------------------------------------

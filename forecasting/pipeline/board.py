@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.pipeline.prepare import Prepared
-from forecasting.pipeline.train import ModelResult, result_from_run
+from forecasting.pipeline.train import ModelResult, plot_context, result_from_run
 
 BOARD_METRICS = (
     "val_mse",
@@ -63,13 +63,7 @@ def log_pipeline_summary(
     frames = {r.name: r.test_predictions for r in ranked if r.test_predictions is not None}
     if frames:
         comparison = plotting.comparison_plot(
-            frames,
-            prepared.data.frame,
-            scaler=prepared.scaler,
-            history_steps=plotting.history_length(prepared.spec.lookback, prepared.data.freq),
-            y_label=plotting.target_label(prepared.cfg.data.target),
-            scores=scores,
-            metric=metric,
+            frames, prepared.data.frame, **plot_context(prepared), scores=scores, metric=metric
         )
         parent.log_figure(comparison, "plots/comparison.png")
     finished = board[board["status"] == "FINISHED"]

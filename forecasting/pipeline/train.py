@@ -341,20 +341,25 @@ def log_inputs(run: Any, prepared: Prepared) -> None:
     run.log_dict(prepared.data.report.to_dict(), "repair_report.json")
 
 
+def plot_context(prepared: Prepared) -> dict[str, Any]:
+    """What every forecast drawing of a run shares: the scaler (original units), the history to
+    show before an origin (two seasons, at least a lookback) and the target's name for the axis."""
+    from forecasting import plotting
+
+    return {
+        "scaler": prepared.scaler,
+        "history_steps": plotting.history_length(prepared.spec.lookback, prepared.data.freq),
+        "y_label": plotting.target_label(prepared.cfg.data.target),
+    }
+
+
 def _log_artifacts_and_model(
     run: Any, prepared: Prepared, model: Forecaster, pred: pd.DataFrame
 ) -> str | None:
     from forecasting import plotting
 
     run.log_frame(pred, "predictions/test_predictions.parquet")
-    forecast = plotting.forecast_plot(
-        pred,
-        prepared.data.frame,
-        scaler=prepared.scaler,
-        history_steps=plotting.history_length(prepared.spec.lookback, prepared.data.freq),
-        y_label=plotting.target_label(prepared.cfg.data.target),
-        model=model.name,
-    )
+    forecast = plotting.forecast_plot(pred, prepared.data.frame, **plot_context(prepared), model=model.name)
     run.log_figure(forecast, "plots/forecast.png")
     if model.history_:
         curve = plotting.learning_curve(model.history_, model.best_epoch_, model=model.name)

@@ -13,10 +13,9 @@ public methods; the ``Trial`` of a claimed trial comes from ``optuna_adapter``.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from forecasting.config import Config
+from forecasting.periodic import every
 from forecasting.tuning.optuna_adapter import bind_trial
 from forecasting.tuning.space import grid_points
 
@@ -141,19 +141,6 @@ class TrialQueue:
         if interval is None:
             yield
             return
-        stop = threading.Event()
         trial_id = self.trial_id(trial)
-
-        def beat() -> None:
-            while not stop.wait(interval):
-                with suppress(Exception):  # a busy database: the next beat will do
-                    storage.record_heartbeat(trial_id)
-
-        storage.record_heartbeat(trial_id)
-        thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-        thread.start()
-        try:
+        with every(interval, lambda: storage.record_heartbeat(trial_id), name=f"heartbeat-{trial.number}"):
             yield
-        finally:
-            stop.set()
-            thread.join()
