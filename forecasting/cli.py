@@ -471,7 +471,12 @@ class _PipelineDisplay:
 def _report(outcome: dict) -> None:
     _print_leaderboard(outcome["leaderboard"], "leaderboard (best validation MSE first; scaled units)")
     decision = outcome.get("decision")
-    if decision:
+    if decision and decision["alias"] == "unchanged":
+        console.print(
+            f"champion unchanged: [bold]{decision['model']}[/] version {decision['version']} was "
+            "trained on this config, data and code already; no new version registered"
+        )
+    elif decision:
         console.print(
             f"registered [bold]{decision['model']}[/] as version {decision['version']} -> alias "
             f"[bold]{decision['alias']}[/] (gate MSE {decision['candidate_score']:.4f}"
@@ -546,7 +551,9 @@ def tune(
         table.add_row("a trial failed", error)
     console.print(table)
     decision = out.get("decision")
-    if decision:
+    if decision and decision["alias"] == "unchanged":
+        console.print(f"champion unchanged: version {decision['version']} already is this model on this data")
+    elif decision:
         console.print(
             f"retrained the best as [bold]{decision['model']}[/], version {decision['version']} -> alias "
             f"[bold]{decision['alias']}[/] (gate MSE {decision['candidate_score']:.4f})"

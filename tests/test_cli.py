@@ -482,3 +482,23 @@ def test_ui_stops_with_all_its_children(sig, tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def test_an_unchanged_champion_is_reported_as_such(capsys):
+    """A retrain of the same config, data and code registers nothing; the last line says so
+    instead of 'registered ... -> alias unchanged'."""
+    from forecasting.cli import _report
+
+    row = {"model": "ar", "status": "FINISHED", "val_mse": 0.1, "test_mse": 0.2, "fit_seconds": 1.0}
+    decision = {
+        "model": "ar",
+        "version": "3",
+        "alias": "unchanged",
+        "candidate_score": 9.4,
+        "incumbent_version": "3",
+        "incumbent_score": 9.4,
+    }
+    _report({"leaderboard": [row], "decision": decision})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "champion unchanged: ar version 3 was trained on this config, data and code already" in out
+    assert "registered ar" not in out
