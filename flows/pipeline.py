@@ -55,7 +55,7 @@ IO_RETRIES = dict(
 # Ingest is neither cached nor persisted: Prefect persists a task's result as a cloudpickle under
 # its storage folder, and a file planted there under the cache key ran code at the next run's
 # load. The result stays in memory; every flow run reads its data again (~0.1 s on the demo data).
-@task(name="ingest", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
+@task(name="ingest", cache_policy=NO_CACHE, persist_result=False, result_serializer="json", **IO_RETRIES)
 def ingest_task(cfg: Config) -> lib.Prepared:
     return lib.prepare(cfg)
 
@@ -65,7 +65,13 @@ def prepared_for(cfg: Config) -> lib.Prepared:
     return ingest_task(cfg)
 
 
-@task(name="train-model", task_run_name="train-{job.spec.name}", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="train-model",
+    task_run_name="train-{job.spec.name}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    result_serializer="json",
+)
 def train_task(job: lib.TrainJob, threads: int) -> lib.ModelResult:
     _limit_threads(threads)
     result = lib.train_job(job)
@@ -74,7 +80,13 @@ def train_task(job: lib.TrainJob, threads: int) -> lib.ModelResult:
     return result
 
 
-@task(name="refit", task_run_name="refit-{best.name}", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="refit",
+    task_run_name="refit-{best.name}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    result_serializer="json",
+)
 def refit_task(
     prepared: lib.Prepared,
     best: lib.ModelResult,
@@ -91,7 +103,13 @@ def refit_task(
 
 # Retried on I/O failures: ``select_champion`` reuses the version and the decision a failed try
 # already recorded for this pipeline run. Its decision stays in memory (``persist_result``).
-@task(name="select-champion", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
+@task(
+    name="select-champion",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    result_serializer="json",
+    **IO_RETRIES,
+)
 def select_task(
     prepared: lib.Prepared,
     results: list[lib.ModelResult],
@@ -103,7 +121,9 @@ def select_task(
     return lib.select_champion(Tracker(prepared.cfg.tracking), prepared, results, parent_run_id, refit)
 
 
-@task(name="batch-predict", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
+@task(
+    name="batch-predict", cache_policy=NO_CACHE, persist_result=False, result_serializer="json", **IO_RETRIES
+)
 def predict_task(
     cfg: Config, model_ref: str | None, input_path: str | None, output_path: str | None
 ) -> dict[str, Any]:
@@ -168,7 +188,9 @@ def _train_models(cfg: Config) -> lib.TrainModels:
         futures = [train_task.submit(job, threads) for job in jobs]
         return [f.result() for f in futures]
 
-    @flow(name="train-models", task_runner=task_runner_for(cfg), persist_result=False)
+    @flow(
+        name="train-models", task_runner=task_runner_for(cfg), persist_result=False, result_serializer="json"
+    )
     def train_models(
         prepared: lib.Prepared, parent_run_id: str, tags: dict[str, str]
     ) -> list[lib.ModelResult]:
@@ -240,7 +262,7 @@ def _pipeline(cfg: Config, select: bool) -> dict[str, Any]:
 # --- flows ----------------------------------------------------------------------------------
 # Every flow takes ``config_path`` (what a deployment passes) or an already parsed ``config``
 # (what the CLI passes: it parses the file once, before any flow starts).
-@flow(name="ingest", log_prints=True, persist_result=False)
+@flow(name="ingest", log_prints=True, persist_result=False, result_serializer="json")
 def ingest(
     config_path: str | None = None,
     data_path: str | None = None,
@@ -251,7 +273,7 @@ def ingest(
     return prepared_for(flow_config(config, config_path, overrides, data_path)).data.summary()
 
 
-@flow(name="train", log_prints=True, persist_result=False)
+@flow(name="train", log_prints=True, persist_result=False, result_serializer="json")
 def train(
     config_path: str | None = None,
     data_path: str | None = None,
@@ -265,7 +287,7 @@ def train(
     return _completed(outcome["leaderboard"], reports.state_message(outcome))
 
 
-@flow(name="select_champion", log_prints=True, persist_result=False)
+@flow(name="select_champion", log_prints=True, persist_result=False, result_serializer="json")
 def select_champion(
     config_path: str | None,
     parent_run_id: str,
@@ -290,7 +312,7 @@ def select_champion(
     return _completed(decision, reports.state_message(outcome))
 
 
-@flow(name="batch_predict", log_prints=True, persist_result=False)
+@flow(name="batch_predict", log_prints=True, persist_result=False, result_serializer="json")
 def batch_predict(
     config_path: str | None = None,
     model: str | None = None,
@@ -316,7 +338,12 @@ def _predict(
     # this flow run, not a failed task, subflow and flow each logging its traceback.
     pinned = pin_model(cfg, model)
 
-    @flow(name="batch-predict-run", task_runner=task_runner_for(cfg), persist_result=False)
+    @flow(
+        name="batch-predict-run",
+        task_runner=task_runner_for(cfg),
+        persist_result=False,
+        result_serializer="json",
+    )
     def on_runner() -> dict[str, Any]:
         return predict_task.submit(cfg, pinned, input_path, output_path).result()
 
@@ -325,7 +352,7 @@ def _predict(
     return prediction
 
 
-@flow(name="forecast_pipeline", log_prints=True, persist_result=False)
+@flow(name="forecast_pipeline", log_prints=True, persist_result=False, result_serializer="json")
 def forecast_pipeline(
     config_path: str | None = None,
     data_path: str | None = None,

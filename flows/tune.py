@@ -22,7 +22,11 @@ from forecasting.config import Config
 
 
 @task(
-    name="tune-worker", task_run_name="tune-worker-{job.worker}", cache_policy=NO_CACHE, persist_result=False
+    name="tune-worker",
+    task_run_name="tune-worker-{job.worker}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    result_serializer="json",
 )
 def worker_task(job: tuning.WorkerJob, threads: int) -> tuning.WorkerReport:
     _limit_threads(threads)
@@ -37,7 +41,7 @@ def _runner_and_threads(cfg: Config) -> tuple[Any, int]:
     return ThreadPoolTaskRunner(max_workers=workers), threads
 
 
-@flow(name="tune", log_prints=True, persist_result=False)
+@flow(name="tune", log_prints=True, persist_result=False, result_serializer="json")
 def tune(
     config_path: str | None = None,
     data_path: str | None = None,
@@ -50,7 +54,7 @@ def tune(
     tuning.check_search(cfg)  # a bad search section fails before ingest and before any run
     runner, threads = _runner_and_threads(cfg)
 
-    @flow(name="tune-trials", task_runner=runner, persist_result=False)
+    @flow(name="tune-trials", task_runner=runner, persist_result=False, result_serializer="json")
     def fan_out(jobs: list[tuning.WorkerJob]) -> list[tuning.WorkerReport]:
         futures = [worker_task.submit(job, threads) for job in jobs]
         return [f.result() for f in futures]

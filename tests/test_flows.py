@@ -459,3 +459,20 @@ def test_forecast_run_fails_fast_when_the_tracking_server_is_down(tmp_path):
     # (the named error comes from the one probe: MLflow's retries would end in an MlflowException)
     exp = MlflowClient().get_experiment_by_name("unreachable")
     assert exp is None  # nothing went to the session's store either
+
+
+def test_a_failed_flow_run_writes_its_error_as_json_not_a_pickle(prefect_harness, tmp_path):
+    """Prefect writes a failed run's exception to result storage whatever ``persist_result`` says;
+    with ``result_serializer="json"`` it is ``{"__exc_type__", "message"}``, not a cloudpickle."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    storage = tmp_path / "storage"
+    path = write_config(tmp_path, "failed-run-json")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        state = fp.batch_predict(str(path), return_state=True)
+    assert state.is_failed()
+    written = [f for f in storage.rglob("*") if f.is_file()]
+    assert written, "Prefect wrote no record of the failure (did it stop persisting exceptions?)"
+    for f in written:
+        record = json.loads(f.read_text())  # a pickle is not JSON
+        assert "NoChampionError" in json.dumps(record)
