@@ -37,6 +37,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -81,10 +82,13 @@ class ARSettings:
 
 @dataclass(frozen=True)
 class ARFit:
-    """Fitted coefficients of S series: ``coef`` (S, 1 + P + Cf) in the layout above, ``order`` (S,)."""
+    """Fitted coefficients of S series: ``coef`` (S, 1 + P + Cf) in the layout above, ``order`` (S,),
+    and the residual variance ``sigma2`` (S,): statsmodels' ``AutoRegResults.sigma2``, ssr / nobs
+    with nobs = n_s - order_s (no degrees-of-freedom correction)."""
 
     coef: np.ndarray
     order: np.ndarray
+    sigma2: np.ndarray
 
 
 # --- statsmodels, one series at a time --------------------------------------------------------------
@@ -97,6 +101,7 @@ def fit_statsmodels(
     n_series, n_exog = len(offsets) - 1, x.shape[1]
     coef = np.zeros((n_series, 1 + max_lag + n_exog))
     order = np.zeros(n_series, dtype=np.int64)
+    sigma2 = np.zeros(n_series)
     for s in range(n_series):
         ys = y[offsets[s] : offsets[s + 1]]
         xs = x[offsets[s] : offsets[s + 1]] if n_exog else None
@@ -112,7 +117,8 @@ def fit_statsmodels(
         coef[s, 1 : 1 + p] = params[1 : 1 + p]
         coef[s, 1 + max_lag :] = params[1 + p :]
         order[s] = p
-    return ARFit(coef, order)
+        sigma2[s] = res.sigma2
+    return ARFit(coef, order, sigma2)
 
 
 # --- batched least squares ------------------------------------------------------------------------
@@ -214,6 +220,27 @@ def solve_orders(moments: np.ndarray, order: np.ndarray, n_exog: int) -> np.ndar
     return np.linalg.solve(gram, xty[..., None])[..., 0]
 
 
+def residual_ssr(
+    y: np.ndarray, x: np.ndarray, offsets: np.ndarray, beta: np.ndarray, order: np.ndarray
+) -> np.ndarray:
+    """Residual sum of squares of each series' fit over its own sample order_s <= t < n_s: (S,).
+
+    ``beta`` (S, 1 + Cf + P) in moment order ``[1, x, lags]`` (lags beyond ``order_s`` are 0),
+    solved on these ``y`` (T,) and ``x`` (T, Cf). The residuals are formed row by row, as
+    statsmodels forms them: ``y'y - b'X'y`` from the moments would lose digits to cancellation
+    on a persistent series. O(T * max order).
+    """
+    lengths = np.diff(offsets)
+    row_series = np.repeat(np.arange(len(lengths)), lengths)  # (T,)
+    k0 = 1 + x.shape[1]
+    resid = y - beta[row_series, 0] - np.einsum("tc,tc->t", x, beta[row_series, 1:k0])
+    for k in range(1, int(order.max(initial=0)) + 1):
+        # A row whose lag k crosses into the previous series is one of the held-back rows below.
+        resid[k:] -= beta[row_series[k:], k0 + k - 1] * y[:-k]
+    held_back = np.arange(len(y)) - offsets[row_series] < order[row_series]
+    return np.add.reduceat(np.where(held_back, 0.0, resid**2), offsets[:-1])
+
+
 def fit_batched(
     y: np.ndarray,
     x: np.ndarray,
@@ -237,7 +264,7 @@ def fit_batched(
             fits.append(_fit_group(y[rows], x[rows], o - o[0], max_lag, ic, lags, pooled=False))
         except np.linalg.LinAlgError:  # a singular Gram matrix: let statsmodels' pinv decide
             fits.append(fit_statsmodels(y[rows], x[rows], o - o[0], max_lag, ic, lags))
-    return ARFit(np.concatenate([f.coef for f in fits]), np.concatenate([f.order for f in fits]))
+    return ARFit(*(np.concatenate([getattr(f, a) for f in fits]) for a in ("coef", "order", "sigma2")))
 
 
 def _chunks(offsets: np.ndarray) -> list[tuple[int, int]]:
@@ -299,10 +326,19 @@ def _fit_group(
     start = np.full(n_series, order[0]) if pooled else order
     moments = common + pooled_sum(held_back_moments, start) if order.min() < max_lag else common
     beta = solve_orders(moments, order, n_exog)  # (S, k): [1, x, lags], centred
+    # sigma2 as AutoRegResults: ssr / nobs on the chosen order's own sample (chunked for the pooled fit)
+    beta_rows = np.broadcast_to(beta, (n_series, beta.shape[1])) if pooled else beta
+    ssr = np.zeros(n_series)
+    for lo, hi in _chunks(offsets):
+        o = offsets[lo : hi + 1]
+        rows = slice(o[0], o[-1])
+        ssr[lo:hi] = residual_ssr(yc[rows], xc[rows], o - o[0], beta_rows[lo:hi], start[lo:hi])
+    nobs = (lengths - start).astype(np.float64)
+    sigma2 = ssr.sum(keepdims=True) / nobs.sum(keepdims=True) if pooled else ssr / nobs
     lag_coef, exog_coef = beta[:, k0:], beta[:, 1:k0]
     my, mx = (mean_y[:1], mean_x[:1]) if pooled else (mean_y, mean_x)
     const = beta[:, 0] + my * (1 - lag_coef.sum(axis=1)) - (exog_coef * mx).sum(axis=1)
-    return ARFit(np.column_stack([const, lag_coef, exog_coef]), order.astype(np.int64))
+    return ARFit(np.column_stack([const, lag_coef, exog_coef]), order.astype(np.int64), sigma2)
 
 
 # --- forecasting ---------------------------------------------------------------------------------
@@ -321,6 +357,23 @@ def forecast_recursive(y: np.ndarray, coef: np.ndarray, x_future: np.ndarray) ->
     for h in range(horizon):
         buf[:, p + h] = base[:, h] + np.einsum("np,np->n", buf[:, h : h + p], lag_coef)
     return buf[:, p:]
+
+
+def forecast_variance(lag_coef: np.ndarray, sigma2: np.ndarray, horizon: int) -> np.ndarray:
+    """Variance of the h-step recursive forecast error, h = 1..H, of R AR polynomials: (R, H).
+
+    ``lag_coef`` (R, P) is phi_1..phi_P, ``sigma2`` (R,) the innovation variance. The MA(inf)
+    weights psi_0 = 1, psi_j = sum_k phi_k psi_{j-k} give var_h = sigma2 * sum_{j<h} psi_j^2, as
+    statsmodels' ``AutoRegResults.get_prediction``: the coefficients are taken as known, and so
+    are future covariates.
+    """
+    n, p = lag_coef.shape
+    psi = np.zeros((n, horizon))  # (R, H)
+    psi[:, 0] = 1.0
+    for j in range(1, horizon):
+        k = min(j, p)
+        psi[:, j] = np.einsum("rk,rk->r", lag_coef[:, :k], psi[:, j - 1 :: -1][:, :k])  # psi_{j-1..j-k}
+    return sigma2[:, None] * np.cumsum(psi**2, axis=1)
 
 
 # --- the model -------------------------------------------------------------------------------------
@@ -352,6 +405,9 @@ class AR(Forecaster):
     name = "ar"
     Settings = ARSettings
     pooled_series_: int = 0  # series too short for their own fit, forecast with the pooled model
+    # Residual variance per series (S,) and of the pooled fit; None for a model saved without them.
+    sigma2_: np.ndarray | None = None
+    pooled_sigma2_: float | None = None
 
     def _fit(
         self,
@@ -375,14 +431,15 @@ class AR(Forecaster):
         self.coef_[own] = fit.coef
         self.order_ = np.full(len(own), self.pooled_order_, dtype=fit.order.dtype)
         self.order_[own] = fit.order
+        self.pooled_sigma2_ = float(pooled.sigma2[0])
+        self.sigma2_ = np.full(len(own), self.pooled_sigma2_)
+        self.sigma2_[own] = fit.sigma2
         self.pooled_series_ = int((~own).sum())
         self.solver_ = "batched" if batched else "statsmodels"
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        idx = np.asarray(batch["series"], dtype=np.int64)
-        n_series = len(self.coef_)
         table = np.vstack([self.coef_, self.pooled_coef_[None, :]])
-        coef = table[np.where((idx >= 0) & (idx < n_series), idx, n_series)]  # -1: pooled
+        coef = table[self._table_rows(batch)]
         # Only the lags some series uses: the recursion costs O(N * H * P).
         n_exog = len(self.spec.future)
         p_max = self.coef_.shape[1] - 1 - n_exog
@@ -390,6 +447,20 @@ class AR(Forecaster):
         coef = np.concatenate([coef[:, : 1 + p_used], coef[:, 1 + p_max :]], axis=1)
         x_future = np.asarray(batch["x_future"], dtype=np.float64)[:, :, :n_exog]
         return forecast_recursive(np.asarray(batch["y"], dtype=np.float64), coef, x_future)
+
+    def _predict_quantiles(self, batch: dict[str, np.ndarray], taus: list[float]) -> np.ndarray | None:
+        """Gaussian bands of the recursive forecast: yhat + z_tau * sqrt(var_h), (N, H, Q)."""
+        if self.sigma2_ is None or self.pooled_sigma2_ is None:  # saved before sigma2 was kept
+            return None
+        yhat = self._predict_windows(batch)  # (N, H)
+        # One variance path per series in the batch (the pooled fit for unseen ones), gathered per window.
+        rows, per_window = np.unique(self._table_rows(batch), return_inverse=True)
+        p_used = int(max(self.order_.max(initial=0), self.pooled_order_))
+        lag_coef = np.vstack([self.coef_, self.pooled_coef_[None, :]])[rows, 1 : 1 + p_used]  # (R, p)
+        sigma2 = np.append(self.sigma2_, self.pooled_sigma2_)[rows]  # (R,)
+        sd = np.sqrt(forecast_variance(lag_coef, sigma2, yhat.shape[1]))[per_window.reshape(-1)]  # (N, H)
+        z = np.array([NormalDist().inv_cdf(tau) for tau in taus])  # (Q,)
+        return yhat[:, :, None] + sd[:, :, None] * z  # (N, H, Q)
 
     @property
     def n_params(self) -> int:
@@ -408,6 +479,8 @@ class AR(Forecaster):
             pooled_coef=self.pooled_coef_,
             pooled_order=np.int64(self.pooled_order_),
             solver=np.str_(self.solver_),
+            sigma2=self.sigma2_,
+            pooled_sigma2=np.float64(self.pooled_sigma2_),
         )
 
     def _load_state(self, path: Path) -> None:
@@ -418,14 +491,26 @@ class AR(Forecaster):
                 self.pooled_coef_ = state["pooled_coef"]
                 self.pooled_order_ = int(state["pooled_order"])
                 self.solver_ = str(state["solver"])
+                if "sigma2" in state.files:  # absent from a model saved before the analytic bands
+                    self.sigma2_ = state["sigma2"]
+                    self.pooled_sigma2_ = float(state["pooled_sigma2"])
         except (OSError, KeyError, ValueError) as err:
             raise ModelLoadError(f"{path}: unreadable AR state {_STATE_FILE} ({err})") from None
         if self.coef_.shape != (len(self.series_), self._orders()[0] + 1 + len(self.spec.future)):
             raise ModelLoadError(
                 f"{path}: AR coefficients of shape {self.coef_.shape} do not match model.json"
             )
+        if self.sigma2_ is not None and self.sigma2_.shape != (len(self.series_),):
+            raise ModelLoadError(f"{path}: AR sigma2 of shape {self.sigma2_.shape} does not match model.json")
 
     # --- helpers ------------------------------------------------------------------------------------
+    def _table_rows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Each window's row in the per-series tables with the pooled fit appended (N,): a series
+        unseen in training (index -1) takes the pooled row."""
+        idx = np.asarray(batch["series"], dtype=np.int64)
+        n_series = len(self.coef_)
+        return np.where((idx >= 0) & (idx < n_series), idx, n_series)
+
     def _orders(self) -> tuple[int, int | None]:
         """(P, fixed order or None): P is the highest lag tried, the width of the coefficient layout."""
         s, lookback = self.settings, self.spec.lookback
