@@ -1,16 +1,19 @@
 """Blocks shared by the deep families: factories for activations, norms and initialisation,
-instance normalisation, patching, positional encoding and the forecast head.
+instance normalisation, patching, positional encoding, the forecast head and the quantile head.
 
 Every tensor that moves between blocks is channel-last: (B, T, D).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from forecasting.errors import ConfigError
@@ -123,7 +126,9 @@ def normalise_window(y: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, 
 
 
 def denormalise_window(yhat: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Undo ``normalise_window`` on a forecast: (B, H) -> (B, H)."""
+    """Undo ``normalise_window`` on a forecast: (B, H) -> (B, H), or quantiles (B, H, Q) -> (B, H, Q)."""
+    if yhat.dim() == 3:
+        loc, scale = loc.unsqueeze(-1), scale.unsqueeze(-1)  # (B, 1, 1)
     return yhat * scale + loc
 
 
@@ -207,6 +212,46 @@ class ForecastHead(nn.Module):
         if self.per_step is not None:
             out = out + self.per_step(x_future).squeeze(-1)  # (B, H)
         return out
+
+
+class QuantileHead(nn.Module):
+    """Quantiles around a core's point forecast, monotone by construction.
+
+    The core's output is the median; a small MLP maps the lookback and that median to
+    non-negative gaps (softplus), cumulated outward from the median, so no two quantiles cross
+    whatever the weights. ``taus`` (sorted, 0.5 among them) are the levels along the output's
+    last axis. The gaps start as those of a normal distribution with half the window's spread
+    (on the window-normalised scale, a sensible width before any training).
+    y (B, L), median (B, H) -> (B, H, Q).
+    """
+
+    def __init__(self, taus: list[float], dims: Dims, hidden: int = 32):
+        super().__init__()
+        if 0.5 not in taus or list(taus) != sorted(set(taus)):
+            raise ValueError(f"taus must be sorted, distinct and hold 0.5; got {taus}")
+        self.taus = list(taus)
+        self.horizon = dims.horizon
+        self.n_below = self.taus.index(0.5)  # levels under the median
+        n_gaps = len(self.taus) - 1
+        self.mlp = nn.Sequential(
+            nn.Linear(dims.lookback + dims.horizon, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, dims.horizon * n_gaps),
+        )
+        with torch.no_grad():
+            z = [0.5 * NormalDist().inv_cdf(t) for t in self.taus]  # (Q,)
+            gaps = torch.tensor([b - a for a, b in itertools.pairwise(z)])  # (Q - 1,)
+            inverse_softplus = gaps + torch.log(-torch.expm1(-gaps))
+            self.mlp[-1].bias.copy_(inverse_softplus.repeat(dims.horizon))  # (H * (Q - 1),)
+
+    def forward(self, y: torch.Tensor, median: torch.Tensor) -> torch.Tensor:
+        B, H = median.shape
+        gaps = F.softplus(self.mlp(torch.cat([y, median], dim=-1)))  # (B, H * (Q - 1))
+        gaps = gaps.reshape(B, H, -1)  # (B, H, Q - 1), in order of tau
+        below = gaps[..., : self.n_below].flip(-1).cumsum(-1).flip(-1)  # (B, H, Qb): distance under
+        above = gaps[..., self.n_below :].cumsum(-1)  # (B, H, Qa): distance over
+        m = median.unsqueeze(-1)  # (B, H, 1)
+        return torch.cat([m - below, m, m + above], dim=-1)  # (B, H, Q)
 
 
 def steps_with_covariates(y: torch.Tensor, x_past: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ whose ``forward(y, x_past, x_future, static)`` returns (B, H) on the window-norm
         Network = TCNNet
 
 Everything else (seeding, training, prediction in batches, save/load of the state_dict, the
-parameter count) lives here once.
+parameter count) lives here once, and so does the quantile head: with ``training.loss: quantile``
+every family's network also outputs quantiles at the interval levels (``DataSpec.taus``) and the
+median, trained with the pinball loss; its point forecast is then the median.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 
 from forecasting.data.windows import Windows
-from forecasting.errors import ModelLoadError
+from forecasting.errors import ConfigError, ModelLoadError
 from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.layers import (
     Activation,
     Dims,
     Init,
     Norm,
+    QuantileHead,
     denormalise_window,
     normalise_window,
 )
@@ -61,7 +64,8 @@ class ArchitectureSettings:
 
 
 class WindowNetwork(nn.Module):
-    """Instance normalisation around a family's core: batch of windows -> (B, H).
+    """Instance normalisation around a family's core: batch of windows -> (B, H), or with a
+    ``quantile_head`` -> (B, H, Q) at the head's ``taus``, the core's output being the median.
 
     The target and the past-only covariates are centred and scaled by each window's own
     statistics: a test period whose level or spread differs from training (ETTh2's loads do)
@@ -70,11 +74,23 @@ class WindowNetwork(nn.Module):
     must mean the same in every window.
     """
 
-    def __init__(self, core: nn.Module, instance_norm: bool = True, n_past_only: int = 0):
+    def __init__(
+        self,
+        core: nn.Module,
+        instance_norm: bool = True,
+        n_past_only: int = 0,
+        quantile_head: QuantileHead | None = None,
+    ):
         super().__init__()
         self.core = core
         self.instance_norm = instance_norm
         self.n_past_only = n_past_only
+        self.quantile_head = quantile_head
+
+    @property
+    def taus(self) -> list[float]:
+        """The quantile levels along the output's last axis; empty: the output is (B, H)."""
+        return self.quantile_head.taus if self.quantile_head is not None else []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         y = batch["y"]  # (B, L)
@@ -87,8 +103,10 @@ class WindowNetwork(nn.Module):
                 x_loc = past.mean(dim=1, keepdim=True)  # (B, 1, Cp)
                 x_scale = torch.sqrt(past.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
                 x_past = torch.cat([(past - x_loc) / x_scale, x_past[..., p:]], dim=-1)
-        out = self.core(y, x_past, batch["x_future"], batch["static"])  # (B, H)
-        return denormalise_window(out.float(), loc, scale) if self.instance_norm else out.float()
+        out = self.core(y, x_past, batch["x_future"], batch["static"]).float()  # (B, H)
+        if self.quantile_head is not None:
+            out = self.quantile_head(y, out).float()  # (B, H, Q): the median among them
+        return denormalise_window(out, loc, scale) if self.instance_norm else out
 
 
 class NeuralForecaster(Forecaster):
@@ -112,17 +130,40 @@ class NeuralForecaster(Forecaster):
             n_static=len(s.static),
         )
 
+    @property
+    def head_taus(self) -> list[float]:
+        """The quantile head's levels (the intervals' and the median), or empty: no head.
+
+        They follow from the training settings and the spec, both saved with the model, so
+        ``load`` rebuilds the head its weights belong to.
+        """
+        if self.training.loss != "quantile":
+            return []
+        if not self.spec.taus:
+            raise ConfigError(
+                f"{self.name}: training.loss is quantile but there is no quantile level to learn; "
+                "set intervals.levels or intervals.quantiles, or choose another training.loss"
+            )
+        return sorted({*self.spec.taus, 0.5})
+
     def build_network(self) -> WindowNetwork:
         """A fresh network for this model's settings and data (uses torch's global RNG)."""
         core = self.Network(self.settings, self.dims)
-        return WindowNetwork(core, instance_norm=self.settings.instance_norm, n_past_only=len(self.spec.past))
+        taus = self.head_taus
+        # built after the core, so a network without a head draws the same weights as before
+        head = QuantileHead(taus, self.dims) if taus else None
+        n_past_only = len(self.spec.past)
+        return WindowNetwork(core, self.settings.instance_norm, n_past_only, quantile_head=head)
 
     def _meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "family": self.name,
             "settings": dataclasses.asdict(self.settings),
             "spec": dataclasses.asdict(self.spec),
         }
+        if self.training.loss == "quantile":  # a checkpoint without the head must not resume with it
+            meta["quantile_head"] = self.head_taus
+        return meta
 
     # --- contract ------------------------------------------------------------------------------
     def _fit(
@@ -137,6 +178,7 @@ class NeuralForecaster(Forecaster):
         # Seed a private copy of torch's one generator (the caller's random state is left as it
         # was), held against models training in other threads (``randomness``); a network that
         # draws in training goes on with its own stream of it.
+        taus = self.head_taus  # a quantile loss without levels fails here, before any work
         with num_threads(cfg.num_threads):
             with GLOBAL_RNG, torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(cfg.seed)
@@ -151,13 +193,15 @@ class NeuralForecaster(Forecaster):
                 name=self.name,
                 meta=self._meta(),
                 random_stream=stream,
+                taus=taus,
             )
         self.network_ = network.eval()
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
 
     @torch.no_grad()
-    def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The network's output for every window, in batches: (N, H), or (N, H, Q) with a head."""
         network = self.network_.eval()
         device = next(network.parameters()).device
         n = len(batch["y"])
@@ -166,8 +210,27 @@ class NeuralForecaster(Forecaster):
             for i in range(0, n, EVAL_BATCH):
                 part = to_tensors({k: v[i : i + EVAL_BATCH] for k, v in batch.items()}, device)
                 with autocast(device, self.training.amp):
-                    out.append(network(part).float().cpu().numpy())  # (b, H)
-        return np.concatenate(out) if out else np.zeros((0, self.spec.horizon), np.float32)  # (N, H)
+                    out.append(network(part).float().cpu().numpy())  # (b, H) or (b, H, Q)
+        if out:
+            return np.concatenate(out)
+        n_quantiles = [len(network.taus)] if network.taus else []
+        return np.zeros((0, self.spec.horizon, *n_quantiles), np.float32)
+
+    def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        out = self._forward(batch)
+        taus = self.network_.taus
+        return out[..., taus.index(0.5)] if taus else out  # (N, H): the median with a head
+
+    def _predict_quantiles(self, batch: dict[str, np.ndarray], taus: list[float]) -> np.ndarray | None:
+        """The head's quantiles at ``taus`` (levels it was trained for): (N, H, len(taus)) float64."""
+        have = self.network_.taus
+        if not have:
+            return None
+        missing = [t for t in taus if round(float(t), 10) not in have]
+        if missing:
+            raise ValueError(f"{self.name}: the quantile head has no level {missing}; it has {have}")
+        idx = [have.index(round(float(t), 10)) for t in taus]
+        return self._forward(batch)[..., idx].astype(np.float64)  # (N, H, len(taus))
 
     def _save_state(self, path: Path) -> None:
         torch.save(self.network_.state_dict(), path / WEIGHTS_FILE)

@@ -1,7 +1,8 @@
 """The one training loop for every torch model.
 
 A model here is any ``nn.Module`` that maps a batch of windows (the dict of ``Windows.batch`` as
-tensors) to forecasts (B, H). The loop owns everything else: the optimiser, the learning-rate
+tensors) to forecasts (B, H), or to quantiles (B, H, Q) at ``taus`` when trained with the pinball
+loss (``training.loss: quantile``). The loop owns everything else: the optimiser, the learning-rate
 schedule, early stopping on the validation loss with the best weights restored, gradient
 clipping, divergence checks, checkpoints, the progress bar and the per-epoch callbacks.
 
@@ -12,6 +13,7 @@ loss and gradients are finite, clip, optimiser step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +47,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mae": F.l1_loss,
     "huber": F.huber_loss,
 }
+LossFn = Callable[..., torch.Tensor]  # (yhat, target, reduction="mean") -> loss
 EVAL_BATCH = 1024  # windows per forward pass when scoring (no gradients: memory is small)
 
 
@@ -73,6 +76,38 @@ class _LoopState:
 
 
 # --- small pieces -------------------------------------------------------------------------------
+def pinball_loss(
+    yhat: torch.Tensor, target: torch.Tensor, taus: Sequence[float], reduction: str = "mean"
+) -> torch.Tensor:
+    """Pinball (quantile) loss averaged over the levels: yhat (B, H, Q) at ``taus``, target (B, H).
+
+    ``reduction`` as torch's losses: ``mean`` over every forecast value, ``sum`` of the per-value
+    means over the levels (``evaluate`` divides by the number of values), ``none`` gives (B, H).
+    """
+    if yhat.shape[-1] != len(taus):
+        raise ValueError(f"pinball_loss: {yhat.shape[-1]} quantiles in the output, {len(taus)} levels")
+    tau = yhat.new_tensor(taus)  # (Q,)
+    diff = target.unsqueeze(-1) - yhat  # (B, H, Q): positive where the quantile is under the truth
+    loss = torch.maximum(tau * diff, (tau - 1) * diff).mean(dim=-1)  # (B, H)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def loss_function(cfg: TrainingConfig, taus: Sequence[float] = ()) -> LossFn:
+    """The loss ``cfg.loss`` names; ``quantile`` scores the model's outputs at ``taus``."""
+    if cfg.loss != "quantile":
+        return LOSSES[cfg.loss]
+    if not taus:
+        raise ConfigError(
+            "training.loss is quantile but the model outputs no quantile levels; set "
+            "intervals.levels or intervals.quantiles, or choose another training.loss"
+        )
+    return functools.partial(pinball_loss, taus=tuple(taus))
+
+
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """A batch of ``Windows.batch`` arrays as tensors on ``device`` (the one place numpy meets torch)."""
     return {
@@ -144,7 +179,7 @@ def steps_per_epoch(n_windows: int, cfg: TrainingConfig) -> int:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, windows: Windows, loss_fn: Callable, device: torch.device, amp: bool = False
+    model: nn.Module, windows: Windows, loss_fn: LossFn, device: torch.device, amp: bool = False
 ) -> float:
     """Mean loss over every window (per forecast value), in eval mode."""
     was_training = model.training
@@ -153,7 +188,7 @@ def evaluate(
     for idx in windows.iter_batches(EVAL_BATCH):
         batch = to_tensors(windows.batch(idx), device)
         with autocast(device, amp):
-            yhat = model(batch)  # (B, H)
+            yhat = model(batch)  # (B, H), or (B, H, Q)
         total += loss_fn(yhat.float(), batch["target"], reduction="sum").item()
         count += batch["target"].numel()
     model.train(was_training)
@@ -175,17 +210,19 @@ def train(
     name: str = "model",
     meta: dict[str, Any] | None = None,
     random_stream: RandomStream | None = None,
+    taus: Sequence[float] = (),
 ) -> TrainResult:
     """Train ``model`` in place (ending with its best weights) and return the run's history.
 
     ``name`` labels the progress bar and the checkpoint file; ``meta`` (JSON-like) is stored in
     checkpoints and must match on resume. Callbacks get ``(epoch, {"train_loss", "val_loss",
     "lr"})`` after every epoch (1-based; ``val_loss`` only when there is validation data).
+    ``taus``: the quantile levels along the model's last output axis (``training.loss: quantile``).
     Raises ``TrainingDivergedError`` at the first non-finite loss or gradient.
     """
     device = resolve_device(cfg.device)
     model.to(device)
-    loss_fn = LOSSES[cfg.loss]
+    loss_fn = loss_function(cfg, taus)
     use_amp = cfg.amp and device.type == "cuda"
     has_val = val_windows is not None and len(val_windows) > 0
     rng = np.random.default_rng(cfg.seed)
@@ -222,7 +259,7 @@ def train(
                     group["lr"] = lr
                 batch = to_tensors(train_windows.batch(idx), device)
                 with drawing(), autocast(device, use_amp):
-                    yhat = model(batch)  # (B, H)
+                    yhat = model(batch)  # (B, H), or (B, H, Q)
                 loss = loss_fn(yhat.float(), batch["target"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

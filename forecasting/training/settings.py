@@ -17,7 +17,9 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)  # as every section of ``Config``
 
-    loss: Literal["mse", "mae", "huber"] = "mse"
+    # ``quantile``: the mean pinball loss over the interval levels (``intervals``) and the median;
+    # every deep family then gets a quantile head and its point forecast is the median.
+    loss: Literal["mse", "mae", "huber", "quantile"] = "mse"
     optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0, description="base learning rate at base_batch_size")
     base_batch_size: int = Field(32, ge=1)
