@@ -203,6 +203,54 @@ class SelectionConfig(_Section):
     refit: bool = True
 
 
+class IntervalsConfig(_Section):
+    """Prediction intervals and quantiles (``forecasting.evaluation.intervals``).
+
+    ``levels``: central interval levels in percent; every forecast gains ``yhat_lo_<level>`` and
+    ``yhat_hi_<level>``. ``quantiles``: extra quantile columns ``q<tau>`` (e.g. 0.1 -> ``q0.1``).
+    Both empty: point forecasts only. ``method``: ``conformal`` (the default) starts every family's
+    bands from its point forecast; ``native`` starts them from the family's own quantiles where it
+    has them (AR's analytic bands, a deep family trained with ``training.loss: quantile``). Either
+    way the bands are calibrated by split conformal on the validation windows, rows the model did
+    not train on. The default is conformal because a family's own bands carry its assumptions (AR's:
+    Gaussian errors of the training period's variance) where residual bands scaled by the window
+    follow the data's volatility (bench/BENCHMARKS.md section 10). ``scale``: what each residual is
+    divided by, measured on its window's lookback, so that one table of offsets serves series of any
+    level and a calm stretch as well as a stormy one: ``naive`` (the default) the mean absolute
+    first difference (MASE's scale, on the input itself), ``seasonal`` the mean absolute seasonal
+    difference, ``std`` the standard deviation, ``none`` nothing (each series' training scale only).
+    """
+
+    levels: list[float] = Field(default_factory=lambda: [80.0, 95.0])
+    quantiles: list[float] = Field(default_factory=list)
+    method: Literal["conformal", "native"] = "conformal"
+    scale: Literal["naive", "seasonal", "std", "none"] = "naive"
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, levels: list[float]) -> list[float]:
+        bad = [v for v in levels if not 0 < v < 100]
+        if bad:
+            raise ValueError(f"levels {bad} are not percentages strictly between 0 and 100")
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"levels {levels} name a level twice")
+        return sorted(float(v) for v in levels)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_in_range(cls, quantiles: list[float]) -> list[float]:
+        bad = [q for q in quantiles if not 0 < q < 1]
+        if bad:
+            raise ValueError(f"quantiles {bad} are not strictly between 0 and 1")
+        if len(set(quantiles)) != len(quantiles):
+            raise ValueError(f"quantiles {quantiles} name a quantile twice")
+        return sorted(float(q) for q in quantiles)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.levels or self.quantiles)
+
+
 class TrackingConfig(_Section):
     tracking_uri: str | None = None  # default: sqlite:///<project>/mlruns/mlflow.db
     experiment: str = "forecasting"
@@ -409,6 +457,7 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
     selection: SelectionConfig = SelectionConfig()
+    intervals: IntervalsConfig = IntervalsConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     predict: PredictConfig = PredictConfig()
     search: SearchConfig = SearchConfig()
@@ -422,6 +471,15 @@ class Config(_Section):
                 raise ValueError(f"two models share the name {m.run_name!r}; give one a label")
             seen.add(m.run_name)
         return models
+
+    @model_validator(mode="after")
+    def _quantile_loss_needs_levels(self) -> Config:
+        if self.training.loss == "quantile" and not self.intervals.enabled:
+            raise ValueError(
+                "training.loss is quantile but intervals.levels and intervals.quantiles are both "
+                "empty: the quantile head has no level to learn"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

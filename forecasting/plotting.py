@@ -13,23 +13,28 @@ Prediction frames are long, as evaluation writes them: ``series_id, window, orig
 yhat`` (one row per series, window and forecast step; ``origin`` is the last observed time), in
 the model's scaled units, with ``y_orig, yhat_orig`` in the data's own units. Figures are drawn in
 the data's units: the ``_orig`` columns, or, without them, ``y``/``yhat`` un-scaled with the
-``scaler`` given. A ``yhat_lo``/``yhat_hi`` pair (and its ``_orig`` twin), when present, is drawn
-as a shaded prediction interval around the forecast.
+``scaler`` given. Prediction intervals ride along as ``yhat_lo_<L>``/``yhat_hi_<L>`` for central
+levels ``L`` in percent (``f"{level:g}"``: ``yhat_lo_80``, ``yhat_hi_97.5``), with ``_orig`` twins,
+exactly like ``yhat`` (``interval_levels``); each level is shaded around the forecast, the widest
+lightest and beneath. A level-less ``yhat_lo``/``yhat_hi`` pair is drawn as one band "interval".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.data.seasonality import season_length_for
+from forecasting.evaluation.intervals import level_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,7 +42,9 @@ if TYPE_CHECKING:
     from forecasting.data.scaling import Scaler
 
 PRED_COLUMNS = (SERIES, "window", "origin", TIME, "step", TARGET, "yhat")
-BAND = ("yhat_lo", "yhat_hi")  # an interval's bounds, drawn as a band when a frame has both
+BAND = ("yhat_lo", "yhat_hi")  # a level-less interval's bounds, drawn as a band when a frame has both
+# The bounds of a central interval of level L percent: yhat_lo_80, yhat_hi_97.5, yhat_lo_80_orig.
+LEVEL_BOUND = re.compile(r"yhat_(lo|hi)_(\d+(?:\.\d+)?)(?:_orig)?")
 WindowChoice = Literal["first", "middle", "last"] | int
 
 DPI = 100
@@ -68,11 +75,31 @@ def target_label(target: str | Sequence[str]) -> str | None:
     return target if isinstance(target, str) else None
 
 
+def _bounds(level: float) -> tuple[str, str]:
+    """The model-scale columns of a level's bounds: 80 -> ("yhat_lo_80", "yhat_hi_80")."""
+    return f"yhat_lo_{level_label(level)}", f"yhat_hi_{level_label(level)}"
+
+
+def interval_levels(pred: pd.DataFrame) -> list[float]:
+    """The interval levels (percent, ascending) whose two bounds ``pred`` has, each bound on the
+    model's scale or as its ``_orig`` twin: ``yhat_lo_80, yhat_hi_80_orig`` -> [80.0]. A bound
+    without its partner is not a level (a figure draws no half band)."""
+    sides: dict[str, set[str]] = {}
+    for col in pred.columns:
+        hit = LEVEL_BOUND.fullmatch(str(col))
+        if hit:
+            sides.setdefault(level_label(float(hit[2])), set()).add(hit[1])
+    return sorted(float(lab) for lab, got in sides.items() if got == {"lo", "hi"})
+
+
 def original_units(pred: pd.DataFrame, scaler: Scaler | None = None) -> pd.DataFrame:
-    """``pred`` with ``y``, ``yhat`` (and ``yhat_lo``/``yhat_hi`` when present) in the data's units:
-    their ``_orig`` columns where the frame has them, else un-scaled with ``scaler``."""
+    """``pred`` with ``y``, ``yhat`` and the interval bounds (``yhat_lo_<L>``/``yhat_hi_<L>`` of
+    every level, a level-less ``yhat_lo``/``yhat_hi``) in the data's units, each under its
+    model-scale name: its ``_orig`` column where the frame has one, else un-scaled with
+    ``scaler``. Other ``_orig`` columns are dropped."""
     out = pred.drop(columns=[c for c in pred.columns if c.endswith("_orig")])
-    for col in (TARGET, "yhat", *BAND):
+    bounds = [c for level in interval_levels(pred) for c in _bounds(level)]
+    for col in (TARGET, "yhat", *bounds, *BAND):
         if f"{col}_orig" in pred.columns:
             out[col] = pred[f"{col}_orig"].to_numpy()
         elif col not in pred.columns:
@@ -239,6 +266,14 @@ def _time_axis(ax: Axes) -> None:
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
+def _band_colors(n: int) -> list[tuple[float, float, float]]:
+    """``n`` opaque tints of the forecast's colour, widest level's first: lightest to darkest.
+    Opaque, not alpha: where bands overlap each shows its own legend colour."""
+    base, white = np.array(to_rgb(FORECAST_COLOR)), np.ones(3)
+    shares = [0.3] if n == 1 else np.linspace(0.18, 0.45, n)  # share of the forecast's colour
+    return [tuple(float(v) for v in white + s * (base - white)) for s in shares]
+
+
 def _draw_window(
     ax: Axes, past: pd.DataFrame, win: pd.DataFrame, origin: Any, label: str = "forecast"
 ) -> None:
@@ -248,6 +283,10 @@ def _draw_window(
         ax.plot(_wall_time(past[TIME]), past[TARGET].to_numpy(), **HISTORY)
     t = _wall_time(win[TIME])
     ax.plot(t, win[TARGET].to_numpy(), **ACTUAL)
+    levels = interval_levels(win)[::-1]  # widest first: the narrower bands are drawn over it
+    for level, color in zip(levels, _band_colors(len(levels)), strict=True):
+        lo, hi = (win[c].to_numpy(dtype=float) for c in _bounds(level))
+        ax.fill_between(t, lo, hi, color=color, linewidth=0, label=f"{level_label(level)} % interval")
     if all(c in win.columns for c in BAND):
         lo, hi = win[BAND[0]].to_numpy(dtype=float), win[BAND[1]].to_numpy(dtype=float)
         ax.fill_between(t, lo, hi, color=FORECAST_COLOR, alpha=0.2, linewidth=0, label="interval")
@@ -258,15 +297,16 @@ def _draw_window(
     _time_axis(ax)
 
 
-def _legend_below(fig: Figure, ax: Axes) -> None:
-    """One legend for the figure, in the strip ``_grid`` keeps below the panels' tick labels."""
+def _legend_below(fig: Figure, ax: Axes, ncol: int | None = None) -> None:
+    """One legend for the figure, in the strip ``_grid`` keeps below the panels' tick labels: one
+    row, or rows of ``ncol`` entries."""
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(
         handles,
         labels,
         loc="lower center",
         bbox_to_anchor=(0.5, 0.0),
-        ncol=len(labels),
+        ncol=ncol or len(labels),
         fontsize=8,
         frameon=False,
     )
@@ -287,7 +327,8 @@ def forecast_plot(
     """Small multiples of test forecasts in the data's units: one row per series, one column per
     forecast origin.
 
-    ``pred``: evaluation's prediction frame. ``history``: the canonical frame in the data's units
+    ``pred``: evaluation's prediction frame, with or without interval bounds (each level present
+    is shaded, see ``interval_levels``). ``history``: the canonical frame in the data's units
     (``series_id, t, y``); each panel draws its last ``history_steps`` rows up to the origin
     (default: two horizons), the actuals and the forecast over the horizon, and the origin.
     ``series`` (default: the representative ``n``, see ``representative_series``); ``windows``:
@@ -431,7 +472,8 @@ def comparison_plot(
     for ax in axes[::ncols]:
         ax.set_ylabel(y_label or sid)
     fig.suptitle(f"test forecasts of series {sid}, origin {_stamp(origin)}", fontsize=10)
-    _legend_below(fig, axes[0])
+    # the legend of the panel with the most entries: the first model may have no interval bands
+    _legend_below(fig, max(axes, key=lambda ax: len(ax.get_legend_handles_labels()[1])))
     return fig
 
 
@@ -472,4 +514,57 @@ def leaderboard_plot(
     ax.set_xlabel(f"{metric} (lower is better{note})")
     ax.set_title(f"models by {metric}", fontsize=10)
     ax.grid(False, axis="y")
+    return fig
+
+
+def calibration_plot(coverage: Mapping[str, Mapping[float, float]], title: str | None = None) -> Figure:
+    """Empirical against nominal coverage of the prediction intervals, one marker line per model
+    (in the order given), over the diagonal of perfect calibration; both axes 0 to 100 %.
+
+    ``coverage``: model -> {level: coverage}, the level in percent as in the column and metric
+    names (80 for ``yhat_lo_80``/``coverage_80``), the coverage the share of actuals inside the
+    band as ``intervals.coverage`` returns it (0.78). Both are drawn as fractions (x = level /
+    100, y = the coverage as given) with percent tick labels. A point above the diagonal is a band
+    wider than it needs to be, below one that is too narrow. NaN coverages (no score) are left
+    out. The pipeline logs this figure on its parent run as ``plots/calibration.png``.
+    """
+    if not coverage or not any(coverage.values()):
+        raise ValueError("calibration_plot needs at least one model with a coverage per level")
+    for model, by_level in coverage.items():
+        bad_levels = [lv for lv in by_level if not 0 < float(lv) < 100]
+        if bad_levels:
+            raise ValueError(
+                f"model {model!r}: interval levels {bad_levels} are not percentages in (0, 100); "
+                "pass 80 for an 80 % interval"
+            )
+        bad = {lv: c for lv, c in by_level.items() if c is not None and abs(float(c) - 0.5) > 0.5}
+        if bad:
+            raise ValueError(f"model {model!r}: coverages {bad} are not shares in [0, 1]; pass 0.78, not 78")
+    names = [str(m) for m in coverage]
+    entry = 0.6 + 0.065 * max(len(m) for m in [*names, "perfect calibration"])  # inches: handle, label
+    panel = 4.0
+    ncol = max(1, min(len(names) + 1, int((panel + 1.0) // entry)))  # the figure is panel + 1 in wide
+    rows = -(-(len(names) + 1) // ncol)
+    fig, (ax,) = _grid(1, 1, (panel, panel), top=0.4, bottom=0.55 + 0.2 * rows)
+    ax.plot([0, 1], [0, 1], color="0.35", linestyle="--", linewidth=1.0, label="perfect calibration")
+    markers = "osD^v<>ph*"
+    for i, (model, by_level) in enumerate(coverage.items()):
+        points = sorted(
+            (float(lv) / 100, float(c)) for lv, c in by_level.items() if c is not None and np.isfinite(c)
+        )
+        if not points:
+            continue
+        x, y = np.array(points).T
+        ax.plot(x, y, marker=markers[i % len(markers)], markersize=5, linewidth=1.2, label=str(model))
+    for text, xy, align in (("too wide", (0.04, 0.95), "left"), ("too narrow", (0.96, 0.04), "right")):
+        ax.text(*xy, text, ha=align, va="center", fontsize=8, color="0.45", transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("nominal coverage (interval level)")
+    ax.set_ylabel("empirical coverage")
+    ax.set_title(title or "prediction intervals: calibration", fontsize=10)
+    _legend_below(fig, ax, ncol=ncol)
     return fig

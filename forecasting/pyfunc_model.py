@@ -13,12 +13,14 @@ not someone who rewrites both. The authoritative check is ``serving.load_pyfunc`
 the model, ``MLmodel`` included, against the hashes recorded in the tracking store when it was
 logged, before MLflow reads any of them.
 
-Input: a long history frame ``series_id, t, y, covariates...``; rows after a series' last ``y``
-(y empty) carry future covariates for the horizon. Output: ``series_id, t, yhat`` in original units,
-and on every row the model that answered: ``model_name``, ``model_version`` (the registered version
-logged from the model's run, looked up once at load when the tracking store answers; empty
-otherwise) and ``run_id`` (from the ``MLmodel``), the columns batch prediction writes too. A REST
-client of ``mlflow models serve`` thus learns which version answered it.
+Input: a long history frame ``series_id, t, y, covariates...``; rows after a series' last ``y`` (y
+empty) carry future covariates for the horizon. Output: ``series_id, t, yhat`` in original units,
+the interval bounds and quantiles of a calibrated model (``yhat_lo_80``, ``yhat_hi_80``, ...,
+``q0.1`` ...; in the signature), and on every row the model that answered: ``model_name``,
+``model_version`` (the registered version logged from the model's run, looked up once at load when
+the tracking store answers; empty otherwise) and ``run_id`` (from the ``MLmodel``), the columns
+batch prediction writes too. A REST client of ``mlflow models serve`` thus learns which version
+answered it.
 """
 
 from __future__ import annotations

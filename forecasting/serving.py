@@ -13,7 +13,9 @@ config, and nothing pickled::
 errors), scales it with the bundled scaler (the target of a series unseen in training is scaled
 with its own history, its statics with the cross-series statistics), forecasts and returns
 ``series_id, t, yhat`` in the original units, every value finite (``NonFiniteForecastError``
-otherwise). The pyfunc, batch prediction and ``forecast predict`` all forecast through it.
+otherwise), and after ``yhat`` the interval bounds and quantiles of a calibrated model
+(``yhat_lo_80``, ``yhat_hi_80``, ... ``q0.1`` ...; ``forecasting.evaluation.intervals``), in the
+same units. The pyfunc, batch prediction and ``forecast predict`` all forecast through it.
 
 The MLflow model holds data only: the bundle (``data/bundle/``), the ``MLmodel``, the environment
 files and the input example; no script, no ``code/`` folder, no pickle. Its ``loader_module`` is
@@ -88,6 +90,16 @@ TAG_BUDGET = 5000  # characters of a tag value that every MLflow backend keeps
 SHORT_HASH = 16  # hex digits per file when the full manifest does not fit a tag
 REGISTERED_MODEL_META = "registered_model_meta"  # MLflow's, not the model's (``_download_model``)
 OUTPUT_COLUMNS = [SERIES, TIME, "yhat", "model_name", "model_version", "run_id"]
+
+
+def output_columns(forecast: pd.DataFrame) -> list[str]:
+    """The written columns of a forecast: ``OUTPUT_COLUMNS`` with the model's interval bounds and
+    quantiles (``yhat_lo_80`` ... ``q0.9``) after ``yhat``."""
+    head, identity = OUTPUT_COLUMNS[:3], OUTPUT_COLUMNS[3:]
+    bands = [c for c in forecast.columns if c not in OUTPUT_COLUMNS]
+    return [*head, *bands, *identity]
+
+
 # Data-config keys a batch-prediction caller may override; covariate roles belong to the model.
 OVERRIDABLE = ("time_column", "target", "id_column", "format", "timezone", "repair")
 # Third-party packages the pyfunc imports. ``forecasting`` itself is not one: the model carries no
@@ -166,14 +178,21 @@ class Bundle:
                 )
         scaled = self.scaler.transform(canon, unseen="fit")
         pred = self.model.predict(scaled)
-        yhat = self.scaler.inverse_y(pred["yhat"].to_numpy(), pred[SERIES].to_numpy(), history=canon)
-        _check_finite(yhat, pred, self.model.name)
-        return pred.assign(yhat=yhat)
+        # yhat, then the interval bounds and quantiles when the model is calibrated: each maps
+        # back through the same increasing affine map (std > 0), so their order is kept.
+        values = [c for c in pred.columns if c not in (SERIES, TIME)]
+        original = self.scaler.inverse_y(
+            pred[values].to_numpy(np.float64), pred[SERIES].to_numpy(), history=canon
+        )
+        _check_finite(original, pred, self.model.name)
+        return pred.assign(**{c: original[:, j] for j, c in enumerate(values)})
 
 
 def _check_finite(yhat: np.ndarray, pred: pd.DataFrame, model: str) -> None:
     """Every forecast finite, or a named error naming the series and their first bad timestamps."""
     bad = ~np.isfinite(np.asarray(yhat, dtype=np.float64))
+    if bad.ndim == 2:  # one column per forecast value (yhat, bounds, quantiles): a row is bad once
+        bad = bad.any(axis=1)
     if not bad.any():
         return
     ids = pred[SERIES].to_numpy()[bad]
@@ -675,6 +694,6 @@ def batch_predict(
         model_name=model_name if model_name is not None else uri_name,
         model_version=str(model_version) if model_version is not None else uri_version,
         run_id=run_id if run_id is not None else uri_run,
-    )[OUTPUT_COLUMNS]
+    )[output_columns(forecasts)]
     write_table_atomic(forecasts, output_path)
     return forecasts

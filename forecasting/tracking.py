@@ -590,6 +590,12 @@ class Tracker:
             local = self.client.download_artifacts(run_id, artifact_path, tmp)
             return pd.read_parquet(local)
 
+    def load_dict(self, run_id: str, artifact_path: str) -> Any:
+        """A JSON artifact logged by ``RunLogger.log_dict`` (parsed as JSON: data only)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, artifact_path, tmp)
+            return json.loads(Path(local).read_text())
+
     def end_stale_runs(self, parent_id: str) -> int:
         """End any child of ``parent_id`` still RUNNING as KILLED (after a crashed worker)."""
         stale = [r.info.run_id for r in self.child_runs_of(parent_id) if r.info.status == "RUNNING"]

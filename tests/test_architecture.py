@@ -222,6 +222,7 @@ TORCH_FREE = [
     "forecasting.data.splits",
     "forecasting.data.windows",
     "forecasting.evaluation",
+    "forecasting.evaluation.intervals",
     "forecasting.faults",
     "forecasting.integrity",
     "forecasting.periodic",

@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from servers import free_port, models_serve
@@ -53,7 +54,11 @@ def test_the_readme_rest_example_answers_with_the_champion(tmp_path, mlflow_glob
     assert status == 200, body
     got = pd.DataFrame(body["predictions"])
     assert len(got) == 96 and got["yhat"].notna().all()
-    assert list(got.columns) == ["series_id", "t", "yhat", "model_name", "model_version", "run_id"]
+    bounds = ["yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]  # intervals.levels' default
+    identity = ["model_name", "model_version", "run_id"]
+    assert list(got.columns) == ["series_id", "t", "yhat", *bounds, *identity]
+    nested = got[["yhat_lo_95", "yhat_lo_80", "yhat_hi_80", "yhat_hi_95"]].to_numpy(float)
+    assert (np.diff(nested, axis=1) >= 0).all()  # the 95 % band holds the 80 % one
     assert set(got["model_name"]) == {"etth1-ot"} and set(got["model_version"]) == {decision.version}
     last = pd.Timestamp(json.loads(payload_file.read_text())["dataframe_split"]["data"][-1][1])
     assert pd.Timestamp(got["t"].iloc[0]) == last + pd.Timedelta(hours=1)

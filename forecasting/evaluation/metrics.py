@@ -17,6 +17,7 @@ is scored on identical windows, and returns the metrics and a long frame of pred
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -153,14 +154,66 @@ def iter_window_forecasts(
         yield idx, batch["target"], forecasts
 
 
+@dataclass
+class WindowForecasts:
+    """What a model forecast for every window of a ``Windows``: targets and point forecasts (N, H);
+    the family's native quantiles (N, H, Q) when asked and it has them; each window's raw scale
+    (``intervals.window_scale``, N) when a scale was asked; calibrated bands (N, H, Q) when asked
+    and the model has a calibration (or set by the caller: out-of-fold bands)."""
+
+    y: np.ndarray
+    yhat: np.ndarray
+    native: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    bands: np.ndarray | None = None
+
+
+def collect_forecasts(
+    model: Forecaster,
+    windows: Windows,
+    batch_size: int = 4096,
+    *,
+    native: bool = False,
+    scale: tuple[str, int] | None = None,
+    bands: bool = False,
+) -> WindowForecasts:
+    """Forecast every window once, keeping what calibration and scoring need (see
+    ``WindowForecasts``). ``scale``: (kind, season) of the window scale to measure."""
+    from forecasting.evaluation.intervals import window_scale
+
+    n, h = len(windows), windows.horizon
+    out = WindowForecasts(np.empty((n, h)), np.empty((n, h)), scale=np.empty(n) if scale else None)
+    natives: dict[int, np.ndarray] = {}
+    banded: dict[int, np.ndarray] = {}
+    want_bands = bands and model.calibration_ is not None
+    position = {str(s): i for i, s in enumerate(model.series_)}
+    to_model = np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64)
+    for idx in windows.iter_batches(batch_size):
+        batch = windows.batch(idx)
+        batch["series"] = to_model[batch["series"]]
+        yhat = model.predict_windows(batch)
+        out.y[idx], out.yhat[idx] = batch["target"], yhat
+        if scale is not None:
+            out.scale[idx] = window_scale(batch["y"], scale[1], scale[0])
+        if native:
+            q = model.native_quantiles(batch)
+            if q is not None:
+                natives[int(idx[0])] = q
+        if want_bands:
+            banded[int(idx[0])] = model.predict_bands(batch, yhat)
+    if natives:
+        out.native = np.concatenate([natives[k] for k in sorted(natives)])
+    if banded:
+        out.bands = np.concatenate([banded[k] for k in sorted(banded)])
+    return out
+
+
 def predict_all_windows(
     model: Forecaster, windows: Windows, batch_size: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """Targets and ``model``'s forecasts of every window: two (N, H) float64 arrays."""
-    y, yhat = np.empty((len(windows), windows.horizon)), np.empty((len(windows), windows.horizon))
-    for idx, target, (forecast,) in iter_window_forecasts([model], windows, batch_size):
-        y[idx], yhat[idx] = target, forecast
-    return y, yhat
+    fc = collect_forecasts(model, windows, batch_size)
+    return fc.y, fc.yhat
 
 
 def evaluate_windows(
@@ -173,6 +226,7 @@ def evaluate_windows(
     season: int = 1,
     predictions: bool = True,
     folds: np.ndarray | None = None,
+    forecasts: WindowForecasts | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame | None]:
     """Forecast every window of ``windows`` with a fitted ``model`` and score the forecasts.
 
@@ -182,6 +236,13 @@ def evaluate_windows(
     (scaled) ``train`` frame and the season ``season`` (1: naive scale); without it MASE is NaN.
     ``predict_windows`` is called ``batch_size`` windows at a time. ``folds`` (N,): a fold number
     per window; the MSE of each fold's windows follows as ``fold<k>_mse``.
+
+    Intervals: a model with a calibration (``Forecaster.calibration_``) is also scored on its
+    bands (``intervals.interval_metrics``: ``coverage_<level>``, ``width_<level>``,
+    ``msis_<level>``, ``msis``, ``wql``, on the original scale when a scaler is given), and the
+    frame carries them as columns (``yhat_lo_80`` ... and ``*_orig``). ``forecasts``: what
+    ``collect_forecasts`` returned for these windows, when the caller has it (its ``bands``, if
+    set, are scored instead of the model's own: out-of-fold validation bands).
 
     Returns (metrics, predictions): one row per window and step with ``series_id``, ``window``
     (index in ``windows``), ``origin`` (time of the last input), ``t``, ``step`` (1..H), ``y``,
@@ -195,7 +256,10 @@ def evaluate_windows(
             f"{model.name!r} (lookback {model.spec.lookback} / horizon {model.spec.horizon})"
         )
     n, horizon = len(windows), windows.horizon
-    y, yhat = predict_all_windows(model, windows, batch_size)
+    if forecasts is None:
+        forecasts = collect_forecasts(model, windows, batch_size, bands=True)
+    y, yhat, bands = forecasts.y, forecasts.yhat, forecasts.bands
+    cal = model.calibration_ if bands is not None else None
 
     ids = windows.arrays.series_ids[windows.series]  # (N,)
     scale = None
@@ -214,6 +278,17 @@ def evaluate_windows(
         # |e| and the seasonal differences both scale by the series' std: MASE is scale-free.
         scale_orig = None if scale is None else scale * scaler.std.loc[ids, TARGET].to_numpy()
         metrics |= {f"{k}_orig": v for k, v in score(y_orig, yhat_orig, scale_orig).items()}
+    bands_orig = None
+    if cal is not None:
+        from forecasting.evaluation.intervals import interval_metrics
+
+        # Coverage, scaled width and MSIS do not change with the scale; the quantile loss is
+        # weighted by the target's total, so it is computed on the original scale when there is one.
+        if scaler is not None:
+            bands_orig = scaler.inverse_y(bands, ids)
+            metrics |= interval_metrics(y_orig, bands_orig, cal, scale_orig)
+        else:
+            metrics |= interval_metrics(y, bands, cal, scale)
     if not predictions:
         return metrics, None
 
@@ -234,4 +309,9 @@ def evaluate_windows(
     if scaler is not None:
         frame["y_orig"] = y_orig.reshape(-1)
         frame["yhat_orig"] = yhat_orig.reshape(-1)
+    if cal is not None:
+        frame = frame.assign(**{k: v.reshape(-1) for k, v in cal.columns_of(bands).items()})
+        if bands_orig is not None:
+            orig = cal.columns_of(bands_orig)
+            frame = frame.assign(**{f"{k}_orig": v.reshape(-1) for k, v in orig.items()})
     return metrics, frame

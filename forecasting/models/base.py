@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,11 @@ from forecasting.errors import (
 from forecasting.models.registry import get_model_class, parse_settings
 from forecasting.training.settings import TrainingConfig
 
+if TYPE_CHECKING:  # the evaluation package imports this module
+    from forecasting.evaluation.intervals import Calibration
+
 FORMAT_VERSION = 1
+CALIBRATION_FILE = "calibration.json"
 
 # Called after every epoch with (epoch, metrics); tracking uses it without the loop importing mlflow.
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -69,10 +73,21 @@ class DataSpec:
     calendar: list[str] = field(default_factory=list)
     stride: int = 1  # step between training windows (``window.stride``); scoring uses every window
     pad_short: bool = False  # predict for a history shorter than the lookback by left padding it
+    # Prediction intervals (``intervals``): central levels in percent and extra quantile levels.
+    # A family with native quantiles (AR's analytic bands, a quantile head) produces these.
+    levels: list[float] = field(default_factory=list)
+    quantiles: list[float] = field(default_factory=list)
 
     @property
     def covariates(self) -> list[str]:
         return [*self.past, *self.future, *self.static]
+
+    @property
+    def taus(self) -> list[float]:
+        """Every quantile level the intervals need (both bounds of each level, the quantiles)."""
+        from forecasting.evaluation.intervals import quantile_levels
+
+        return quantile_levels(self.levels, self.quantiles)
 
 
 class Forecaster(ABC):
@@ -99,6 +114,9 @@ class Forecaster(ABC):
     best_epoch_: int | None = None  # 1-based epoch whose weights were kept (training-loop families)
     train_windows_: int = 0  # training windows the fit drew from (``spec.stride`` apart)
     weights_: Mapping[str, float] | None = None  # member name -> weight (an ensemble)
+    # Conformal calibration (``forecasting.evaluation.intervals``): set by the pipeline from the
+    # validation windows, saved with the model; with it ``predict`` adds the interval columns.
+    calibration_: Calibration | None = None
 
     def __init__(
         self,
@@ -141,22 +159,47 @@ class Forecaster(ABC):
         self._check_fitted()
         return np.asarray(self._predict_windows(batch), dtype=np.float64)
 
+    def native_quantiles(self, batch: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The family's own quantile forecasts (N, H, Q) at ``spec.taus``, or None (it has none)."""
+        self._check_fitted()
+        if not self.spec.taus:
+            return None
+        out = self._predict_quantiles(batch, self.spec.taus)
+        return None if out is None else np.asarray(out, dtype=np.float64)
+
+    def predict_bands(
+        self, batch: dict[str, np.ndarray], yhat: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Calibrated quantile forecasts (N, H, Q) at ``calibration_.taus``, or None without a
+        calibration. ``yhat``: the batch's point forecasts when the caller has them."""
+        cal = self.calibration_
+        if cal is None:
+            return None
+        base = self.native_quantiles(batch) if cal.native else None
+        if base is None:
+            base = self.predict_windows(batch) if yhat is None else yhat
+        return cal.bands(base, cal.scale(batch["y"]))
+
     def predict(self, history: pd.DataFrame, horizon: int | None = None) -> pd.DataFrame:
-        """Forecast the ``horizon`` steps after the last observed ``y`` of every series."""
+        """Forecast the ``horizon`` steps after the last observed ``y`` of every series; with a
+        calibration, the interval bounds and quantiles follow ``yhat`` (``Calibration.columns``)."""
         self._check_fitted()
         horizon = self.spec.horizon if horizon is None else int(horizon)
         if not 1 <= horizon <= self.spec.horizon:
             raise ValueError(f"horizon must be in 1..{self.spec.horizon} (trained for {self.spec.horizon})")
         self._check_columns(history, "history")
         batch, times, ids = self.prediction_batch(history)
-        yhat = self.predict_windows(batch)[:, :horizon]
-        return pd.DataFrame(
-            {
-                SERIES: np.repeat(ids, horizon),
-                TIME: times[:, :horizon].reshape(-1),
-                "yhat": yhat.reshape(-1),
-            }
-        )
+        full = self.predict_windows(batch)
+        out = {
+            SERIES: np.repeat(ids, horizon),
+            TIME: times[:, :horizon].reshape(-1),
+            "yhat": full[:, :horizon].reshape(-1),
+        }
+        bands = self.predict_bands(batch, full)
+        if bands is not None:
+            cols = self.calibration_.columns_of(bands[:, :horizon])
+            out |= {name: values.reshape(-1) for name, values in cols.items()}
+        return pd.DataFrame(out)
 
     def save(self, path: str | Path) -> Path:
         self._check_fitted()
@@ -172,6 +215,8 @@ class Forecaster(ABC):
             "series": self.series_,
         }
         (path / "model.json").write_text(json.dumps(meta, indent=2))
+        if self.calibration_ is not None:
+            (path / CALIBRATION_FILE).write_text(json.dumps(self.calibration_.to_dict(), indent=2))
         self._save_state(path)
         return path
 
@@ -199,6 +244,15 @@ class Forecaster(ABC):
         )
         model.freq_ = meta["freq"]
         model.series_ = meta["series"]
+        if (path / CALIBRATION_FILE).exists():
+            from forecasting.evaluation.intervals import Calibration
+
+            try:
+                model.calibration_ = Calibration.from_dict(json.loads((path / CALIBRATION_FILE).read_text()))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ModelLoadError(
+                    f"{path}: unreadable {CALIBRATION_FILE} ({type(err).__name__})"
+                ) from None
         model._load_state(path)
         model.fitted_ = True
         return model
@@ -354,6 +408,11 @@ class Forecaster(ABC):
 
     @abstractmethod
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def _predict_quantiles(self, batch: dict[str, np.ndarray], taus: list[float]) -> np.ndarray | None:
+        """Native quantile forecasts (N, H, len(taus)) on the model's scale; None: none (the
+        default; conformal bands then start from the point forecast)."""
+        return None
 
     def _save_state(self, path: Path) -> None:  # noqa: B027 - stateless families write nothing
         pass

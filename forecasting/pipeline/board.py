@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting.evaluation.intervals import selection_key
 from forecasting.pipeline.prepare import Prepared
 from forecasting.pipeline.train import ModelResult, plot_context, result_from_run
 
@@ -23,12 +24,33 @@ BOARD_METRICS = (
 )
 
 
+def interval_columns(results: list[ModelResult]) -> list[str]:
+    """The interval columns of the leaderboard: MSIS on validation and test, and the test coverage
+    of every level the runs logged (``test_coverage_80`` ...), narrowest level first."""
+    levels = sorted(
+        {
+            k.removeprefix("test_coverage_")
+            for r in results
+            for k in r.metrics
+            if k.startswith("test_coverage_")
+        },
+        key=float,
+    )
+    if not levels:
+        return []
+    return ["val_msis", "test_msis", *(f"test_coverage_{lv}" for lv in levels)]
+
+
 def leaderboard(results: list[ModelResult], metric: str = "val_mse") -> pd.DataFrame:
-    """One row per model, best first by the selection metric (failed models last)."""
+    """One row per model, best first by the selection metric (failed models last; a coverage
+    ranks by its distance from nominal, as selection does)."""
+    columns = [*BOARD_METRICS, *interval_columns(results)]
+    if metric not in columns:
+        columns.append(metric)
     rows = []
     for r in results:
         row = {"model": r.name, "family": r.family, "status": r.status, "run_id": r.run_id}
-        for key in BOARD_METRICS:
+        for key in columns:
             row[key] = r.metrics.get(key, np.nan)
         row["error"] = r.error or ""
         rows.append(row)
@@ -36,10 +58,10 @@ def leaderboard(results: list[ModelResult], metric: str = "val_mse") -> pd.DataF
     if table.empty:
         return table
     table["_failed"] = table["status"] != "FINISHED"
-    sort_key = metric if metric in table.columns else "val_mse"
+    table["_key"] = [selection_key(metric, v) for v in table[metric]]
     return (
-        table.sort_values(["_failed", sort_key], na_position="last")
-        .drop(columns="_failed")
+        table.sort_values(["_failed", "_key"], na_position="last")
+        .drop(columns=["_failed", "_key"])
         .reset_index(drop=True)
     )
 
@@ -66,6 +88,10 @@ def log_pipeline_summary(
             frames, prepared.data.frame, **plot_context(prepared), scores=scores, metric=metric
         )
         parent.log_figure(comparison, "plots/comparison.png")
+    coverage = test_coverage(ranked)
+    if coverage:
+        calibration = plotting.calibration_plot(coverage, "prediction intervals on the test windows")
+        parent.log_figure(calibration, "plots/calibration.png")
     finished = board[board["status"] == "FINISHED"]
     parent.set_tags(
         {
@@ -74,6 +100,17 @@ def log_pipeline_summary(
         }
     )
     parent.log_metrics({f"{r.name}.val_mse": r.metrics.get("val_mse") for r in results if r.metrics})
+
+
+def test_coverage(results: list[ModelResult]) -> dict[str, dict[float, float]]:
+    """Model -> interval level (percent) -> empirical coverage on the test windows, for the
+    calibration plot (nominal against empirical)."""
+    prefix = "test_coverage_"
+    return {
+        r.name: {float(k[len(prefix) :]): float(v) for k, v in r.metrics.items() if k.startswith(prefix)}
+        for r in results
+        if any(k.startswith(prefix) for k in r.metrics)
+    }
 
 
 def results_from_runs(tracker: Any, parent_run_id: str) -> list[ModelResult]:

@@ -135,6 +135,8 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
         calendar=resolve_calendar(cfg.features.calendar, data.freq),
         stride=cfg.window.stride,
         pad_short=cfg.window.pad_short,
+        levels=list(cfg.intervals.levels),
+        quantiles=list(cfg.intervals.quantiles),
     )
     if len(padded):
         choices["padded_series"] = len(padded)

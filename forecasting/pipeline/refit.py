@@ -4,7 +4,10 @@ Selection needs rows a model did not train on, so the evaluated model never saw 
 and test periods, the most recent data of every series. What is registered and served is the
 same configuration trained on all of it: the family's settings, the number of epochs selection
 kept (its best epoch; no early stopping, since no row is held out), and a scaler fit on the same
-rows. An ensemble refits each member it weighs and keeps the weights chosen in selection.
+rows. An ensemble refits each member it weighs and keeps the weights chosen in selection. The
+refit keeps the interval calibration of the evaluated model (offsets per step in units of each
+window's own scale): it has no held-out rows to calibrate on, and with more data its errors are,
+if anything, smaller, so its bands err on the wide side.
 
 The refit is its own MLflow run (``role: refit``), a child of the pipeline run, tagged with the
 evaluation run it came from (``evaluation_run_id``). It logs no ``val_*`` or ``test_*`` metric:
@@ -20,6 +23,7 @@ from typing import Any
 from forecasting import stages
 from forecasting.config import TrainingConfig
 from forecasting.errors import TrackingError
+from forecasting.evaluation.intervals import Calibration
 from forecasting.models.base import Forecaster
 from forecasting.models.ensemble import Ensemble
 from forecasting.models.registry import build_model
@@ -68,6 +72,8 @@ def refit(
     else:
         model = again(best.name)
         epochs = {"refit_epochs": float(model.training.epochs)} if model.uses_training_loop else {}
+    if best.calibration is not None:  # the bands selection measured, on the model it measured
+        model.calibration_ = Calibration.from_dict(best.calibration)
     metrics = {
         "fit_seconds": time.perf_counter() - start,
         "refit_rows": float(len(full)),

@@ -11,6 +11,7 @@ import pandas as pd
 
 from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import TrackingError
+from forecasting.evaluation.intervals import selection_key
 from forecasting.faults import failpoint
 from forecasting.pipeline.prepare import Prepared, input_example, run_key
 from forecasting.pipeline.train import ModelResult
@@ -60,7 +61,8 @@ def gate_score(predict: Any, prepared: Prepared, origins: list[int]) -> float:
 
 
 def best_result(results: list[ModelResult], metric: str) -> ModelResult:
-    """The finished model with the lowest validation ``metric`` (never a test metric)."""
+    """The finished model with the lowest validation ``metric`` (never a test metric); a coverage
+    (``val_coverage_95``) by its distance from nominal (``intervals.selection_key``)."""
     if metric.startswith("test_"):
         raise TrackingError(f"selection_metric {metric!r} is a test metric; choose on validation (val_*)")
     finished = [
@@ -71,7 +73,7 @@ def best_result(results: list[ModelResult], metric: str) -> ModelResult:
     if not finished:
         failed = ", ".join(f"{r.name} ({r.error})" for r in results)
         raise TrackingError(f"no model finished with a finite {metric}; failures: {failed}")
-    return min(finished, key=lambda r: r.metrics[metric])
+    return min(finished, key=lambda r: selection_key(metric, r.metrics[metric]))
 
 
 def _evaluated_uri(tracker: Any, version: str) -> str:

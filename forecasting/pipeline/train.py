@@ -39,6 +39,9 @@ class ModelResult:
     model: Forecaster | None = None
     test_predictions: pd.DataFrame | None = None
     weights: dict[str, float] | None = None  # an ensemble's member weights (small: travels back)
+    # The model's interval calibration (``Calibration.to_dict``; small: travels back), which its
+    # refit inherits: a refit has no held-out rows left to calibrate on.
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def fit_and_score(
 
     ``members``: for an ensemble, the fitted models it combines (see ``ensemble_members``).
     """
-    from forecasting.evaluation.metrics import evaluate_windows
+    from forecasting.evaluation.metrics import collect_forecasts, evaluate_windows
 
     model = build_model(spec, prepared.spec, prepared.training_for(spec.run_name), members=members)
     start = time.perf_counter()
@@ -120,7 +123,20 @@ def fit_and_score(
     score = dict(scaler=prepared.scaler, train=prepared.train, season=season)
     val_windows = prepared.windows(prepared.val)
     folds = prepared.validation_folds(val_windows)
-    val_metrics, _ = evaluate_windows(model, val_windows, predictions=False, folds=folds, **score)
+    intervals = prepared.cfg.intervals
+    val = collect_forecasts(
+        model,
+        val_windows,
+        native=intervals.method == "native",
+        scale=(intervals.scale, season) if intervals.enabled else None,
+    )
+    start = time.perf_counter()
+    if intervals.enabled:
+        calibrate_model(model, val, folds, intervals, season)
+    calibrate_seconds = time.perf_counter() - start
+    val_metrics, _ = evaluate_windows(
+        model, val_windows, predictions=False, folds=folds, forecasts=val, **score
+    )
     start = time.perf_counter()
     test_metrics, test_pred = evaluate_windows(model, prepared.windows(prepared.test), **score)
     predict_seconds = time.perf_counter() - start
@@ -128,6 +144,7 @@ def fit_and_score(
     metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
     metrics.update(
         fit_seconds=fit_seconds,
+        calibrate_seconds=calibrate_seconds,
         predict_seconds=predict_seconds,
         n_params=float(model.n_params),
         peak_rss_mb=peak_rss_mb(),
@@ -136,6 +153,29 @@ def fit_and_score(
     if model.best_epoch_ is not None:
         metrics["best_epoch"] = float(model.best_epoch_)
     return model, metrics, test_pred
+
+
+def calibrate_model(model: Forecaster, val: Any, folds: Any, intervals: Any, season: int) -> None:
+    """Calibrate ``model``'s intervals on its validation forecasts (``collect_forecasts``), rows it
+    did not train on, and set the out-of-fold bands on ``val`` for scoring: each validation fold
+    banded by a calibration of the others, so no ``val_*`` interval metric is scored on the
+    residuals that set its bands. One fold: the earlier and later halves of the windows."""
+    import numpy as np
+
+    from forecasting.evaluation.intervals import calibrate, cross_bands
+
+    base = val.native if val.native is not None else val.yhat
+    args = dict(
+        levels=intervals.levels,
+        quantiles=intervals.quantiles,
+        season=season,
+        native=val.native is not None,
+        scale_kind=intervals.scale,
+    )
+    model.calibration_ = calibrate(val.y, base, val.scale, **args)
+    if len(np.unique(folds)) < 2:
+        folds = np.arange(len(val.y)) * 2 // max(len(val.y), 1)
+    val.bands = cross_bands(val.y, base, val.scale, folds, **args)
 
 
 # --- which models an ensemble combines -----------------------------------------------------------
@@ -217,6 +257,7 @@ def train_model(
             model=model,
             test_predictions=pred,
             weights=weights,
+            calibration=_calibration(model),
         )
     run_tags = {
         "model_family": family,
@@ -250,6 +291,7 @@ def train_model(
                 run.set_tags({"model_uri": result.model_uri})
             result.metrics, result.model, result.test_predictions = metrics, model, pred
             result.weights = dict(model.weights_) if model.weights_ else None
+            result.calibration = _calibration(model)
         result.status = "FINISHED"
         stages.model_finished(prepared.cfg, spec.run_name, result.metrics)
         return result
@@ -263,6 +305,12 @@ def train_model(
             error=f"{type(err).__name__}: {err}",
         )
 
+
+def _calibration(model: Forecaster) -> dict[str, Any] | None:
+    return model.calibration_.to_dict() if model.calibration_ is not None else None
+
+
+CALIBRATION_ARTIFACT = "calibration.json"  # a model run's interval calibration
 
 # Per-epoch curves: logged at every step, not figures of the fitted model.
 EPOCH_METRICS = frozenset({"train_loss", "val_loss", "lr"})
@@ -301,6 +349,8 @@ def finished_result(tracker: Any, run: Any, keep_model: bool) -> ModelResult:
 
     result = result_from_run(run)
     result.test_predictions = tracker.load_frame(run.info.run_id, "predictions/test_predictions.parquet")
+    if any(a.path == CALIBRATION_ARTIFACT for a in tracker.client.list_artifacts(run.info.run_id)):
+        result.calibration = tracker.load_dict(run.info.run_id, CALIBRATION_ARTIFACT)
     if keep_model:
         if not result.model_uri:
             raise RuntimeError(f"model run {result.name!r} finished without a model to combine")
@@ -359,6 +409,8 @@ def _log_artifacts_and_model(
     from forecasting import plotting
 
     run.log_frame(pred, "predictions/test_predictions.parquet")
+    if model.calibration_ is not None:
+        run.log_dict(model.calibration_.to_dict(), CALIBRATION_ARTIFACT)
     forecast = plotting.forecast_plot(pred, prepared.data.frame, **plot_context(prepared), model=model.name)
     run.log_figure(forecast, "plots/forecast.png")
     if model.history_:
