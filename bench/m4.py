@@ -25,6 +25,13 @@ mean |x_t - x_{t-1}| of that series' *training* values (m = 1 for weekly data); 
 + MASE / 2.777) / 2, Naive2's figures (Naive2 = Naive for weekly data). The scorer is checked by
 scoring Naive (the last training value) with it: it must give 9.161 and 2.777.
 
+Prediction intervals, wherever point forecasts are scored and the forecast carries the bounds
+(``yhat_lo_95, yhat_hi_95, yhat_lo_80, yhat_hi_80``, the pipeline's default ``intervals.levels``):
+MSIS at 95 % (alpha 0.05, each series' interval score divided by the same scale as MASE, averaged
+over series and steps), ACD = |coverage at 95 % - 0.95|, coverage at 80 % and the weighted quantile
+loss over the four bounds (tau 0.025, 0.1, 0.9, 0.975). The metric functions are the pipeline's own
+(``forecasting/evaluation/intervals.py``). A forecast without bounds gets ``None`` for these.
+
 Per family. Only the champion is served, so two more views are printed, each labelled:
 
 - internal split (always): each model's child run logs its forecasts of the pipeline's own test
@@ -64,6 +71,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from forecasting.evaluation.intervals import bound_taus, coverage, level_label, msis, weighted_quantile_loss
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, load_average, machine
 
@@ -86,7 +95,17 @@ PUBLISHED = [
     ("Theta (benchmark)", 9.093, 2.637, 0.971),
     ("Naive / Naive2", 9.161, 2.777, 1.000),
 ]
+# The README's 95 % interval table: method, MSIS, ACD.
+PUBLISHED_INTERVALS = [
+    ("best Weekly entry (id 36)", 16.200, 0.012),
+    ("second (id 24)", 16.902, 0.004),
+]
 TARGETS = {"champion_owa": 0.739, "family_owa": 0.971, "run_s": 600.0, "fit_s": 120.0}
+# The champion's 95 % interval at least as good as the best entry's MSIS, nearly as well calibrated;
+# the champion's and every family's coverage within 2 points of nominal at both levels.
+INTERVAL_TARGETS = {"champion_msis": 16.2, "champion_acd": 0.01, "coverage_tol": 0.02}
+INTERVAL_LEVELS = (95.0, 80.0)  # the pipeline's default intervals.levels; 95 % is the competition's
+INTERVAL_FIELDS = ("msis", "acd", "coverage_95", "coverage_80", "wql")
 BASELINES = {"naive", "seasonal_naive"}  # every other family is "learned"
 QUICK_SERIES = 20
 # AR batched: for 20 series the default solver fits each with statsmodels (~15 s).
@@ -152,10 +171,14 @@ def smape_per_series(y: np.ndarray, f: np.ndarray) -> np.ndarray:
     return np.mean(200.0 * np.abs(y - f) / (np.abs(y) + np.abs(f)), axis=1)
 
 
+def mase_scale(history: list[np.ndarray]) -> np.ndarray:
+    """(S,) the in-sample mean |x_t - x_{t-1}| of each ``history`` (m = 1): MASE's and MSIS's scale."""
+    return np.array([np.mean(np.abs(np.diff(h))) for h in history])
+
+
 def mase_per_series(y: np.ndarray, f: np.ndarray, history: list[np.ndarray]) -> np.ndarray:
     """(S,) mean |y - f| over the horizon / in-sample mean |x_t - x_{t-1}| of each ``history``."""
-    scale = np.array([np.mean(np.abs(np.diff(h))) for h in history])
-    return np.mean(np.abs(y - f), axis=1) / scale
+    return np.mean(np.abs(y - f), axis=1) / mase_scale(history)
 
 
 def score(y: np.ndarray, f: np.ndarray, history: list[np.ndarray], ref: dict[str, float] = NAIVE2) -> dict:
@@ -164,6 +187,32 @@ def score(y: np.ndarray, f: np.ndarray, history: list[np.ndarray], ref: dict[str
         return {"smape": math.nan, "mase": math.nan, "owa": math.nan, "series": len(y)}
     s, m = float(smape_per_series(y, f).mean()), float(mase_per_series(y, f, history).mean())
     return {"smape": s, "mase": m, "owa": (s / ref["smape"] + m / ref["mase"]) / 2, "series": len(y)}
+
+
+def score_intervals(
+    y: np.ndarray, bounds: dict[float, tuple[np.ndarray, np.ndarray]], history: list[np.ndarray]
+) -> dict[str, float | None]:
+    """The interval scores of ``INTERVAL_FIELDS``: ``y`` (S, H); ``bounds`` {level in %: (lo, hi)},
+    each (S, H) (``bound_matrices``). ``msis``: MSIS at 95 % (alpha 0.05) scaled per series by
+    ``mase_scale(history)``, mean over series and steps; ``acd``: |coverage_95 - 0.95|; ``wql``: the
+    weighted quantile loss over the bounds of both levels. A level not in ``bounds``: its fields None
+    (``wql`` needs both)."""
+    out: dict[str, float | None] = dict.fromkeys(INTERVAL_FIELDS)
+    for level, (lo, hi) in bounds.items():
+        out[f"coverage_{level_label(level)}"] = coverage(y, lo, hi)
+    if 95.0 in bounds:
+        lo, hi = bounds[95.0]
+        out["msis"] = msis(y, lo, hi, mase_scale(history), 95.0)
+        out["acd"] = abs(out["coverage_95"] - 0.95)
+    if all(level in bounds for level in INTERVAL_LEVELS):
+        quantiles = sorted(
+            (tau, q)
+            for level in INTERVAL_LEVELS
+            for tau, q in zip(bound_taus(level), bounds[level], strict=True)
+        )
+        bands = np.stack([q for _, q in quantiles], axis=-1)  # (S, H, 4), tau ascending
+        out["wql"] = weighted_quantile_loss(y, bands, [tau for tau, _ in quantiles])
+    return out
 
 
 def naive_forecast(history: list[np.ndarray], horizon: int = HORIZON) -> np.ndarray:
@@ -180,6 +229,33 @@ def forecast_matrix(frame: pd.DataFrame, ids: list[str], value: str = "yhat") ->
         raise ValueError(f"forecasts must hold {HORIZON} steps of every series; missing: {missing[:5]}")
     rows = frame.set_index("series_id")[value]
     return np.stack([rows.loc[sid].to_numpy(dtype=np.float64) for sid in ids])
+
+
+def bound_matrices(
+    frame: pd.DataFrame, ids: list[str], suffix: str = ""
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """{level: (lo, hi)}, each (S, H), from the columns ``yhat_lo_<level><suffix>`` and
+    ``yhat_hi_<level><suffix>`` of the levels in ``INTERVAL_LEVELS``; a level without both columns is
+    left out (a forecast without bounds: {})."""
+    bounds = {}
+    for level in INTERVAL_LEVELS:
+        lo, hi = (f"yhat_{side}_{level_label(level)}{suffix}" for side in ("lo", "hi"))
+        if lo in frame.columns and hi in frame.columns:
+            bounds[level] = (forecast_matrix(frame, ids, lo), forecast_matrix(frame, ids, hi))
+    return bounds
+
+
+def score_forecast(
+    y: np.ndarray,
+    frame: pd.DataFrame,
+    ids: list[str],
+    history: list[np.ndarray],
+    ref: dict[str, float] = NAIVE2,
+    suffix: str = "",
+) -> dict:
+    """``score`` of ``frame``'s ``yhat<suffix>`` and ``score_intervals`` of its bounds, one dict."""
+    f = forecast_matrix(frame, ids, "yhat" + suffix)
+    return score(y, f, history, ref) | score_intervals(y, bound_matrices(frame, ids, suffix), history)
 
 
 # --- running the CLI, measured --------------------------------------------------------------------
@@ -356,12 +432,11 @@ def internal_scores(
         dst.mkdir(parents=True, exist_ok=True)
         path = client.download_artifacts(run.run_id, "predictions/test_predictions.parquet", str(dst))
         pred = pd.read_parquet(path)
-        f = forecast_matrix(pred, ids, "yhat_orig")
         logged_truth = forecast_matrix(pred, ids, "y_orig")
         # the logged truth, unscaled again, must be the file's values: the periods line up
         if not np.allclose(logged_truth, truth, rtol=1e-6, atol=1e-6):
             raise ValueError(f"{run.name}: logged test targets are not the last {HORIZON} training weeks")
-        scores[run.name] = score(truth, f, history, ref)
+        scores[run.name] = score_forecast(truth, pred, ids, history, ref, suffix="_orig")
     return scores
 
 
@@ -385,7 +460,7 @@ def official_per_family(
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         frame = serving.batch_predict(run.model_uri, train_path, out)
-        scores[run.name] = score(test, forecast_matrix(frame, ids), history) | {
+        scores[run.name] = score_forecast(test, frame, ids, history) | {
             "predict_s": time.perf_counter() - start
         }
     return scores
@@ -405,6 +480,112 @@ def verdict(value: float, target: float, unit: str = "", digits: int = 3) -> str
         return f"**met** ({value:.{digits}f}{unit} ≤ {target:g}{unit})"
     gap = (value - target) / target * 100
     return f"**not met** ({value:.{digits}f}{unit} vs {target:g}{unit}, +{gap:.1f} %)"
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _against(name: str, value: float, target: float) -> str:
+    """``"MSIS 15.100 ≤ 16.2"``, or how far above: ``"MSIS 18.000 vs 16.2: +1.800 (+11.1 %)"``."""
+    if value <= target + 1e-12:
+        return f"{name} {value:.3f} ≤ {target:g}"
+    return f"{name} {value:.3f} vs {target:g}: +{value - target:.3f} (+{(value / target - 1) * 100:.1f} %)"
+
+
+def coverage_misses(s: dict) -> list[str]:
+    """Each level (80 %, 95 %) whose coverage in ``s`` is absent or off nominal by more than the
+    tolerance, said with how far off: ``["80 %: 0.712 (-8.8 points, 6.8 beyond ±2)"]``."""
+    tol, misses = INTERVAL_TARGETS["coverage_tol"], []
+    for level in sorted(INTERVAL_LEVELS):
+        c, nominal = s.get(f"coverage_{level_label(level)}"), level / 100
+        if not _finite(c):
+            misses.append(f"{level:g} %: no bounds")
+        elif abs(c - nominal) > tol + 1e-12:
+            off = (c - nominal) * 100
+            misses.append(
+                f"{level:g} %: {c:.3f} ({off:+.1f} points, {abs(off) - tol * 100:.1f} beyond ±{tol * 100:g})"
+            )
+    return misses
+
+
+def interval_targets(r: dict[str, Any]) -> dict[str, dict]:
+    """The interval targets, each ``{"target": text, "met": bool, "detail": text}``: the champion's
+    MSIS and ACD on the official test file, the champion's coverage at 80 % and 95 %, and every
+    family's coverage (internal split; official test too with ``--per-family``)."""
+    t, c = INTERVAL_TARGETS, r["official"]["champion"]
+    tol = f"±{t['coverage_tol'] * 100:g} points at 80 % and 95 %"
+    out = {}
+    if _finite(c.get("msis")) and _finite(c.get("acd")):
+        met = c["msis"] <= t["champion_msis"] and c["acd"] <= t["champion_acd"] + 1e-12
+        detail = "; ".join(
+            [_against("MSIS", c["msis"], t["champion_msis"]), _against("ACD", c["acd"], t["champion_acd"])]
+        )
+    else:
+        met, detail = False, "no finite MSIS/ACD (no 95 % bounds in the forecast?)"
+    out["champion_msis"] = {
+        "target": f"champion MSIS ≤ {t['champion_msis']:g}, ACD ≤ {t['champion_acd']:g} (official test)",
+        "met": met,
+        "detail": detail,
+    }
+    misses = coverage_misses(c)
+    out["champion_coverage"] = {
+        "target": f"champion coverage within {tol} (official test)",
+        "met": not misses,
+        "detail": "; ".join(misses) or f"80 %: {c['coverage_80']:.3f}, 95 %: {c['coverage_95']:.3f}",
+    }
+    views = [("internal", "internal split", r["internal"])]
+    if r.get("official_per_family"):
+        views.append(("official_per_family", "official test, `--per-family`", r["official_per_family"]))
+    for key, where, scores in views:
+        families = {k: v for k, v in scores.items() if k in r["runs"]}
+        misses = {k: m for k, v in families.items() if (m := coverage_misses(v))}
+        out[f"family_coverage_{key}"] = {
+            "target": f"every family's coverage within {tol} ({where})",
+            "met": bool(families) and not misses,
+            "detail": "; ".join(f"{k} {', '.join(m)}" for k, m in misses.items())
+            or f"all {len(families)} families",
+        }
+    return out
+
+
+def interval_row(label: str, s: dict) -> str:
+    return (
+        f"| {label} | {fmt(s.get('msis'))} | {fmt(s.get('acd'))} | {fmt(s.get('coverage_95'))} | "
+        f"{fmt(s.get('coverage_80'))} | {fmt(s.get('wql'), 4)} |"
+    )
+
+
+def interval_report(r: dict[str, Any]) -> list[str]:
+    """The interval tables as markdown lines: the official test beside the published figures, then
+    the families on the pipeline's own test split."""
+    champ = r["champion"]
+    columns = "| MSIS (95 %) | ACD (95 %) | coverage 95 % | coverage 80 % | wQL |\n|---|---|---|---|---|---|"
+    lines = [
+        "",
+        "95 % prediction intervals on the official test file, the competition's MSIS (alpha 0.05, "
+        "scaled as MASE) and ACD = |coverage - 0.95|; coverage at 80 % and the weighted quantile loss "
+        "over the four bounds (tau 0.025, 0.1, 0.9, 0.975) beside them:",
+        "",
+        "| method " + columns,
+    ]
+    lines += [f"| {name} (published) | {m:.3f} | {a:.3f} | — | — | — |" for name, m, a in PUBLISHED_INTERVALS]
+    lines.append(
+        interval_row(
+            f"**ours: champion** `{champ['run_name']}` (v{champ['version']})", r["official"]["champion"]
+        )
+    )
+    for name, s in r.get("official_per_family", {}).items():
+        lines.append(interval_row(f"ours: {name} (train-split fit, `--per-family`)", s))
+    lines += [
+        "",
+        f"Each family's intervals on the pipeline's own test split (the last {HORIZON} weeks of each "
+        "*training* series, `*_orig` bounds, MSIS scaled by the values before those weeks):",
+        "",
+        "| model " + columns,
+    ]
+    lines += [interval_row(name, s) for name, s in r["internal"].items() if name in r["runs"]]
+    return lines
 
 
 def report(r: dict[str, Any]) -> str:
@@ -450,6 +631,7 @@ def report(r: dict[str, Any]) -> str:
             f"{fmt(run.get('val_mase'))} | {fmt(run.get('fit_seconds'), 1)} | "
             f"{fmt(run.get('best_epoch'), 0)} |"
         )
+    lines += interval_report(r)
     run, pred = r["run"], r["predict"]
     lines += [
         "",
@@ -486,6 +668,10 @@ def report(r: dict[str, Any]) -> str:
         f"| no fit over {TARGETS['fit_s']:.0f} s | "
         f"{verdict(r['longest_fit'][1], TARGETS['fit_s'], ' s', 1)} |",
     ]
+    for target in r.get("interval_targets", interval_targets(r)).values():
+        lines.append(
+            f"| {target['target']} | {'**met**' if target['met'] else '**not met**'}: {target['detail']} |"
+        )
     return "\n".join(lines)
 
 
@@ -583,7 +769,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     history = [train[s] for s in ids]
     forecasts = pd.read_parquet(stores / "forecast.parquet")
     official = {
-        "champion": score(truth, forecast_matrix(forecasts, ids), history),
+        "champion": score_forecast(truth, forecasts, ids, history),
         f"Naive, scorer check (all {len(ids_all)} series)": naive_all,
     }
     if args.quick:
@@ -609,6 +795,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.per_family:
         result["official_per_family"] = official_per_family(runs, data, ids, truth, history, stores)
+    result["interval_targets"] = interval_targets(result)
     result["bench_s"] = time.perf_counter() - t0
     text = report(result)
     (stores / "results.json").write_text(json.dumps(result, indent=2, default=str))
