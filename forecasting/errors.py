@@ -154,6 +154,11 @@ class TrackingError(ForecastingError):
     """The tracking store or the model registry refused an operation."""
 
 
+class ArchiveError(ForecastingError):
+    """The forecast archive's database cannot be opened, read or written (the message names its
+    URL without the password), or a batch handed to it lacks what a row needs."""
+
+
 def format_rows(rows: Iterable[Any], limit: int = 5) -> str:
     """Render the first `limit` offending rows/timestamps and how many more there are."""
     rows = list(rows)

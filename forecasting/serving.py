@@ -696,4 +696,5 @@ def batch_predict(
         run_id=run_id if run_id is not None else uri_run,
     )[output_columns(forecasts)]
     write_table_atomic(forecasts, output_path)
+    forecasts.attrs["freq"] = bundle.freq  # the step between rows: the archive's origin and steps
     return forecasts

@@ -31,8 +31,13 @@ def test_pipeline_over_http(kind, tmp_path, monkeypatch, mlflow_globals):
         mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log") as uri,
     ):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        # The forecast archive beside the server's store: the same PostgreSQL database, or a file.
+        archive = backend if kind == "postgresql" else f"sqlite:///{tmp_path / 'archive.db'}"
         cfg = make_config(
-            tmp_path, f"http-{kind}", [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}]
+            tmp_path,
+            f"http-{kind}",
+            [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}],
+            monitoring={"archive_uri": archive},
         )
         result = run_pipeline(cfg)
         client = MlflowClient(uri)
@@ -57,4 +62,5 @@ def test_pipeline_over_http(kind, tmp_path, monkeypatch, mlflow_globals):
             forecast.sort_values(["series_id", "t"])["yhat"].to_numpy(),
             rtol=1e-6,
         )
+        assert out["archived"] == len(written)  # every forecast archived, on that database
         monkeypatch.delenv("MLFLOW_TRACKING_URI")

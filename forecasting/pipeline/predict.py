@@ -29,8 +29,11 @@ def batch_predict(
     ``model_ref`` is ``NAME``, ``NAME@alias`` or ``NAME/version`` (default: the config's
     ``predict.model`` or ``<registered_model>@champion``). The alias is resolved to one version
     before scoring, and every output row carries ``model_name``, ``model_version`` and ``run_id``.
+    With ``monitoring.archive`` on, the forecasts are then appended to the forecast archive
+    (``archived``: rows inserted, 0 for a batch archived before; None with the archive off).
     """
     from forecasting import serving
+    from forecasting.monitoring.archive import Archive, archive_uri
     from forecasting.tracking import Tracker
 
     tracker = Tracker(cfg.tracking)
@@ -49,6 +52,11 @@ def batch_predict(
             {"n_series": forecasts[SERIES].nunique(), "rows": len(forecasts), "predict_seconds": seconds}
         )
         run.log_frame(forecasts, f"forecasts/{output.name}")
+        archived = None
+        if cfg.monitoring.archive:  # after the file: a failure here keeps it, and a retry adds nothing twice
+            with Archive(archive_uri(cfg)) as archive:
+                archived = archive.append(forecasts, forecasts.attrs["freq"], run.run_id)
+            run.log_metrics({"archived_rows": archived})
     stages.predicted(len(forecasts), forecasts[SERIES].nunique(), str(output), f"{name}/{version}")
     return {
         "output": str(output.resolve()),
@@ -56,6 +64,7 @@ def batch_predict(
         "series": int(forecasts[SERIES].nunique()),
         "model": f"{name}/{version}",
         "prediction_run_id": run.run_id,
+        "archived": archived,
         "first_rows": forecasts.head(FIRST_ROWS).astype({TIME: str}).to_dict(orient="records"),
     }
 

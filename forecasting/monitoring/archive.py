@@ -1,0 +1,396 @@
+"""The forecast archive: every batch prediction appended to one table, ``forecasts``.
+
+One row per forecast value, keyed by (``model_name``, ``model_version``, ``origin``,
+``series_id``, ``step``), the table's primary key: appending a batch again (a retried task, a
+re-run prediction) inserts nothing twice. The store is any SQLAlchemy URL of SQLite or
+PostgreSQL; by default a SQLite file beside MLflow's SQLite store (``archive_uri``).
+
+Storage choices:
+
+- ``t`` and ``origin`` are ``DateTime`` columns without a zone. Forecasts with zone-aware
+  timestamps are stored as UTC wall time, naive ones as the wall time given; the ``tz`` column
+  says which (``""`` naive, else the zone's name: ``UTC``, ``Europe/Paris``, ``UTC+02:00``), and
+  ``read`` gives each row back in the kind its writer passed (microsecond resolution). Rows of
+  several kinds read together come back in UTC (naive ones taken as UTC).
+- ``intervals`` is JSON text holding the batch's interval bounds and quantiles by column name
+  (``{"yhat_lo_80": 1.2, "yhat_hi_80": 3.4, "q0.5": 2.3}``, ``{}`` for a model without them);
+  ``read`` expands it back into columns.
+- ``created_at`` is the UTC time of the append (one value per call); ``read`` returns it UTC-aware.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from pandas.tseries.frequencies import to_offset
+
+from forecasting.data.schema import SERIES, TIME
+from forecasting.errors import ArchiveError, names
+
+if TYPE_CHECKING:
+    from forecasting.config import Config
+
+ARCHIVE_FILE = "forecast_archive.db"
+IDENTITY = ("model_name", "model_version", "run_id")
+REQUIRED = (SERIES, TIME, "yhat", "model_name", "model_version")
+CHUNK_ROWS = 5000  # rows per executemany; all chunks of one append share one transaction
+DIALECTS = ("sqlite", "postgresql")
+
+METADATA = sa.MetaData()
+FORECASTS = sa.Table(
+    "forecasts",
+    METADATA,
+    sa.Column("model_name", sa.String, primary_key=True),
+    sa.Column("model_version", sa.String, primary_key=True),
+    sa.Column("origin", sa.DateTime, primary_key=True),  # t of step 1 minus one period
+    sa.Column("series_id", sa.String, primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True, autoincrement=False),  # 1..H
+    sa.Column("t", sa.DateTime, nullable=False),
+    sa.Column("tz", sa.String, nullable=False),  # "" naive, else the zone t and origin were in
+    sa.Column("yhat", sa.Double, nullable=False),
+    sa.Column("intervals", sa.Text, nullable=False),  # JSON object, {} without intervals
+    sa.Column("run_id", sa.String),  # the model's MLflow run
+    sa.Column("prediction_run_id", sa.String),  # the MLflow run of the batch prediction
+    sa.Column("created_at", sa.DateTime, nullable=False),  # UTC
+    sa.Index("ix_forecasts_model_t", "model_name", "t"),
+)
+
+
+def archive_uri(cfg: Config) -> str:
+    """The archive's SQLAlchemy URL: ``monitoring.archive_uri``, else ``forecast_archive.db``
+    beside the MLflow SQLite store, else (a tracking server) ``<project>/mlruns/forecast_archive.db``."""
+    if cfg.monitoring.archive_uri:
+        return cfg.monitoring.archive_uri
+    from forecasting.tracking import PROJECT_ROOT, resolve_tracking_uri
+
+    tracking = resolve_tracking_uri(cfg.tracking)[0]
+    folder = PROJECT_ROOT / "mlruns"
+    if tracking.startswith("sqlite:///"):
+        db = tracking[len("sqlite:///") :].split("?", 1)[0]
+        if db and db != ":memory:":
+            folder = Path(db).parent.resolve()
+    return f"sqlite:///{folder / ARCHIVE_FILE}"
+
+
+class Archive:
+    """The ``forecasts`` table of the database at ``uri`` (created if missing).
+
+    Opening it connects once: a URL that cannot be opened is an ``ArchiveError`` naming it
+    (without its password). Use it as a context manager, or call ``close``.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.shown = _shown(uri)
+        try:
+            url = sa.make_url(uri)
+        except sa.exc.ArgumentError:
+            raise ArchiveError(
+                f"forecast archive URL {self.shown!r} is not a database URL; set monitoring.archive_uri "
+                "to a SQLAlchemy URL (sqlite:///path/archive.db, postgresql+psycopg2://user@host/db)"
+            ) from None
+        self.dialect = url.get_backend_name()
+        if self.dialect not in DIALECTS:
+            raise ArchiveError(
+                f"forecast archive {self.shown}: {self.dialect!r} databases are not supported; "
+                f"use one of {names(DIALECTS)}"
+            )
+        self.engine = self._create_engine(url)
+        self._create_table()
+
+    def _create_engine(self, url: sa.URL) -> sa.Engine:
+        connect_args: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            connect_args["timeout"] = 30  # wait for another writer's transaction, not 5 s
+            if url.database and url.database != ":memory:":
+                try:
+                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise ArchiveError(
+                        f"forecast archive {self.shown}: its folder cannot be created ({err.strerror})"
+                    ) from None
+        elif "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = 10  # a host that does not answer fails in seconds
+        try:
+            return sa.create_engine(url, connect_args=connect_args)
+        except (ImportError, sa.exc.NoSuchModuleError) as err:
+            raise ArchiveError(
+                f"forecast archive {self.shown}: its database driver is not installed ({err}); "
+                "install the postgres extra (psycopg2-binary) or use a sqlite:/// URL"
+            ) from None
+
+    def _create_table(self) -> None:
+        for attempt in range(2):
+            try:
+                METADATA.create_all(self.engine, checkfirst=True)
+                return
+            except sa.exc.SQLAlchemyError as err:
+                if not attempt and isinstance(err, sa.exc.IntegrityError | sa.exc.ProgrammingError):
+                    continue  # another process created it between our check and ours: look again
+                self.engine.dispose()
+                raise ArchiveError(
+                    f"forecast archive {self.shown} cannot be opened: {_reason(err)}; check "
+                    "monitoring.archive_uri (or the MLflow store folder it defaults to)"
+                ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing -------------------------------------------------------------------------------
+    def append(self, forecasts: pd.DataFrame, freq: str, prediction_run_id: str | None = None) -> int:
+        """Append a batch's ``forecasts`` (``series_id, t, yhat, <bounds...>, model_name,
+        model_version, run_id``; H rows per series); the number of rows actually inserted.
+
+        ``step`` is 1..H in time order per series and model version, ``origin`` the t of step 1
+        minus one period of ``freq`` (a pandas offset alias). Rows whose key is already in the
+        table are skipped, so appending a batch again inserts 0. All or nothing: one transaction.
+        """
+        rows = _rows(forecasts, freq, prediction_run_id)
+        if not rows:
+            return 0
+        insert = _dialect_insert(self.dialect)
+        statement = insert(FORECASTS).on_conflict_do_nothing().returning(FORECASTS.c.step)
+        inserted = 0
+        try:
+            with self.engine.begin() as conn:
+                for i in range(0, len(rows), CHUNK_ROWS):
+                    inserted += len(conn.execute(statement, rows[i : i + CHUNK_ROWS]).all())
+        except sa.exc.SQLAlchemyError as err:
+            raise ArchiveError(
+                f"forecast archive {self.shown}: appending {len(rows)} forecasts failed, nothing "
+                f"was written: {_reason(err)}"
+            ) from None
+        return inserted
+
+    # --- reading -------------------------------------------------------------------------------
+    def read(
+        self, model_name: str, version: str | None = None, since: Any = None, until: Any = None
+    ) -> pd.DataFrame:
+        """The archived forecasts of ``model_name`` (one ``version`` or all) with target time
+        ``since <= t <= until`` (either bound optional; a zone-aware bound is compared in UTC).
+
+        Columns: ``model_name, model_version, origin, series_id, step, t, yhat, <bounds...>,
+        run_id, prediction_run_id, created_at``; the bounds in a stable order (each level's
+        ``yhat_lo``/``yhat_hi`` by level, then quantiles by probability). Sorted by version
+        (numerically), origin, series and step.
+        """
+        table = FORECASTS.c
+        query = sa.select(FORECASTS).where(table.model_name == model_name)
+        if version is not None:
+            query = query.where(table.model_version == str(version))
+        if since is not None:
+            query = query.where(table.t >= _stored_bound(since))
+        if until is not None:
+            query = query.where(table.t <= _stored_bound(until))
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execute(query)
+                stored = pd.DataFrame([tuple(r) for r in result], columns=list(result.keys()))
+        except sa.exc.SQLAlchemyError as err:
+            raise ArchiveError(f"forecast archive {self.shown}: reading failed: {_reason(err)}") from None
+        return _frame(stored)
+
+    def versions(self, model_name: str) -> list[str]:
+        """The versions of ``model_name`` with archived forecasts, in numeric order."""
+        query = sa.select(FORECASTS.c.model_version).where(FORECASTS.c.model_name == model_name).distinct()
+        try:
+            with self.engine.connect() as conn:
+                found = list(conn.execute(query).scalars())
+        except sa.exc.SQLAlchemyError as err:
+            raise ArchiveError(f"forecast archive {self.shown}: reading failed: {_reason(err)}") from None
+        return sorted(found, key=_version_key)
+
+
+# --- frames <-> rows ---------------------------------------------------------------------------
+def _rows(forecasts: pd.DataFrame, freq: str, prediction_run_id: str | None) -> list[dict[str, Any]]:
+    """The table rows of a batch's forecasts (no I/O)."""
+    missing = [c for c in REQUIRED if c not in forecasts.columns]
+    if missing:
+        raise ArchiveError(f"forecasts to archive lack column(s) {names(missing)}")
+    if forecasts.empty:
+        return []
+    forecasts = forecasts.reset_index(drop=True)
+    if not pd.api.types.is_datetime64_any_dtype(forecasts[TIME]):
+        raise ArchiveError(
+            f"forecasts to archive: column {TIME!r} holds {forecasts[TIME].dtype}, not timestamps"
+        )
+    try:
+        period = to_offset(freq)
+    except (TypeError, ValueError):
+        raise ArchiveError(f"forecasts to archive: {freq!r} is not a pandas frequency alias") from None
+    bands = [c for c in forecasts.columns if c not in (*REQUIRED, "run_id")]
+    try:
+        bounds = forecasts[bands].to_numpy(dtype=np.float64)  # (N, n_bands)
+    except (TypeError, ValueError):
+        raise ArchiveError(
+            f"forecasts to archive: interval column(s) {names(bands)} are not numeric"
+        ) from None
+    yhat = forecasts["yhat"].to_numpy(dtype=np.float64)
+    if not np.isfinite(yhat).all():
+        raise ArchiveError("forecasts to archive: 'yhat' holds NaN or infinite values")
+    if forecasts[["model_name", "model_version"]].isna().any(axis=None):
+        raise ArchiveError("forecasts to archive: some rows have no model_name or model_version")
+
+    frame = forecasts[[SERIES, TIME, "model_name", "model_version"]].astype(
+        {SERIES: str, "model_name": str, "model_version": str}
+    )
+    keys = ["model_name", "model_version", SERIES]
+    in_time_order = frame.sort_values(TIME, kind="stable")
+    step = in_time_order.groupby(keys, sort=False).cumcount().add(1).reindex(frame.index)
+    origin = frame.groupby(keys, sort=False)[TIME].transform("min") - period
+    tz = frame[TIME].dt.tz
+    zone = "" if tz is None else _zone_name(tz)
+    if tz is not None:
+        frame[TIME] = frame[TIME].dt.tz_convert("UTC").dt.tz_localize(None)
+        origin = origin.dt.tz_convert("UTC").dt.tz_localize(None)
+
+    run_ids = forecasts["run_id"] if "run_id" in forecasts.columns else pd.Series(None, index=forecasts.index)
+    intervals = _intervals_json(bands, bounds)
+    created = datetime.now(UTC).replace(tzinfo=None)
+    columns = zip(
+        frame["model_name"].tolist(),  # lists: iterating an Arrow-backed column is slow
+        frame["model_version"].tolist(),
+        _pydatetimes(origin),
+        frame[SERIES].tolist(),
+        step.astype(int).tolist(),
+        _pydatetimes(frame[TIME]),
+        yhat.tolist(),
+        intervals,
+        run_ids.astype(object).where(run_ids.notna(), None).tolist(),
+        strict=True,
+    )
+    return [
+        {
+            "model_name": name,
+            "model_version": version,
+            "origin": first,
+            "series_id": series,
+            "step": k,
+            "t": t,
+            "tz": zone,
+            "yhat": yhat,
+            "intervals": bands_json,
+            "run_id": None if run_id is None else str(run_id),
+            "prediction_run_id": prediction_run_id,
+            "created_at": created,
+        }
+        for name, version, first, series, k, t, yhat, bands_json, run_id in columns
+    ]
+
+
+def _intervals_json(bands: list[str], bounds: np.ndarray) -> list[str]:
+    """One JSON object per row of ``bounds`` (N, n_bands), keys ``bands``; NaN and inf as null.
+
+    Written from a template (a float's repr is its JSON text): ``json.dumps`` per row was a
+    third of an append's time.
+    """
+    if not bands:
+        return ["{}"] * len(bounds)
+    template = "{" + ", ".join(f"{json.dumps(b)}: %s" for b in bands) + "}"
+    return [template % tuple(repr(v) if math.isfinite(v) else "null" for v in row) for row in bounds.tolist()]
+
+
+def _frame(stored: pd.DataFrame) -> pd.DataFrame:
+    """The frame ``read`` returns from the table's rows (intervals expanded, zones restored)."""
+    head = ["model_name", "model_version", "origin", SERIES, "step", TIME, "yhat"]
+    tail = ["run_id", "prediction_run_id", "created_at"]
+    if stored.empty:
+        return pd.DataFrame(columns=[*head, *tail])
+    stored = stored.assign(_v=pd.to_numeric(stored["model_version"], errors="coerce"))
+    stored = stored.sort_values(["_v", "model_version", "origin", SERIES, "step"], kind="stable")
+    stored = stored.reset_index(drop=True)
+    parsed = [json.loads(text) for text in stored["intervals"].tolist()]
+    bounds = pd.DataFrame.from_records(parsed, index=stored.index)
+    bounds = bounds[sorted(bounds.columns, key=_band_key)].astype(np.float64)
+    out = stored[head + tail].copy()
+    out["step"] = out["step"].astype(np.int64)
+    out["yhat"] = out["yhat"].astype(np.float64)
+    out[TIME] = _restore(stored[TIME], stored["tz"])
+    out["origin"] = _restore(stored["origin"], stored["tz"])
+    out["created_at"] = pd.to_datetime(stored["created_at"]).dt.as_unit("us").dt.tz_localize("UTC")
+    return pd.concat([out[head], bounds, out[tail]], axis=1)
+
+
+def _restore(stored: pd.Series, tz: pd.Series) -> pd.Series:
+    """Stored wall times back in their writer's kind: naive, or UTC converted to the zone."""
+    values = pd.to_datetime(stored).dt.as_unit("us")
+    zones = set(tz)
+    if zones == {""}:
+        return values
+    utc = values.dt.tz_localize("UTC")
+    return utc.dt.tz_convert(zones.pop()) if len(zones) == 1 else utc
+
+
+_BAND = re.compile(r"^yhat_(lo|hi)_(\d+(?:\.\d+)?)$")
+_QUANTILE = re.compile(r"^q(\d*\.?\d+)$")
+
+
+def _band_key(column: str) -> tuple[int, float, str]:
+    """``yhat_lo_80, yhat_hi_80, yhat_lo_95, yhat_hi_95`` (serving's order), then ``q0.1 ...``."""
+    if match := _BAND.match(column):
+        return (0, float(match[2]), "0" if match[1] == "lo" else "1")
+    if match := _QUANTILE.match(column):
+        return (1, float(match[1]), column)
+    return (2, 0.0, column)
+
+
+def _version_key(version: str) -> tuple[int, int, str]:
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def _zone_name(tz: Any) -> str:
+    """A name pandas turns back into ``tz``; UTC for a zone without one (dateutil files)."""
+    name = getattr(tz, "key", None) or getattr(tz, "zone", None) or str(tz)
+    try:
+        pd.Timestamp(0, tz=name)
+    except (ValueError, TypeError, KeyError):
+        return "UTC"
+    return name
+
+
+def _pydatetimes(values: pd.Series) -> list[datetime]:
+    return list(np.asarray(values.dt.to_pydatetime(), dtype=object))
+
+
+def _stored_bound(bound: Any) -> datetime:
+    """A ``since``/``until`` bound as stored: zone-aware bounds in UTC wall time."""
+    stamp = pd.Timestamp(bound)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_pydatetime()
+
+
+def _dialect_insert(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _reason(err: sa.exc.SQLAlchemyError) -> str:
+    """The database's own message, one line, without the statement SQLAlchemy appends."""
+    reason = getattr(err, "orig", None) or err
+    return " ".join(str(reason).split()) or type(reason).__name__
+
+
+def _shown(uri: str) -> str:
+    """``uri`` with its password replaced by ``***``, even when it does not parse."""
+    try:
+        return sa.make_url(uri).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", uri)
