@@ -16,10 +16,16 @@ from typing import Any
 
 from prefect.schedules import Cron
 
+from flows.monitoring import monitor
 from flows.pipeline import batch_predict, forecast_pipeline, train
 from forecasting.config import Config, ScheduleSpec
 
-FLOWS = {"forecast_pipeline": forecast_pipeline, "train": train, "batch_predict": batch_predict}
+FLOWS = {
+    "forecast_pipeline": forecast_pipeline,
+    "train": train,
+    "batch_predict": batch_predict,
+    "monitor": monitor,
+}
 
 
 def deployment_name(spec: ScheduleSpec) -> str:

@@ -697,6 +697,123 @@ def predict(
 
 
 @app.command()
+def monitor(
+    config: Annotated[Path, typer.Argument(help="YAML config (its store, archive and monitoring rules).")],
+    actuals: Annotated[
+        Path | None, typer.Option("--actuals", help="Arrived actuals (CSV/Parquet; default: data.path).")
+    ] = None,
+) -> None:
+    """Score the archived forecasts against arrived actuals (Prefect flow `monitor`): a monitoring
+    run per model version in MLflow; a firing rule tags the version and retrains once."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.interrupts import run_stoppable
+
+    cfg = load_config(config)
+    _probe_tracking(cfg)
+    api = local_api.start()
+    from flows.monitoring import monitor as monitor_flow
+
+    _log_flows_to_file()  # the terminal gets the table or one error line; the file the rest
+    flow_fn = _ready(api, monitor_flow, cfg)
+    out = run_stoppable(flow_fn, config=cfg, actuals_path=str(actuals.resolve()) if actuals else None)
+    table = Table(title=f"monitoring [bold]{out['model']}[/] (champion: version {out['champion']})")
+    for column in ("version", "origins", "rolling MAE", "expected MAE", "rolling coverage"):
+        table.add_column(column)
+    for version, figures in out["versions"].items():
+        coverage = ", ".join(
+            f"{k.removeprefix('rolling_coverage_')} %: {v:.3f}"
+            for k, v in figures.items()
+            if k.startswith("rolling_coverage_")
+        )
+        table.add_row(
+            version,
+            f"{figures['origins']:.0f}",
+            f"{figures.get('rolling_mae', float('nan')):.4g}",
+            f"{figures['expected_mae']:.4g}",
+            coverage or "-",
+        )
+    console.print(table)
+    for firing in out["firings"]:
+        console.print(
+            f"[bold red]rule {firing['rule']}[/] fired for version {firing['version']}: {firing['detail']}"
+        )
+    if out["retrain"]:
+        console.print(f"retrain started: {out['retrain']}")
+    elif out["retrain_skipped"]:
+        console.print(f"no retrain: {out['retrain_skipped']}")
+    if not out["firings"]:
+        console.print(f"scored {out['scored_rows']} forecasts; no rule fired")
+
+
+@app.command()
+def replay(
+    config: Annotated[Path, typer.Argument(help="YAML config (its data, models and monitoring rules).")],
+    start: Annotated[str, typer.Option("--start", help="First forecast time (the data's clock).")],
+    end: Annotated[str, typer.Option("--end", help="End of the replayed period.")],
+    predict_every: Annotated[str, typer.Option("--predict-every", help="Batch prediction period.")] = "24h",
+    monitor_every: Annotated[str, typer.Option("--monitor-every", help="Monitoring period.")] = "24h",
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="rule, never or every:<period> (repeat to compare policies)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the replay's stores.")] = Path(
+        "outputs/replay"
+    ),
+) -> None:
+    """Operate the pipeline over a historical period with the real flows (train before --start,
+    predict, feed the actuals, monitor, retrain by the policy) and compare retraining policies."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.interrupts import run_stoppable
+    from forecasting.monitoring.replay import parse_policy
+
+    cfg = load_config(config)
+    policies = policy or ["rule"]
+    for p in policies:
+        parse_policy(p)  # a bad policy fails before any flow
+    api = local_api.start()
+    from flows.monitoring import replay as replay_flow
+
+    log_file = _log_flows_to_file()
+    flow_fn = _ready(api, replay_flow, cfg)
+    table = Table(
+        title=f"replay {start} .. {end}: predict every {predict_every}, monitor every {monitor_every}"
+    )
+    for column in ("policy", "retrains", "MAE", "MSE", "MASE", "coverage", "train s", "wall s"):
+        table.add_column(column)
+    for p in policies:
+        r = run_stoppable(
+            flow_fn,
+            config=cfg,
+            start=start,
+            end=end,
+            out=str(out.resolve()),
+            predict_every=predict_every,
+            monitor_every=monitor_every,
+            policy=p,
+        )
+        scores = r["scores"]
+        coverage = ", ".join(
+            f"{k.removeprefix('coverage_')} %: {v:.3f}"
+            for k, v in scores.items()
+            if k.startswith("coverage_")
+        )
+        table.add_row(
+            p,
+            str(r["retrains"]),
+            f"{scores.get('mae', float('nan')):.4g}",
+            f"{scores.get('mse', float('nan')):.4g}",
+            f"{scores.get('mase', float('nan')):.4g}",
+            coverage or "-",
+            f"{r['train_seconds']:.0f}",
+            f"{r['wall_seconds']:.0f}",
+        )
+    console.print(table)
+    console.print(f"stores under {out.resolve()}; flow log: {log_file}")
+
+
+@app.command()
 def serve(
     config: Annotated[Path, typer.Argument(help="YAML config with orchestration.schedules.")],
     limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,

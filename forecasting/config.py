@@ -251,6 +251,41 @@ class IntervalsConfig(_Section):
         return bool(self.levels or self.quantiles)
 
 
+class MonitoringConfig(_Section):
+    """The operating loop after the champion (``forecasting.monitoring``): the forecast archive,
+    accuracy against arriving actuals, and the rules that retrain.
+
+    ``archive``: append every batch prediction to the archive (true). ``archive_uri``: a
+    SQLAlchemy URL (``postgresql+psycopg2://...``); default a SQLite file beside the MLflow
+    SQLite store (``mlruns/forecast_archive.db``). The rules, each judged per model version over
+    the most recent ``window`` forecast origins that have actuals:
+
+    - ``error_factor``: the rolling MAE above this multiple of the MAE the selection backtest
+      expected (the evaluated model's ``val_mae_orig``) for ``patience`` origins in a row;
+    - ``coverage_drop``: the rolling coverage of an interval level below nominal by more than this
+      many percentage points for ``patience`` origins in a row;
+    - ``drift``: the actuals of the window against the training data, per series: the mean moved
+      by more than ``drift`` training standard deviations, or the standard deviation grew or shrank
+      by more than a factor ``1 + drift``.
+
+    ``retrain``: what a firing rule does besides a log line, a Prefect event and a tag on the model
+    version: ``pipeline`` (the default) runs the forecast pipeline on the config (its ``data.path``,
+    the file that collects the arriving data), or the deployment ``retrain_deployment`` names
+    (``flow-name/deployment-name``) when set; ``never`` only reports.
+    One retrain per firing: a version that has had its retrain is not retrained again.
+    """
+
+    archive: bool = True
+    archive_uri: str | None = None
+    window: int = Field(7, ge=1)
+    patience: int = Field(3, ge=1)
+    error_factor: float | None = Field(1.5, gt=1)
+    coverage_drop: float | None = Field(10.0, gt=0, lt=100)
+    drift: float | None = Field(3.0, gt=0)
+    retrain: Literal["pipeline", "never"] = "pipeline"
+    retrain_deployment: str | None = None  # "flow-name/deployment-name"
+
+
 class TrackingConfig(_Section):
     tracking_uri: str | None = None  # default: sqlite:///<project>/mlruns/mlflow.db
     experiment: str = "forecasting"
@@ -262,7 +297,7 @@ class TrackingConfig(_Section):
 class ScheduleSpec(_Section):
     """A cron-scheduled deployment served by `forecast serve` (and declared in prefect.yaml)."""
 
-    flow: Literal["forecast_pipeline", "train", "batch_predict"]
+    flow: Literal["forecast_pipeline", "train", "batch_predict", "monitor"]
     cron: str
     name: str | None = None
     timezone: str = "UTC"
@@ -458,6 +493,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     selection: SelectionConfig = SelectionConfig()
     intervals: IntervalsConfig = IntervalsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     predict: PredictConfig = PredictConfig()
     search: SearchConfig = SearchConfig()

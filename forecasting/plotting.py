@@ -568,3 +568,46 @@ def calibration_plot(coverage: Mapping[str, Mapping[float, float]], title: str |
     ax.set_title(title or "prediction intervals: calibration", fontsize=10)
     _legend_below(fig, ax, ncol=ncol)
     return fig
+
+
+def monitoring_plot(
+    origins: pd.DataFrame, expected: Mapping[str, float], levels: Sequence[str], *, title: str | None = None
+) -> Figure:
+    """Accuracy of one model version against arriving actuals, per forecast origin.
+
+    ``origins``: ``forecasting.monitoring.monitor.per_origin``'s frame (index: origin; ``mae``,
+    ``rolling_mae`` and, per interval level, ``rolling_coverage_<L>``). Top: the MAE of each
+    origin's forecasts and its rolling mean, against the MAE the selection backtest expected
+    (``expected["mae"]``). Bottom, when the forecasts had intervals: the rolling coverage of each
+    level against its nominal value.
+    """
+    if origins.empty:
+        raise ValueError("monitoring_plot needs at least one scored origin")
+    x = pd.DatetimeIndex(pd.to_datetime(origins.index))
+    panels = 2 if levels else 1
+    fig, axes = _grid(panels, 1, (6.0, 1.8), top=0.4, bottom=0.85, hspace=0.35, sharex=True)
+    ax = axes[0]
+    ax.plot(x, origins["mae"].to_numpy(float), "o", color="tab:gray", markersize=3, label="MAE per origin")
+    ax.plot(x, origins["rolling_mae"].to_numpy(float), "-", color="tab:blue", label="rolling MAE")
+    mae = expected.get("mae")
+    if mae is not None and np.isfinite(mae):
+        ax.axhline(mae, color="tab:green", linestyle="--", linewidth=1.0, label="expected (validation)")
+    ax.set_ylabel("MAE")
+    ax.set_title(f"{title + ': ' if title else ''}accuracy against actuals", fontsize=10)
+    if levels:
+        cov = axes[1]
+        colors = ["tab:orange", "tab:purple", "tab:brown", "tab:pink"]
+        for lv, color in zip(levels, colors * 4, strict=False):
+            values = origins[f"rolling_coverage_{lv}"].to_numpy(float)
+            cov.plot(x, values, "-", color=color, label=f"rolling {lv} % coverage")
+            cov.axhline(float(lv) / 100, color=color, linestyle=":", linewidth=1.0)
+        cov.set_ylim(0, 1.02)
+        cov.yaxis.set_major_formatter(PercentFormatter(1.0))
+        cov.set_ylabel("coverage")
+    for a in axes:
+        _time_axis(a)
+    for a in axes[1:]:  # one legend for the figure: the coverage lines join the top panel's
+        for handle, label in zip(*a.get_legend_handles_labels(), strict=True):
+            axes[0].plot([], [], color=handle.get_color(), linestyle=handle.get_linestyle(), label=label)
+    _legend_below(fig, axes[0], ncol=3)
+    return fig

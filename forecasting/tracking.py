@@ -289,8 +289,11 @@ class RunLogger:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        now = _now_ms()
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int = 0, timestamp_ms: int | None = None
+    ) -> None:
+        """``timestamp_ms``: the time the values describe (a forecast origin), default now."""
+        now = _now_ms() if timestamp_ms is None else int(timestamp_ms)
         items = [
             Metric(k, float(v), now, step)
             for k, v in metrics.items()

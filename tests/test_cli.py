@@ -502,3 +502,36 @@ def test_an_unchanged_champion_is_reported_as_such(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "champion unchanged: ar version 3 was trained on this config, data and code already" in out
     assert "registered ar" not in out
+
+
+# --- forecast monitor ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_monitor_scores_the_archive_and_names_a_missing_champion(
+    tmp_path, capsys, prefect_harness, mlflow_globals
+):
+    """`forecast monitor` on a new store is one named error; after a run and a prediction whose
+    hours then arrive, it prints each version's rolling accuracy against the backtest's."""
+    import yaml
+    from mlflow import MlflowClient
+    from test_pipeline import raw_config, synthetic_csv
+
+    from forecasting.config import load_config
+    from forecasting.pipeline import batch_predict, run_pipeline
+
+    raw = raw_config(tmp_path, "watched", [{"name": "naive"}])
+    raw["tracking"]["tracking_uri"] = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    config = tmp_path / "watched.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    MlflowClient(raw["tracking"]["tracking_uri"]).search_experiments()  # a new store (MLflow logs that)
+    capsys.readouterr()
+    assert main(["monitor", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: NoChampionError: nothing to monitor"), err
+
+    cfg = load_config(config)
+    run_pipeline(cfg)
+    batch_predict(cfg)  # the 12 hours after the data, archived
+    synthetic_csv(tmp_path / "arrived.csv", n=512)
+    assert main(["monitor", str(config), "--actuals", str(tmp_path / "arrived.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "monitoring watched-model" in out and "scored 36 forecasts; no rule fired" in out

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from servers import free_port, stop, wait_http
-from test_pipeline import raw_config
+from test_pipeline import raw_config, synthetic_csv
 
 import flows.pipeline as fp
 from flows import reports
@@ -248,7 +248,7 @@ def test_prefect_yaml_entrypoints_are_absolute_once_deployed(monkeypatch):
     monkeypatch.setenv("FORECAST_PROJECT_DIR", str(ROOT))
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = apply_values(raw["deployments"], os.environ, remove_notset=False)
-    assert {d["name"] for d in deployments} == {"nightly-retrain", "hourly-forecast"}
+    assert {d["name"] for d in deployments} == {"nightly-retrain", "hourly-forecast", "hourly-monitor"}
     for d in deployments:
         file, name = d["entrypoint"].rsplit(":", 1)
         assert Path(file).is_absolute() and Path(file).is_file() and name in FLOWS, d["entrypoint"]
@@ -327,6 +327,7 @@ def test_cron_deployments_on_a_real_prefect_server(tmp_path):
     schedules = [
         {"flow": "forecast_pipeline", "cron": "0 2 * * *", "name": "nightly"},
         {"flow": "batch_predict", "cron": "5 * * * *", "name": "hourly"},
+        {"flow": "monitor", "cron": "* * * * *", "name": "minutely-monitor"},
     ]
     path = write_config(tmp_path, "served", orchestration={"schedules": schedules})
     api = f"http://127.0.0.1:{port}/api"
@@ -347,9 +348,9 @@ def test_cron_deployments_on_a_real_prefect_server(tmp_path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deployments = _wait_for_deployments(api, 2, served, tmp_path)
+        deployments = _wait_for_deployments(api, 3, served, tmp_path)
         crons = {d["name"]: d["schedules"][0]["schedule"]["cron"] for d in deployments}
-        assert crons == {"nightly": "0 2 * * *", "hourly": "5 * * * *"}
+        assert crons == {"nightly": "0 2 * * *", "hourly": "5 * * * *", "minutely-monitor": "* * * * *"}
 
         nightly = next(d for d in deployments if d["name"] == "nightly")
         run = _post(f"{api}/deployments/{nightly['id']}/create_flow_run", {})
@@ -360,6 +361,17 @@ def test_cron_deployments_on_a_real_prefect_server(tmp_path):
         runs = client.search_runs([exp.experiment_id], "tags.role = 'model'")
         assert {r.info.run_name for r in runs} == {"naive", "ar"}
         assert all(r.data.tags.get("prefect_flow_run_id") == run["id"] for r in runs)
+
+        # The nightly run predicted the 12 hours after the data (and archived them); now they
+        # arrive, and the monitor deployment's next scheduled run scores them and logs to MLflow.
+        synthetic_csv(tmp_path / "sales.csv", n=512)
+        arrived = time.time()
+        monitor = next(d for d in deployments if d["name"] == "minutely-monitor")
+        state = _wait_for_scheduled_run(api, monitor["id"], after=arrived, timeout=200)
+        assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        watched = client.search_runs([exp.experiment_id], "tags.role = 'monitor'")
+        assert len(watched) == 1 and watched[0].data.tags["model_version"] == "1"
+        assert watched[0].data.metrics["mae"] > 0
     finally:
         if served is not None:
             stop(served)
@@ -401,6 +413,20 @@ def _wait_for_deployments(api: str, n: int, served: subprocess.Popen, tmp_path: 
             return found
         time.sleep(1)
     raise TimeoutError("deployments never registered")
+
+
+def _wait_for_scheduled_run(api: str, deployment_id: str, after: float, timeout: float) -> str:
+    """The final state of the first run of a deployment that its schedule started after ``after``
+    (epoch seconds), waiting up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _post(f"{api}/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+        for r in sorted(runs, key=lambda r: r.get("start_time") or ""):
+            started = r.get("start_time")
+            if started and pd.Timestamp(started).timestamp() > after and r.get("auto_scheduled"):
+                return _wait_for_flow_run(api, r["id"], timeout=max(deadline - time.monotonic(), 1))
+        time.sleep(2)
+    return "NOT STARTED"
 
 
 def _wait_for_flow_run(api: str, run_id: str, timeout: float) -> str:

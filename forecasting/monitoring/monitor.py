@@ -1,0 +1,375 @@
+"""Accuracy against arriving actuals, and the rules that say when to retrain.
+
+``monitor(cfg, actuals)`` reads newly arrived actuals (validated as training data is), joins them
+with the forecast archive and scores every archived forecast whose target time has an actual:
+per model version, per forecast origin, per horizon step and per series (MAE, MSE, MASE, and the
+coverage of every interval level the forecasts carry). Each model version gets one MLflow
+monitoring run (``role: monitor``, reopened by each later call) with its per-origin metrics
+stepped by origin (the metric's time is the origin's), a plot of rolling accuracy against what
+the selection backtest expected, and per-series, per-step and per-origin tables.
+
+The rules (``MonitoringConfig``) judge the current champion only, over the most recent
+``window`` origins: rolling MAE above ``error_factor`` times the evaluated model's validation MAE,
+or rolling coverage ``coverage_drop`` points under nominal, for ``patience`` origins in a row; or
+the recent actuals' level or spread drifting from the training data's (``drift``). A firing rule
+is tagged on the version (``monitoring.fired.<rule>``) and, once per version
+(``monitoring.retrained``), starts a retrain through the caller's ``retrain`` function: the flow
+layer emits the Prefect event and runs the pipeline (or its deployment).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecasting.config import Config
+from forecasting.data.schema import SERIES, TARGET, TIME
+from forecasting.errors import NoChampionError
+
+RETRAINED_TAG = "monitoring.retrained"
+MONITORED_TAG = "monitored_through"
+
+
+@dataclass
+class Firing:
+    """One rule that fired for a model version, at the latest origin it judged."""
+
+    rule: str  # error | coverage_<level> | drift
+    version: str
+    origin: str
+    detail: str
+
+
+@dataclass
+class MonitorReport:
+    model: str
+    champion: str | None
+    scored_rows: int
+    versions: dict[str, dict[str, float]] = field(default_factory=dict)  # latest rolling figures
+    run_ids: dict[str, str] = field(default_factory=dict)  # version -> monitoring run
+    firings: list[Firing] = field(default_factory=list)
+    retrain: str | None = None  # what the retrain started (its id), None when none started
+    retrain_skipped: str | None = None  # why a firing did not retrain
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+# --- scoring --------------------------------------------------------------------------------------
+def levels_of(frame: pd.DataFrame) -> list[str]:
+    """Interval levels (column suffixes, "80") with both bounds in ``frame``."""
+    lows = {c.removeprefix("yhat_lo_") for c in frame.columns if c.startswith("yhat_lo_")}
+    return sorted((lv for lv in lows if f"yhat_hi_{lv}" in frame.columns), key=float)
+
+
+def naive_scales(actuals: pd.DataFrame, until: pd.Series) -> pd.Series:
+    """MASE's scale of each series: the mean absolute first difference of its actuals up to
+    ``until`` (series -> time; its first forecast origin), all of them when fewer than two."""
+    frame = actuals.sort_values([SERIES, TIME])
+    cut = frame[SERIES].map(until)
+    before = frame[frame[TIME] <= cut] if len(until) else frame
+    diff = before.groupby(SERIES, sort=False)[TARGET].diff().abs()
+    scale = diff.groupby(before[SERIES]).mean()
+    full = frame.groupby(SERIES, sort=False)[TARGET].apply(lambda v: v.diff().abs().mean())
+    return scale.reindex(full.index).fillna(full)
+
+
+def join(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
+    """Archived forecasts whose target time has an actual, with ``y``, the error and the series'
+    MASE scale."""
+    truth = actuals[[SERIES, TIME, TARGET]].dropna(subset=[TARGET])
+    joined = forecasts.merge(truth, on=[SERIES, TIME], how="inner")
+    first_origin = forecasts.groupby(SERIES)["origin"].min()
+    joined["scale"] = joined[SERIES].map(naive_scales(actuals, first_origin))
+    joined["error"] = joined[TARGET] - joined["yhat"]
+    return joined
+
+
+def _sums(joined: pd.DataFrame, by: list[str], levels: list[str]) -> pd.DataFrame:
+    """Sums and counts per group, from which any window's pooled figures follow."""
+    parts = {
+        "n": joined["error"].notna().astype(float),
+        "abs": joined["error"].abs(),
+        "sq": joined["error"] ** 2,
+        "scaled": joined["error"].abs() / joined["scale"].replace(0, np.nan),
+    }
+    for lv in levels:
+        has = joined[f"yhat_lo_{lv}"].notna() & joined[f"yhat_hi_{lv}"].notna()
+        inside = (joined[TARGET] >= joined[f"yhat_lo_{lv}"]) & (joined[TARGET] <= joined[f"yhat_hi_{lv}"])
+        parts[f"in_{lv}"] = (inside & has).astype(float)
+        parts[f"has_{lv}"] = has.astype(float)
+    frame = pd.DataFrame(parts)
+    frame[by] = joined[by]
+    return frame.groupby(by, sort=True).sum(min_count=1)
+
+
+def _figures(sums: pd.DataFrame, levels: list[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=sums.index)
+    out["n"] = sums["n"]
+    out["mae"] = sums["abs"] / sums["n"]
+    out["mse"] = sums["sq"] / sums["n"]
+    out["mase"] = sums["scaled"] / sums["n"]
+    for lv in levels:
+        out[f"coverage_{lv}"] = sums[f"in_{lv}"] / sums[f"has_{lv}"].replace(0, np.nan)
+    return out
+
+
+def per_origin(joined: pd.DataFrame, levels: list[str], window: int) -> pd.DataFrame:
+    """Figures per forecast origin of one version, oldest first, and their rolling values over
+    the last ``window`` origins (pooled over the window's forecasts)."""
+    sums = _sums(joined, ["origin"], levels)
+    out = _figures(sums, levels)
+    rolled = sums.rolling(window, min_periods=1).sum()
+    rolling = _figures(rolled, levels)
+    for col in ["mae", *(f"coverage_{lv}" for lv in levels)]:
+        out[f"rolling_{col}"] = rolling[col]
+    out["origins_in_window"] = np.minimum(np.arange(1, len(out) + 1), window)
+    return out
+
+
+def per_group(joined: pd.DataFrame, by: str, levels: list[str]) -> pd.DataFrame:
+    return _figures(_sums(joined, [by], levels), levels)
+
+
+# --- rules ----------------------------------------------------------------------------------------
+def error_rule(
+    origins: pd.DataFrame, expected_mae: float | None, factor: float | None, patience: int
+) -> str | None:
+    """Why the error rule fires (or None): the last ``patience`` rolling MAEs, each over a full
+    window, all above ``factor`` x the expected MAE."""
+    if factor is None or expected_mae is None or not np.isfinite(expected_mae) or len(origins) < patience:
+        return None
+    full = origins[origins["origins_in_window"] == origins["origins_in_window"].max()]
+    last = full["rolling_mae"].tail(patience)
+    if len(last) < patience or not (last > factor * expected_mae).all():
+        return None
+    return (
+        f"rolling MAE {last.iloc[-1]:.4g} above {factor:g} x the backtest's {expected_mae:.4g} "
+        f"for {patience} origin(s) in a row"
+    )
+
+
+def coverage_rule(origins: pd.DataFrame, level: str, drop: float | None, patience: int) -> str | None:
+    col = f"rolling_coverage_{level}"
+    if drop is None or col not in origins or len(origins) < patience:
+        return None
+    full = origins[origins["origins_in_window"] == origins["origins_in_window"].max()]
+    last = full[col].tail(patience)
+    floor = float(level) / 100 - drop / 100
+    if len(last) < patience or not (last < floor).all():
+        return None
+    return (
+        f"rolling {level} % coverage {last.iloc[-1]:.3f} under {floor:.3f} for {patience} origin(s) in a row"
+    )
+
+
+def drift_rule(
+    recent: pd.DataFrame, train_mean: pd.Series, train_std: pd.Series, drift: float | None
+) -> str | None:
+    """Why the drift rule fires (or None): over the series, the median shift of the recent
+    actuals' mean in training standard deviations above ``drift``, or the median ratio of their
+    spread to the training spread (either way) above ``1 + drift``."""
+    if drift is None or recent.empty:
+        return None
+    stats = recent.groupby(SERIES)[TARGET].agg(["mean", "std", "count"])
+    stats = stats[stats["count"] >= 2]
+    sd = train_std.reindex(stats.index).replace(0, np.nan)
+    level = ((stats["mean"] - train_mean.reindex(stats.index)).abs() / sd).dropna()
+    ratio = (stats["std"] / sd).replace(0, np.nan).dropna()
+    spread = np.maximum(ratio, 1 / ratio)
+    if len(level) and float(level.median()) > drift:
+        moved = float(level.median())
+        return f"recent level moved {moved:.2f} training std(s) (median over series; rule: {drift:g})"
+    if len(spread) and float(spread.median()) > 1 + drift:
+        factor = float(spread.median())
+        return f"recent spread {factor:.2f}x the training spread (median over series; rule: {1 + drift:g}x)"
+    return None
+
+
+# --- the monitor ----------------------------------------------------------------------------------
+def expected_figures(tracker: Any, version: str) -> dict[str, float]:
+    """What selection measured for a version on validation rows: the evaluated model's
+    ``val_mae_orig`` and ``val_coverage_*`` (empty when the version does not say)."""
+    tags = tracker.version_info(version).tags or {}
+    run_id = tags.get("evaluation_run_id")
+    if not run_id:
+        return {}
+    metrics = tracker.client.get_run(run_id).data.metrics
+    out = {"mae": metrics.get("val_mae_orig", np.nan)}
+    out |= {k.removeprefix("val_"): v for k, v in metrics.items() if k.startswith("val_coverage_")}
+    return out
+
+
+def _monitor_run_id(tracker: Any, name: str, version: str) -> str | None:
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=(
+            f"tags.role = 'monitor' and tags.model_name = '{name}' and tags.model_version = '{version}'"
+        ),
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def _log_version(
+    tracker: Any,
+    name: str,
+    version: str,
+    joined: pd.DataFrame,
+    origins: pd.DataFrame,
+    expected: dict[str, float],
+    levels: list[str],
+) -> str:
+    """The version's monitoring run: the origins not logged before, then tables and the plot."""
+    from forecasting import plotting
+
+    existing = _monitor_run_id(tracker, name, version)
+    tags = {"role": "monitor", "model_name": name, "model_version": version}
+    with tracker.run(f"monitor {name} v{version}", tags=tags, adopt=existing) as run:
+        done = tracker.client.get_run(run.run_id).data.tags.get(MONITORED_TAG)
+        start = pd.Timestamp(done) if done else None
+        for step, (origin, row) in enumerate(origins.iterrows()):
+            if start is not None and _naive_utc(origin) <= _naive_utc(start):
+                continue
+            values = {k: float(v) for k, v in row.items() if k != "origins_in_window" and pd.notna(v)}
+            if np.isfinite(expected.get("mae", np.nan)):
+                values["expected_mae"] = expected["mae"]
+            run.log_metrics(values, step=step, timestamp_ms=int(_naive_utc(origin).timestamp() * 1000))
+        run.set_tags({MONITORED_TAG: str(origins.index.max())})
+        run.log_frame(per_group(joined, SERIES, levels).reset_index(), "monitoring/per_series.parquet")
+        run.log_frame(per_group(joined, "step", levels).reset_index(), "monitoring/per_step.parquet")
+        run.log_frame(origins.reset_index().astype({"origin": str}), "monitoring/per_origin.parquet")
+        figure = plotting.monitoring_plot(origins, expected, levels, title=f"{name} v{version}")
+        run.log_figure(figure, "plots/rolling_accuracy.png")
+        return run.run_id
+
+
+def _naive_utc(t: Any) -> pd.Timestamp:
+    t = pd.Timestamp(t)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+def monitor(
+    cfg: Config,
+    actuals_path: str | Path | None = None,
+    *,
+    retrain: Callable[[Config, Firing], str | None] | None = None,
+    notify: Callable[[Firing], None] | None = None,
+    tracker: Any = None,
+) -> MonitorReport:
+    """Score the archive against the actuals in ``actuals_path`` (default ``data.path``), log a
+    monitoring run per model version, judge the champion by the rules and, once per version,
+    call ``retrain(cfg, firing)`` when one fires (``monitoring.retrain: pipeline``). Default
+    ``retrain``: the forecast pipeline in this process (``run_pipeline``). ``notify(firing)`` is
+    called for every firing before any retrain (the flow emits a Prefect event)."""
+    from forecasting.data.ingest import ingest
+    from forecasting.monitoring.archive import Archive, archive_uri
+    from forecasting.tracking import Tracker
+
+    tracker = tracker or Tracker(cfg.tracking)
+    name = cfg.tracking.registered_model
+    mcfg = cfg.monitoring
+    actuals = ingest(cfg.data, actuals_path).frame
+    with Archive(archive_uri(cfg)) as archive:
+        forecasts = archive.read(name)
+    champion = tracker.alias_version("champion")
+    report = MonitorReport(model=name, champion=champion, scored_rows=0)
+    if forecasts.empty:
+        if champion is None:
+            raise NoChampionError(
+                f"nothing to monitor: no forecast of {name!r} is archived and no version is the "
+                "champion; run the pipeline and a batch prediction first"
+            )
+        return report
+    joined = join(forecasts, actuals)
+    report.scored_rows = len(joined)
+    levels = levels_of(forecasts)
+    for version, part in joined.groupby("model_version", sort=True):
+        version = str(version)
+        origins = per_origin(part, levels, mcfg.window)
+        expected = expected_figures(tracker, version)
+        report.run_ids[version] = _log_version(tracker, name, version, part, origins, expected, levels)
+        last = origins.iloc[-1]
+        report.versions[version] = {
+            "origins": float(len(origins)),
+            **{k: float(last[k]) for k in origins.columns if k.startswith("rolling_")},
+            "expected_mae": float(expected.get("mae", np.nan)),
+        }
+        if version == champion:
+            report.firings += _judge(cfg, tracker, version, part, origins, expected, levels, actuals)
+    for firing in report.firings:
+        if notify is not None:
+            notify(firing)
+    if report.firings:
+        _act(cfg, tracker, report, retrain)
+    return report
+
+
+def _judge(
+    cfg: Config,
+    tracker: Any,
+    version: str,
+    joined: pd.DataFrame,
+    origins: pd.DataFrame,
+    expected: dict[str, float],
+    levels: list[str],
+    actuals: pd.DataFrame,
+) -> list[Firing]:
+    from forecasting import serving
+
+    mcfg = cfg.monitoring
+    latest = str(origins.index.max())
+    firings = []
+    why = error_rule(origins, expected.get("mae"), mcfg.error_factor, mcfg.patience)
+    if why:
+        firings.append(Firing("error", version, latest, why))
+    for lv in levels:
+        why = coverage_rule(origins, lv, mcfg.coverage_drop, mcfg.patience)
+        if why:
+            firings.append(Firing(f"coverage_{lv}", version, latest, why))
+    if mcfg.drift is not None:
+        bundle, _ = serving.load_pyfunc_bundle(f"models:/{cfg.tracking.registered_model}/{version}")
+        recent_origins = origins.index[-mcfg.window :]
+        recent = actuals[actuals[TIME] > recent_origins.min()]
+        stats = bundle.scaler
+        why = drift_rule(recent, stats.mean[TARGET], stats.std[TARGET], mcfg.drift)
+        if why:
+            firings.append(Firing("drift", version, latest, why))
+    return firings
+
+
+def _act(
+    cfg: Config, tracker: Any, report: MonitorReport, retrain: Callable[[Config, Firing], str | None] | None
+) -> None:
+    """Tag every firing on its version; retrain once per version (``monitoring.retrained``)."""
+    for firing in report.firings:
+        tracker.tag_version(
+            firing.version, {f"monitoring.fired.{firing.rule}": f"{firing.origin}: {firing.detail}"}
+        )
+    first = report.firings[0]
+    if cfg.monitoring.retrain == "never":
+        report.retrain_skipped = "monitoring.retrain is never"
+        return
+    tags = tracker.version_info(first.version).tags or {}
+    if RETRAINED_TAG in tags:
+        report.retrain_skipped = f"version {first.version} was retrained already ({tags[RETRAINED_TAG]})"
+        return
+    # Tagged before the retrain starts: at most one retrain per firing version, even if this
+    # process dies during it (a retrain that failed is the pipeline's own record to read).
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tracker.tag_version(first.version, {RETRAINED_TAG: f"{stamp} on {first.rule} at {first.origin}"})
+    report.retrain = (retrain or _retrain_here)(cfg, first)
+
+
+def _retrain_here(cfg: Config, firing: Firing) -> str | None:
+    from forecasting.pipeline import run_pipeline
+
+    return run_pipeline(cfg).parent_run_id

@@ -1,0 +1,220 @@
+"""Monitoring: archived forecasts against arriving actuals, the rules, the one retrain a firing
+rule starts, and the replay (``forecasting.monitoring``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_frame
+
+from forecasting.config import ConfigError, config_from_dict
+from forecasting.monitoring import monitor as mon
+from forecasting.monitoring.replay import parse_policy
+
+
+# --- figures and rules on hand-made frames ---------------------------------------------------------
+def _joined(errors_by_origin: list[list[float]], covered: list[list[bool]] | None = None) -> pd.DataFrame:
+    rows = []
+    start = pd.Timestamp("2024-01-01")
+    for k, errors in enumerate(errors_by_origin):
+        origin = start + pd.Timedelta(days=k)
+        for h, e in enumerate(errors, 1):
+            inside = covered[k][h - 1] if covered else True
+            rows.append(
+                {
+                    "series_id": "s0",
+                    "origin": origin,
+                    "t": origin + pd.Timedelta(hours=h),
+                    "step": h,
+                    "yhat": 10.0,
+                    "y": 10.0 + e,
+                    "error": e,
+                    "scale": 2.0,
+                    "yhat_lo_80": 9.0 if inside else 20.0,
+                    "yhat_hi_80": 30.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_per_origin_figures_and_their_rolling_window():
+    joined = _joined([[1, -1], [2, 2], [3, -3]], covered=[[True, True], [True, False], [False, False]])
+    origins = mon.per_origin(joined, ["80"], window=2)
+    assert origins["mae"].tolist() == [1.0, 2.0, 3.0]
+    assert origins["mse"].tolist() == [1.0, 4.0, 9.0]
+    assert origins["mase"].tolist() == [0.5, 1.0, 1.5]
+    assert origins["rolling_mae"].tolist() == [1.0, 1.5, 2.5]  # pooled over the last two origins
+    assert origins["coverage_80"].tolist() == [1.0, 0.5, 0.0]
+    assert origins["rolling_coverage_80"].tolist() == [1.0, 0.75, 0.25]
+    assert origins["origins_in_window"].tolist() == [1, 2, 2]
+
+
+def test_the_error_rule_needs_patience_origins_over_a_full_window():
+    calm = mon.per_origin(_joined([[1, 1]] * 6), [], window=3)
+    assert mon.error_rule(calm, expected_mae=1.0, factor=1.5, patience=2) is None
+    bad = mon.per_origin(_joined([[1, 1]] * 3 + [[5, 5]] * 3), [], window=2)
+    why = mon.error_rule(bad, expected_mae=1.0, factor=1.5, patience=2)
+    assert why is not None and "above 1.5 x" in why
+    assert mon.error_rule(bad, expected_mae=1.0, factor=1.5, patience=4) is None  # only 3 bad in a row
+    assert mon.error_rule(bad, expected_mae=None, factor=1.5, patience=2) is None  # nothing expected
+    assert mon.error_rule(bad, expected_mae=1.0, factor=None, patience=2) is None  # rule off
+
+
+def test_the_coverage_rule():
+    good = mon.per_origin(_joined([[1, 1]] * 4), ["80"], window=2)
+    assert mon.coverage_rule(good, "80", drop=10, patience=2) is None
+    bad = mon.per_origin(_joined([[1, 1]] * 4, covered=[[False, False]] * 4), ["80"], window=2)
+    assert "under 0.700" in mon.coverage_rule(bad, "80", drop=10, patience=2)
+
+
+def test_the_drift_rule_on_level_and_spread():
+    rng = np.random.default_rng(0)
+    train_mean, train_std = pd.Series({"a": 0.0, "b": 0.0}), pd.Series({"a": 1.0, "b": 1.0})
+
+    def recent(shift: float, spread: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "series_id": ["a"] * 50 + ["b"] * 50,
+                "t": list(pd.date_range("2024", periods=50, freq="h")) * 2,
+                "y": shift + spread * rng.standard_normal(100),
+            }
+        )
+
+    assert mon.drift_rule(recent(0.0, 1.0), train_mean, train_std, drift=3.0) is None
+    assert "level moved" in mon.drift_rule(recent(5.0, 1.0), train_mean, train_std, drift=3.0)
+    assert "spread" in mon.drift_rule(recent(0.0, 6.0), train_mean, train_std, drift=3.0)
+    assert mon.drift_rule(recent(5.0, 1.0), train_mean, train_std, drift=None) is None
+
+
+def test_replay_policies_are_checked():
+    assert parse_policy("rule") == ("rule", None)
+    assert parse_policy("every:7d") == ("every", pd.Timedelta(days=7))
+    with pytest.raises(ConfigError, match="replay policy"):
+        parse_policy("weekly")
+
+
+def test_monitoring_keys_are_validated(tmp_path):
+    raw = {"data": {"path": "x.csv"}, "monitoring": {"window": 0}}
+    with pytest.raises(ConfigError, match=r"monitoring\.window"):
+        config_from_dict(raw)
+    raw["monitoring"] = {"error_factor": 0.9}
+    with pytest.raises(ConfigError, match=r"monitoring\.error_factor"):
+        config_from_dict(raw)
+
+
+# --- the loop, through MLflow and the archive -----------------------------------------------------
+def _series(n: int, shift_from: int | None = None, shift: float = 0.0) -> pd.DataFrame:
+    """An hourly AR(1) around a daily cycle; from ``shift_from`` on, ``shift`` higher."""
+    rng = np.random.default_rng(3)
+    e = np.zeros(n)
+    for t in range(1, n):
+        e[t] = 0.6 * e[t - 1] + 0.3 * rng.standard_normal()
+    y = 10 + np.sin(2 * np.pi * np.arange(n) / 24) + e
+    if shift_from is not None:
+        y[shift_from:] += shift
+    return make_frame(y)
+
+
+def _loop_config(tmp_path, monitoring=None):
+    path = tmp_path / "observed.csv"
+    raw = {
+        "data": {"path": str(path), "time_column": "t", "target": "y", "id_column": "series_id"},
+        "split": {"method": "fractions", "train_fraction": 0.6, "test_fraction": 0.2},
+        "window": {"lookback": 48, "horizon": 24},
+        "models": [{"name": "seasonal_naive", "params": {"season_length": 24}}, {"name": "ar"}],
+        "training": {"progress": False},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "registered_model": "loop"},
+        "monitoring": {"window": 2, "patience": 2, "drift": None, **(monitoring or {})},
+    }
+    return config_from_dict(raw), path
+
+
+def _operate(tmp_path, full: pd.DataFrame, monitoring=None, days: int = 5) -> tuple[list, list]:
+    """Train on the first 600 hours, then each day: predict, let the day's actuals arrive, monitor."""
+    from forecasting.pipeline import batch_predict, run_pipeline
+
+    cfg, path = _loop_config(tmp_path, monitoring)
+    full.iloc[:600].to_csv(path, index=False)
+    run_pipeline(cfg)
+    retrains, reports = [], []
+
+    def retrain(c, firing):
+        retrains.append(firing)
+        return "retrain-id"
+
+    for day in range(days):
+        upto = 600 + 24 * day
+        full.iloc[:upto].to_csv(path, index=False)
+        batch_predict(cfg, input_path=path, output_path=tmp_path / "forecast.csv")
+        full.iloc[: upto + 24].to_csv(path, index=False)
+        reports.append(mon.monitor(cfg, path, retrain=retrain))
+    return retrains, reports
+
+
+@pytest.mark.slow
+def test_stationary_data_fires_nothing(tmp_path, mlflow_globals):
+    retrains, reports = _operate(tmp_path, _series(800))
+    assert retrains == [] and all(not r.firings for r in reports)
+    last = reports[-1]
+    (version,) = last.versions
+    figures = last.versions[version]
+    assert figures["origins"] == 5 and figures["rolling_mae"] < 1.5 * figures["expected_mae"]
+    # One monitoring run for the version, reopened by each call, with one metric point per origin.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = client.get_metric_history(last.run_ids[version], "mae")
+    assert len(history) == 5 and [m.step for m in history] == [0, 1, 2, 3, 4]
+    artifacts = {a.path for a in client.list_artifacts(last.run_ids[version], "monitoring")}
+    assert {"monitoring/per_series.parquet", "monitoring/per_step.parquet"} <= artifacts
+
+
+@pytest.mark.slow
+def test_a_level_shift_fires_the_error_rule_and_one_retrain(tmp_path, mlflow_globals):
+    retrains, reports = _operate(tmp_path, _series(800, shift_from=624, shift=5.0))
+    fired = [r for r in reports if r.firings]
+    assert fired, [r.versions for r in reports]
+    assert {f.rule for r in fired for f in r.firings} >= {"error"}
+    assert len(retrains) == 1  # once per version, however many times the rule fires
+    assert fired[0].retrain == "retrain-id"
+    assert all("retrained already" in r.retrain_skipped for r in fired[1:])
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("loop", "champion")
+    assert "monitoring.fired.error" in version.tags and "monitoring.retrained" in version.tags
+
+
+@pytest.mark.slow
+def test_retrain_never_reports_without_retraining(tmp_path, mlflow_globals):
+    retrains, reports = _operate(
+        tmp_path, _series(800, shift_from=624, shift=5.0), {"retrain": "never"}, days=4
+    )
+    assert retrains == [] and any(r.firings for r in reports)
+    assert all(r.retrain_skipped == "monitoring.retrain is never" for r in reports if r.firings)
+
+
+@pytest.mark.slow
+def test_replay_runs_the_real_flows_under_each_policy(tmp_path, prefect_harness, mlflow_globals):
+    """Five replayed days of hourly data with a level shift on day two: never retrains, a fixed
+    schedule every two days retrains twice, the error rule once (two origins in a row over the
+    expectation, on day three); each policy's store is its own."""
+    from flows.monitoring import replay
+
+    cfg, path = _loop_config(tmp_path)
+    _series(800, shift_from=624, shift=5.0).iloc[:720].to_csv(path, index=False)
+    start, end = "2024-01-26 00:00", "2024-01-31 00:00"  # rows 600 .. 720
+    reports = {}
+    for policy in ("never", "every:2d", "rule"):
+        reports[policy] = replay(
+            config=cfg, start=start, end=end, out=str(tmp_path / "replay"), policy=policy
+        )
+    for report in reports.values():
+        assert report["predictions"] == 5 and report["monitors"] == 5
+        assert report["scores"]["forecasts"] > 0 and "coverage_80" in report["scores"]
+    assert reports["never"]["retrains"] == 0
+    assert reports["every:2d"]["retrains"] == 2
+    assert reports["rule"]["retrains"] == 1
+    assert (tmp_path / "replay" / "rule" / "archive.db").exists()
+    assert (tmp_path / "replay" / "every-2d" / "mlflow.db").exists()
