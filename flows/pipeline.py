@@ -300,7 +300,7 @@ def select_champion(
 
     cfg = flow_config(config, config_path, overrides, data_path)
     prepared = prepared_for(cfg)
-    results = lib.results_from_runs(Tracker(cfg.tracking), parent_run_id)
+    results = lib.results_from_runs(Tracker(cfg.tracking), parent_run_id, calibrations=cfg.selection.refit)
     refit = None
     if cfg.selection.refit:
         best = lib.best_result(results, cfg.tracking.selection_metric)

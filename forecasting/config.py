@@ -203,6 +203,16 @@ class SelectionConfig(_Section):
     refit: bool = True
 
 
+def _distinct_between(values: list[float], top: float, name: str, what: str) -> list[float]:
+    """``values`` sorted, each strictly between 0 and ``top`` and none twice."""
+    bad = [v for v in values if not 0 < v < top]
+    if bad:
+        raise ValueError(f"{name} {bad} are not {what} strictly between 0 and {top:g}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} {values} name a value twice")
+    return sorted(float(v) for v in values)
+
+
 class IntervalsConfig(_Section):
     """Prediction intervals and quantiles (``forecasting.evaluation.intervals``).
 
@@ -229,22 +239,12 @@ class IntervalsConfig(_Section):
     @field_validator("levels")
     @classmethod
     def _levels_in_range(cls, levels: list[float]) -> list[float]:
-        bad = [v for v in levels if not 0 < v < 100]
-        if bad:
-            raise ValueError(f"levels {bad} are not percentages strictly between 0 and 100")
-        if len(set(levels)) != len(levels):
-            raise ValueError(f"levels {levels} name a level twice")
-        return sorted(float(v) for v in levels)
+        return _distinct_between(levels, 100, "levels", "percentages")
 
     @field_validator("quantiles")
     @classmethod
     def _quantiles_in_range(cls, quantiles: list[float]) -> list[float]:
-        bad = [q for q in quantiles if not 0 < q < 1]
-        if bad:
-            raise ValueError(f"quantiles {bad} are not strictly between 0 and 1")
-        if len(set(quantiles)) != len(quantiles):
-            raise ValueError(f"quantiles {quantiles} name a quantile twice")
-        return sorted(float(q) for q in quantiles)
+        return _distinct_between(quantiles, 1, "quantiles", "quantile levels")
 
     @property
     def enabled(self) -> bool:

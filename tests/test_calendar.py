@@ -168,7 +168,9 @@ def test_prepare_resolves_auto_with_the_datas_frequency(data_path) -> None:
 
 def test_calendar_none_reproduces_todays_windows_and_forecasts(data_path) -> None:
     prepared = prepared_with(data_path, "none")
-    today = DataSpec(lookback=L, horizon=H, pad_short=True)  # as the pipeline built it before calendars
+    # As the pipeline built it before calendars (the interval levels it carries since change nothing
+    # of the windows or the point forecasts).
+    today = DataSpec(lookback=L, horizon=H, pad_short=True, levels=[80.0, 95.0])
     assert prepared.spec == today
     old, new = linear(today).fit(prepared.train), linear(prepared.spec).fit(prepared.train)
     w_old, w_new = old.make_windows(prepared.val), prepared.windows(prepared.val)

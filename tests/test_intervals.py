@@ -310,3 +310,28 @@ def test_a_quantile_head_is_the_base_of_a_deep_familys_bands(tmp_path):
     assert result.model.calibration_.native is True
     assert abs(result.metrics["test_coverage_80"] - 0.80) < 0.06
     assert abs(result.metrics["test_coverage_95"] - 0.95) < 0.04
+
+
+@pytest.mark.slow
+def test_the_select_champion_flow_serves_bands_from_the_logged_calibration(
+    tmp_path, prefect_harness, mlflow_globals
+):
+    """Train and select as two flows: the refit of the best, chosen from what MLflow holds,
+    inherits the calibration its evaluation run logged, and the champion forecasts bands."""
+    from flows.pipeline import select_champion, train
+    from forecasting import serving
+    from forecasting.pipeline import prepare as prepare_data
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = _ar1_config(
+        tmp_path, [{"name": "naive"}], n=600, tracking={"tracking_uri": store, "registered_model": "two-step"}
+    )
+    board = train(config=cfg)  # its rows name the model runs, children of the pipeline run
+    from mlflow import MlflowClient
+
+    parent = MlflowClient(store).get_run(board[0]["run_id"]).data.tags["mlflow.parentRunId"]
+    decision = select_champion(config_path=None, parent_run_id=parent, config=cfg)
+    assert decision["alias"] == "champion"
+    served = serving.load_pyfunc("models:/two-step@champion").predict(prepare_data(cfg).data.frame)
+    assert {"yhat_lo_80", "yhat_hi_95"} <= set(served.columns)
+    assert (served["yhat_lo_80"] <= served["yhat_hi_80"]).all()

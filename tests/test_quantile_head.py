@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import make_frame
+from test_deep_models import TINY
 
 from forecasting.config import ModelSpec, TrainingConfig
 from forecasting.errors import ConfigError
@@ -23,14 +24,6 @@ from forecasting.training.loop import pinball_loss
 L, H = 48, 12
 SIGMA = 0.3  # the noise's standard deviation: the true 10%-90% band is 2 * 1.2816 * SIGMA wide
 LEVELS = [80.0, 95.0]  # taus 0.025, 0.1, 0.9, 0.975
-TINY = {
-    "linear": {},
-    "rnn": {"hidden": 16, "segment_len": 8},
-    "lstm": {"hidden": 16, "segment_len": 8},
-    "gru": {"hidden": 16, "segment_len": 8},
-    "tcn": {"hidden": 8},
-    "transformer": {"hidden": 16, "heads": 2, "layers": 1},
-}
 DEEP = [name for name in FAMILIES if issubclass(get_model_class(name), NeuralForecaster)]
 
 

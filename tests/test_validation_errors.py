@@ -123,6 +123,7 @@ _NOT_INPUT = {
     errors.ModelLoadError,
     errors.TrackingError,
     errors.NonFiniteForecastError,
+    errors.ArchiveError,  # the archive's database failed (or is misnamed): not the data
 }
 
 

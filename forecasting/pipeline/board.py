@@ -11,7 +11,7 @@ import pandas as pd
 
 from forecasting.evaluation.intervals import selection_key
 from forecasting.pipeline.prepare import Prepared
-from forecasting.pipeline.train import ModelResult, plot_context, result_from_run
+from forecasting.pipeline.train import ModelResult, logged_calibration, plot_context, result_from_run
 
 BOARD_METRICS = (
     "val_mse",
@@ -113,11 +113,16 @@ def test_coverage(results: list[ModelResult]) -> dict[str, dict[float, float]]:
     }
 
 
-def results_from_runs(tracker: Any, parent_run_id: str) -> list[ModelResult]:
+def results_from_runs(tracker: Any, parent_run_id: str, calibrations: bool = False) -> list[ModelResult]:
     """Rebuild the model results of a finished pipeline run from its child runs in MLflow (a
-    refit is not a candidate: it has no validation score)."""
-    runs = tracker.child_runs_of(parent_run_id)
-    return [result_from_run(r) for r in runs if r.data.tags.get("role") != "refit"]
+    refit is not a candidate: it has no validation score). ``calibrations``: also read each
+    finished model's interval calibration, which the refit of the best inherits."""
+    runs = [r for r in tracker.child_runs_of(parent_run_id) if r.data.tags.get("role") != "refit"]
+    results = [result_from_run(r) for r in runs]
+    for result in results if calibrations else []:  # what the refit of the best inherits
+        if result.status == "FINISHED" and result.run_id:
+            result.calibration = logged_calibration(tracker, result.run_id)
+    return results
 
 
 @dataclass

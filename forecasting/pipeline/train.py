@@ -334,6 +334,14 @@ def result_from_run(run: Any) -> ModelResult:
     )
 
 
+def logged_calibration(tracker: Any, run_id: str) -> dict[str, Any] | None:
+    """The interval calibration a model run logged (``calibration.json``), or None: its refit
+    inherits it when the results are read back from MLflow."""
+    if not any(a.path == CALIBRATION_ARTIFACT for a in tracker.client.list_artifacts(run_id)):
+        return None
+    return tracker.load_dict(run_id, CALIBRATION_ARTIFACT)
+
+
 def finished_whole(run: Any, log_models: bool) -> bool:
     """Whether a child run a killed process left has everything a finished one has. Logging the
     pyfunc ends the run ``FINISHED`` early (MLflow's fluent run), before its ``model_uri`` tag, the
@@ -349,8 +357,7 @@ def finished_result(tracker: Any, run: Any, keep_model: bool) -> ModelResult:
 
     result = result_from_run(run)
     result.test_predictions = tracker.load_frame(run.info.run_id, "predictions/test_predictions.parquet")
-    if any(a.path == CALIBRATION_ARTIFACT for a in tracker.client.list_artifacts(run.info.run_id)):
-        result.calibration = tracker.load_dict(run.info.run_id, CALIBRATION_ARTIFACT)
+    result.calibration = logged_calibration(tracker, run.info.run_id)
     if keep_model:
         if not result.model_uri:
             raise RuntimeError(f"model run {result.name!r} finished without a model to combine")
