@@ -780,7 +780,7 @@ def replay(
     table = Table(
         title=f"replay {start} .. {end}: predict every {predict_every}, monitor every {monitor_every}"
     )
-    for column in ("policy", "retrains", "MAE", "MSE", "MASE", "coverage", "train s", "wall s"):
+    for column in ("policy", "retrains", "champions", "MAE", "MSE", "MASE", "coverage", "train s", "wall s"):
         table.add_column(column)
     for p in policies:
         r = run_stoppable(
@@ -802,6 +802,7 @@ def replay(
         table.add_row(
             p,
             str(r["retrains"]),
+            f"{scores.get('versions_served', 0):.0f}",
             f"{scores.get('mae', float('nan')):.4g}",
             f"{scores.get('mse', float('nan')):.4g}",
             f"{scores.get('mase', float('nan')):.4g}",

@@ -93,6 +93,11 @@ def test_save_load_keeps_the_bands_and_an_old_state_has_none(sine_frame: pd.Data
     old_model = Forecaster.load(tmp_path)
     assert old_model.native_quantiles(batch) is None
     np.testing.assert_array_equal(old_model.predict_windows(batch), model.predict_windows(batch))
+    # Saved again (an ensemble member refit from it, say): still no sigma2, and no pickled None.
+    old_model.save(tmp_path / "again")
+    with np.load(tmp_path / "again" / "ar.npz", allow_pickle=False) as state:
+        assert "sigma2" not in state.files
+    assert Forecaster.load(tmp_path / "again").native_quantiles(batch) is None
 
 
 def test_an_unseen_series_gets_the_pooled_fits_bands(

@@ -52,20 +52,25 @@ def test_per_origin_figures_and_their_rolling_window():
 
 def test_the_error_rule_needs_patience_origins_over_a_full_window():
     calm = mon.per_origin(_joined([[1, 1]] * 6), [], window=3)
-    assert mon.error_rule(calm, expected_mae=1.0, factor=1.5, patience=2) is None
+    assert mon.error_rule(calm, expected_mae=1.0, factor=1.5, patience=2, window=3) is None
     bad = mon.per_origin(_joined([[1, 1]] * 3 + [[5, 5]] * 3), [], window=2)
-    why = mon.error_rule(bad, expected_mae=1.0, factor=1.5, patience=2)
+    why = mon.error_rule(bad, expected_mae=1.0, factor=1.5, patience=2, window=2)
     assert why is not None and "above 1.5 x" in why
-    assert mon.error_rule(bad, expected_mae=1.0, factor=1.5, patience=4) is None  # only 3 bad in a row
-    assert mon.error_rule(bad, expected_mae=None, factor=1.5, patience=2) is None  # nothing expected
-    assert mon.error_rule(bad, expected_mae=1.0, factor=None, patience=2) is None  # rule off
+    assert mon.error_rule(bad, expected_mae=1.0, factor=1.5, patience=4, window=2) is None  # 3 bad in a row
+    assert (
+        mon.error_rule(bad, expected_mae=None, factor=1.5, patience=2, window=2) is None
+    )  # nothing expected
+    assert mon.error_rule(bad, expected_mae=1.0, factor=None, patience=2, window=2) is None  # rule off
+    # One bad origin is not a full window of seven, whatever the patience.
+    first = mon.per_origin(_joined([[5, 5]]), [], window=7)
+    assert mon.error_rule(first, expected_mae=1.0, factor=1.5, patience=1, window=7) is None
 
 
 def test_the_coverage_rule():
     good = mon.per_origin(_joined([[1, 1]] * 4), ["80"], window=2)
-    assert mon.coverage_rule(good, "80", drop=10, patience=2) is None
+    assert mon.coverage_rule(good, "80", drop=10, patience=2, window=2) is None
     bad = mon.per_origin(_joined([[1, 1]] * 4, covered=[[False, False]] * 4), ["80"], window=2)
-    assert "under 0.700" in mon.coverage_rule(bad, "80", drop=10, patience=2)
+    assert "under 0.700" in mon.coverage_rule(bad, "80", drop=10, patience=2, window=2)
 
 
 def test_the_drift_rule_on_level_and_spread():
@@ -187,6 +192,22 @@ def test_a_level_shift_fires_the_error_rule_and_one_retrain(tmp_path, mlflow_glo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rules", "fired"),
+    [
+        ({"error_factor": None}, set()),  # the error rule off, and nothing else on
+        ({"error_factor": None, "drift": 1.0}, {"drift"}),  # the level moved 5 / ~0.8 training stds
+        ({"error_factor": None, "coverage_drop": 10}, {"coverage_80", "coverage_95"}),
+    ],
+    ids=["error-off", "drift", "coverage"],
+)
+def test_each_rule_key_turns_its_rule_on_and_off(tmp_path, mlflow_globals, rules, fired):
+    shifted = _series(800, shift_from=624, shift=5.0)
+    _, reports = _operate(tmp_path, shifted, {"retrain": "never", "coverage_drop": None, **rules}, days=4)
+    assert {f.rule for r in reports for f in r.firings} == fired
+
+
+@pytest.mark.slow
 def test_retrain_never_reports_without_retraining(tmp_path, mlflow_globals):
     retrains, reports = _operate(
         tmp_path, _series(800, shift_from=624, shift=5.0), {"retrain": "never"}, days=4
@@ -213,6 +234,7 @@ def test_replay_runs_the_real_flows_under_each_policy(tmp_path, prefect_harness,
     for report in reports.values():
         assert report["predictions"] == 5 and report["monitors"] == 5
         assert report["scores"]["forecasts"] > 0 and "coverage_80" in report["scores"]
+        assert 1 <= report["scores"]["versions_served"] <= 1 + report["retrains"]
     assert reports["never"]["retrains"] == 0
     assert reports["every:2d"]["retrains"] == 2
     assert reports["rule"]["retrains"] == 1

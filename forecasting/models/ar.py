@@ -472,16 +472,18 @@ class AR(Forecaster):
         return per_series + 1 + self.pooled_order_ + n_exog
 
     def _save_state(self, path: Path) -> None:
-        np.savez(
-            path / _STATE_FILE,
-            coef=self.coef_,
-            order=self.order_,
-            pooled_coef=self.pooled_coef_,
-            pooled_order=np.int64(self.pooled_order_),
-            solver=np.str_(self.solver_),
-            sigma2=self.sigma2_,
-            pooled_sigma2=np.float64(self.pooled_sigma2_),
-        )
+        arrays = {
+            "coef": self.coef_,
+            "order": self.order_,
+            "pooled_coef": self.pooled_coef_,
+            "pooled_order": np.int64(self.pooled_order_),
+            "solver": np.str_(self.solver_),
+        }
+        if self.sigma2_ is not None and self.pooled_sigma2_ is not None:
+            # A model loaded from a state without them has none: nothing is written then (None
+            # would be saved as an object array, that is a pickle, which loading refuses).
+            arrays |= {"sigma2": self.sigma2_, "pooled_sigma2": np.float64(self.pooled_sigma2_)}
+        np.savez(path / _STATE_FILE, **arrays)
 
     def _load_state(self, path: Path) -> None:
         try:

@@ -176,6 +176,11 @@ class Forecaster(ABC):
         if cal is None:
             return None
         base = self.native_quantiles(batch) if cal.native else None
+        if cal.native and base is None:
+            raise ModelLoadError(
+                f"model {self.name!r} was calibrated on its own quantiles but forecasts none (a state "
+                "saved without them): its offsets would not fit its point forecast"
+            )
         if base is None:
             base = self.predict_windows(batch) if yhat is None else yhat
         return cal.bands(base, cal.scale(batch["y"]))
@@ -249,6 +254,9 @@ class Forecaster(ABC):
 
             try:
                 model.calibration_ = Calibration.from_dict(json.loads((path / CALIBRATION_FILE).read_text()))
+                cal = model.calibration_
+                if cal.offsets.shape != (model.spec.horizon, len(cal.taus)):
+                    raise ValueError(f"offsets of shape {cal.offsets.shape} for horizon {model.spec.horizon}")
             except (KeyError, TypeError, ValueError) as err:
                 raise ModelLoadError(
                     f"{path}: unreadable {CALIBRATION_FILE} ({type(err).__name__})"

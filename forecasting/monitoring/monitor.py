@@ -82,13 +82,35 @@ def naive_scales(actuals: pd.DataFrame, until: pd.Series) -> pd.Series:
     return scale.reindex(full.index).fillna(full)
 
 
+def utc_naive(values: pd.Series) -> pd.Series:
+    """Timestamps on one clock: zone-aware ones converted to UTC and made naive, naive ones kept
+    (the archive and the actuals may carry either kind)."""
+    values = pd.to_datetime(values)
+    return values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz is not None else values
+
+
+def complete(forecasts: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``joined`` whose forecast origin has an actual for every archived step of
+    every series: an origin is scored once, whole, never on its first steps alone."""
+    key = ["model_version", "origin"]
+    have = joined.groupby(key).size()
+    want = forecasts.groupby(key).size().reindex(have.index)
+    whole = have.index[(have == want).to_numpy()]
+    return joined[pd.MultiIndex.from_frame(joined[key]).isin(whole)]
+
+
 def join(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
     """Archived forecasts whose target time has an actual, with ``y``, the error and the series'
-    MASE scale."""
-    truth = actuals[[SERIES, TIME, TARGET]].dropna(subset=[TARGET])
+    MASE scale; times on one clock (``utc_naive``)."""
+    truth = (
+        actuals[[SERIES, TIME, TARGET]].dropna(subset=[TARGET]).assign(**{TIME: lambda f: utc_naive(f[TIME])})
+    )
+    forecasts = forecasts.assign(
+        **{TIME: utc_naive(forecasts[TIME]), "origin": utc_naive(forecasts["origin"])}
+    )
     joined = forecasts.merge(truth, on=[SERIES, TIME], how="inner")
     first_origin = forecasts.groupby(SERIES)["origin"].min()
-    joined["scale"] = joined[SERIES].map(naive_scales(actuals, first_origin))
+    joined["scale"] = joined[SERIES].map(naive_scales(truth, first_origin))
     joined["error"] = joined[TARGET] - joined["yhat"]
     return joined
 
@@ -141,13 +163,13 @@ def per_group(joined: pd.DataFrame, by: str, levels: list[str]) -> pd.DataFrame:
 
 # --- rules ----------------------------------------------------------------------------------------
 def error_rule(
-    origins: pd.DataFrame, expected_mae: float | None, factor: float | None, patience: int
+    origins: pd.DataFrame, expected_mae: float | None, factor: float | None, patience: int, window: int
 ) -> str | None:
     """Why the error rule fires (or None): the last ``patience`` rolling MAEs, each over a full
-    window, all above ``factor`` x the expected MAE."""
+    window of ``window`` origins, all above ``factor`` x the expected MAE."""
     if factor is None or expected_mae is None or not np.isfinite(expected_mae) or len(origins) < patience:
         return None
-    full = origins[origins["origins_in_window"] == origins["origins_in_window"].max()]
+    full = origins[origins["origins_in_window"] == window]
     last = full["rolling_mae"].tail(patience)
     if len(last) < patience or not (last > factor * expected_mae).all():
         return None
@@ -157,11 +179,13 @@ def error_rule(
     )
 
 
-def coverage_rule(origins: pd.DataFrame, level: str, drop: float | None, patience: int) -> str | None:
+def coverage_rule(
+    origins: pd.DataFrame, level: str, drop: float | None, patience: int, window: int
+) -> str | None:
     col = f"rolling_coverage_{level}"
     if drop is None or col not in origins or len(origins) < patience:
         return None
-    full = origins[origins["origins_in_window"] == origins["origins_in_window"].max()]
+    full = origins[origins["origins_in_window"] == window]
     last = full[col].tail(patience)
     floor = float(level) / 100 - drop / 100
     if len(last) < patience or not (last < floor).all():
@@ -227,22 +251,27 @@ def _log_version(
     origins: pd.DataFrame,
     expected: dict[str, float],
     levels: list[str],
-) -> str:
-    """The version's monitoring run: the origins not logged before, then tables and the plot."""
+    archived_origins: pd.Index,
+) -> str | None:
+    """The version's monitoring run: the origins not logged before (each origin's metric step is
+    its place among the version's archived origins: the same in every call), then the tables and
+    the plot. Nothing new: the run is left as it is (None)."""
     from forecasting import plotting
 
     existing = _monitor_run_id(tracker, name, version)
+    done = tracker.client.get_run(existing).data.tags.get(MONITORED_TAG) if existing else None
+    new = origins if done is None else origins[origins.index > pd.Timestamp(done)]
+    if new.empty:
+        return existing
+    steps = archived_origins.get_indexer(new.index)
     tags = {"role": "monitor", "model_name": name, "model_version": version}
     with tracker.run(f"monitor {name} v{version}", tags=tags, adopt=existing) as run:
-        done = tracker.client.get_run(run.run_id).data.tags.get(MONITORED_TAG)
-        start = pd.Timestamp(done) if done else None
-        for step, (origin, row) in enumerate(origins.iterrows()):
-            if start is not None and _naive_utc(origin) <= _naive_utc(start):
-                continue
+        for step, (origin, row) in zip(steps, new.iterrows(), strict=True):
             values = {k: float(v) for k, v in row.items() if k != "origins_in_window" and pd.notna(v)}
             if np.isfinite(expected.get("mae", np.nan)):
                 values["expected_mae"] = expected["mae"]
-            run.log_metrics(values, step=step, timestamp_ms=int(_naive_utc(origin).timestamp() * 1000))
+            stamp = int(pd.Timestamp(origin).tz_localize("UTC").timestamp() * 1000)
+            run.log_metrics(values, step=int(step), timestamp_ms=stamp)
         run.set_tags({MONITORED_TAG: str(origins.index.max())})
         run.log_frame(per_group(joined, SERIES, levels).reset_index(), "monitoring/per_series.parquet")
         run.log_frame(per_group(joined, "step", levels).reset_index(), "monitoring/per_step.parquet")
@@ -250,11 +279,6 @@ def _log_version(
         figure = plotting.monitoring_plot(origins, expected, levels, title=f"{name} v{version}")
         run.log_figure(figure, "plots/rolling_accuracy.png")
         return run.run_id
-
-
-def _naive_utc(t: Any) -> pd.Timestamp:
-    t = pd.Timestamp(t)
-    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
 
 
 def monitor(
@@ -289,14 +313,18 @@ def monitor(
                 "champion; run the pipeline and a batch prediction first"
             )
         return report
-    joined = join(forecasts, actuals)
+    forecasts = forecasts.assign(origin=utc_naive(forecasts["origin"]))
+    joined = complete(forecasts, join(forecasts, actuals))
     report.scored_rows = len(joined)
     levels = levels_of(forecasts)
     for version, part in joined.groupby("model_version", sort=True):
         version = str(version)
         origins = per_origin(part, levels, mcfg.window)
         expected = expected_figures(tracker, version)
-        report.run_ids[version] = _log_version(tracker, name, version, part, origins, expected, levels)
+        archived = pd.Index(sorted(forecasts.loc[forecasts["model_version"] == version, "origin"].unique()))
+        run_id = _log_version(tracker, name, version, part, origins, expected, levels, archived)
+        if run_id is not None:
+            report.run_ids[version] = run_id
         last = origins.iloc[-1]
         report.versions[version] = {
             "origins": float(len(origins)),
@@ -328,17 +356,17 @@ def _judge(
     mcfg = cfg.monitoring
     latest = str(origins.index.max())
     firings = []
-    why = error_rule(origins, expected.get("mae"), mcfg.error_factor, mcfg.patience)
+    why = error_rule(origins, expected.get("mae"), mcfg.error_factor, mcfg.patience, mcfg.window)
     if why:
         firings.append(Firing("error", version, latest, why))
     for lv in levels:
-        why = coverage_rule(origins, lv, mcfg.coverage_drop, mcfg.patience)
+        why = coverage_rule(origins, lv, mcfg.coverage_drop, mcfg.patience, mcfg.window)
         if why:
             firings.append(Firing(f"coverage_{lv}", version, latest, why))
     if mcfg.drift is not None:
         bundle, _ = serving.load_pyfunc_bundle(f"models:/{cfg.tracking.registered_model}/{version}")
         recent_origins = origins.index[-mcfg.window :]
-        recent = actuals[actuals[TIME] > recent_origins.min()]
+        recent = actuals[utc_naive(actuals[TIME]) > recent_origins.min()]
         stats = bundle.scaler
         why = drift_rule(recent, stats.mean[TARGET], stats.std[TARGET], mcfg.drift)
         if why:

@@ -94,6 +94,7 @@ def replay_config(cfg: Config, out: Path, policy: str) -> Config:
             "archive": True,
             "archive_uri": f"sqlite:///{(out / 'archive.db').resolve()}",
             "retrain": "pipeline" if policy == "rule" else "never",
+            "retrain_deployment": None,  # never the user's deployment: the replay's own pipeline
         }
     )
     data = cfg.data.model_copy(
@@ -144,6 +145,11 @@ def replay(
     if not frame[TIME].min() < start < end:
         raise ConfigError(f"replay: start {start} must follow the data's first time and precede end {end}")
     every_predict, every_monitor = pd.Timedelta(predict_every), pd.Timedelta(monitor_every)
+    if out.exists() and any(out.iterdir()):
+        # An earlier replay's champion was trained up to its end: gating against it would look ahead.
+        raise ConfigError(
+            f"replay: {out} is not empty (an earlier replay's stores); remove it or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     rcfg = replay_config(cfg, out, policy)
     observed = Path(rcfg.data.path)
@@ -177,12 +183,12 @@ def replay(
             if kind == "rule" and result.get("retrain"):
                 report.retrains += 1
                 report.retrained_at.append(str(now))
-                report.train_seconds += time.perf_counter() - t0  # the retrain ran inside the monitor
-            elif kind == "every" and now - last_train >= period and now < end:
-                train(now)
-                last_train = now
-                report.retrains += 1
-                report.retrained_at.append(str(now))
+                report.train_seconds += time.perf_counter() - t0  # the monitor ran the retrain
+        if kind == "every" and now - last_train >= period and now < end:  # on its own clock
+            train(now)
+            last_train = now
+            report.retrains += 1
+            report.retrained_at.append(str(now))
     report.scores = period_scores(rcfg, frame, start, end)
     report.wall_seconds = time.perf_counter() - began
     return report
@@ -217,11 +223,13 @@ def period_scores(
     error = joined[TARGET] - joined["yhat"]
     out = {
         "forecasts": float(len(joined)),
+        "versions_served": float(joined["model_version"].nunique()),  # champions that forecast
         "mae": float(error.abs().mean()),
         "mse": float((error**2).mean()),
         "mase": float((error.abs() / joined[SERIES].map(scale)).mean()),
     }
     for lv in levels_of(joined):
-        inside = (joined[TARGET] >= joined[f"yhat_lo_{lv}"]) & (joined[TARGET] <= joined[f"yhat_hi_{lv}"])
-        out[f"coverage_{lv}"] = float(np.mean(inside))
+        banded = joined.dropna(subset=[f"yhat_lo_{lv}", f"yhat_hi_{lv}"])
+        inside = (banded[TARGET] >= banded[f"yhat_lo_{lv}"]) & (banded[TARGET] <= banded[f"yhat_hi_{lv}"])
+        out[f"coverage_{lv}"] = float(np.mean(inside)) if len(banded) else float("nan")
     return out
