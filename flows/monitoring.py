@@ -2,7 +2,7 @@
 the retrain a firing rule starts (``forecasting.monitoring``).
 
 A firing rule is a log line, a Prefect event (``forecasting.monitor.rule-fired``, its resource
-the model version) and a tag on the version; once per version it starts a retrain: the
+the model version) and a tag on the version; once per firing it starts a retrain: the
 ``forecast_pipeline`` flow as a subflow of this run, or, with ``monitoring.retrain_deployment``,
 a flow run of that deployment (not waited for: its worker runs it).
 """

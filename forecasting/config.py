@@ -264,15 +264,17 @@ class MonitoringConfig(_Section):
       expected (the evaluated model's ``val_mae_orig``) for ``patience`` origins in a row;
     - ``coverage_drop``: the rolling coverage of an interval level below nominal by more than this
       many percentage points for ``patience`` origins in a row;
-    - ``drift``: the actuals of the window against the training data, per series: the mean moved
-      by more than ``drift`` training standard deviations, or the standard deviation grew or shrank
-      by more than a factor ``1 + drift``.
+    - ``drift``: the actuals of the window against every stretch of the same length before it,
+      per series: the mean more than ``drift`` standard deviations of those stretches' means from
+      their average, or the spread more than a factor ``1 + drift`` off their median spread.
 
     ``retrain``: what a firing rule does besides a log line, a Prefect event and a tag on the model
     version: ``pipeline`` (the default) runs the forecast pipeline on the config (its ``data.path``,
     the file that collects the arriving data), or the deployment ``retrain_deployment`` names
     (``flow-name/deployment-name``) when set; ``never`` only reports.
-    One retrain per firing: a version that has had its retrain is not retrained again.
+    One retrain per firing: a version is not retrained again within ``window`` origins of its
+    last retrain (a champion whose retrain lost the gate and that fires again later is retrained
+    again).
     """
 
     archive: bool = True

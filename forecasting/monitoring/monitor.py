@@ -11,8 +11,8 @@ the selection backtest expected, and per-series, per-step and per-origin tables.
 The rules (``MonitoringConfig``) judge the current champion only, over the most recent
 ``window`` origins: rolling MAE above ``error_factor`` times the evaluated model's validation MAE,
 or rolling coverage ``coverage_drop`` points under nominal, for ``patience`` origins in a row; or
-the recent actuals' level or spread drifting from the training data's (``drift``). A firing rule
-is tagged on the version (``monitoring.fired.<rule>``) and, once per version
+the recent actuals' level or spread drifting from that of past stretches of the same length
+(``drift``). A firing rule is tagged on the version (``monitoring.fired.<rule>``) and, once per firing
 (``monitoring.retrained``), starts a retrain through the caller's ``retrain`` function: the flow
 layer emits the Prefect event and runs the pipeline (or its deployment).
 """
@@ -33,6 +33,7 @@ from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import NoChampionError
 
 RETRAINED_TAG = "monitoring.retrained"
+RETRAINED_ORIGIN_TAG = "monitoring.retrained_origin"
 MONITORED_TAG = "monitored_through"
 
 
@@ -195,26 +196,35 @@ def coverage_rule(
     )
 
 
-def drift_rule(
-    recent: pd.DataFrame, train_mean: pd.Series, train_std: pd.Series, drift: float | None
-) -> str | None:
-    """Why the drift rule fires (or None): over the series, the median shift of the recent
-    actuals' mean in training standard deviations above ``drift``, or the median ratio of their
-    spread to the training spread (either way) above ``1 + drift``."""
-    if drift is None or recent.empty:
+def drift_rule(recent: pd.DataFrame, reference: pd.DataFrame, drift: float | None) -> str | None:
+    """Why the drift rule fires (or None). Each series' recent actuals (its last ``window``
+    origins' stretch) against every stretch of the same length in its actuals before it: the
+    median over series of how many standard deviations of those stretches' means the recent
+    mean lies from their average, above ``drift``; or of how far the recent spread is from their
+    median spread (the larger of the ratio and its inverse), above ``1 + drift``. Like against
+    like: a day is compared with days, not with a year's spread."""
+    if drift is None or recent.empty or reference.empty:
         return None
-    stats = recent.groupby(SERIES)[TARGET].agg(["mean", "std", "count"])
-    stats = stats[stats["count"] >= 2]
-    sd = train_std.reindex(stats.index).replace(0, np.nan)
-    level = ((stats["mean"] - train_mean.reindex(stats.index)).abs() / sd).dropna()
-    ratio = (stats["std"] / sd).replace(0, np.nan).dropna()
-    spread = np.maximum(ratio, 1 / ratio)
-    if len(level) and float(level.median()) > drift:
-        moved = float(level.median())
-        return f"recent level moved {moved:.2f} training std(s) (median over series; rule: {drift:g})"
-    if len(spread) and float(spread.median()) > 1 + drift:
-        factor = float(spread.median())
-        return f"recent spread {factor:.2f}x the training spread (median over series; rule: {1 + drift:g}x)"
+    history = {sid: part.to_numpy(float) for sid, part in reference.groupby(SERIES)[TARGET]}
+    levels, spreads = [], []
+    for sid, part in recent.groupby(SERIES):
+        y, ref = part[TARGET].to_numpy(float), history.get(sid)
+        n = len(y)
+        if n < 2 or ref is None or len(ref) < 2 * n:
+            continue
+        stretches = pd.Series(ref).rolling(n)
+        means, stds = stretches.mean().dropna(), stretches.std().dropna()
+        if means.std() > 0:
+            levels.append(abs(y.mean() - means.mean()) / means.std())
+        typical, now = float(stds.median()), float(y.std(ddof=1))
+        if typical > 0 and now > 0:
+            spreads.append(max(now / typical, typical / now))
+    if levels and float(np.median(levels)) > drift:
+        moved = float(np.median(levels))
+        return f"recent level {moved:.2f} std(s) of past stretches' levels away (median; rule: {drift:g})"
+    if spreads and float(np.median(spreads)) > 1 + drift:
+        factor = float(np.median(spreads))
+        return f"recent spread {factor:.2f}x off past stretches' spread (median; rule: {1 + drift:g}x)"
     return None
 
 
@@ -290,7 +300,7 @@ def monitor(
     tracker: Any = None,
 ) -> MonitorReport:
     """Score the archive against the actuals in ``actuals_path`` (default ``data.path``), log a
-    monitoring run per model version, judge the champion by the rules and, once per version,
+    monitoring run per model version, judge the champion by the rules and, once per firing,
     call ``retrain(cfg, firing)`` when one fires (``monitoring.retrain: pipeline``). Default
     ``retrain``: the forecast pipeline in this process (``run_pipeline``). ``notify(firing)`` is
     called for every firing before any retrain (the flow emits a Prefect event)."""
@@ -317,6 +327,7 @@ def monitor(
     joined = complete(forecasts, join(forecasts, actuals))
     report.scored_rows = len(joined)
     levels = levels_of(forecasts)
+    champion_origins = pd.Index([])
     for version, part in joined.groupby("model_version", sort=True):
         version = str(version)
         origins = per_origin(part, levels, mcfg.window)
@@ -332,12 +343,13 @@ def monitor(
             "expected_mae": float(expected.get("mae", np.nan)),
         }
         if version == champion:
+            champion_origins = origins.index
             report.firings += _judge(cfg, tracker, version, part, origins, expected, levels, actuals)
     for firing in report.firings:
         if notify is not None:
             notify(firing)
     if report.firings:
-        _act(cfg, tracker, report, retrain)
+        _act(cfg, tracker, report, retrain, champion_origins)
     return report
 
 
@@ -351,8 +363,6 @@ def _judge(
     levels: list[str],
     actuals: pd.DataFrame,
 ) -> list[Firing]:
-    from forecasting import serving
-
     mcfg = cfg.monitoring
     latest = str(origins.index.max())
     firings = []
@@ -364,20 +374,24 @@ def _judge(
         if why:
             firings.append(Firing(f"coverage_{lv}", version, latest, why))
     if mcfg.drift is not None:
-        bundle, _ = serving.load_pyfunc_bundle(f"models:/{cfg.tracking.registered_model}/{version}")
-        recent_origins = origins.index[-mcfg.window :]
-        recent = actuals[utc_naive(actuals[TIME]) > recent_origins.min()]
-        stats = bundle.scaler
-        why = drift_rule(recent, stats.mean[TARGET], stats.std[TARGET], mcfg.drift)
+        since = origins.index[-mcfg.window :].min()
+        after = utc_naive(actuals[TIME]) > since
+        why = drift_rule(actuals[after], actuals[~after], mcfg.drift)
         if why:
             firings.append(Firing("drift", version, latest, why))
     return firings
 
 
 def _act(
-    cfg: Config, tracker: Any, report: MonitorReport, retrain: Callable[[Config, Firing], str | None] | None
+    cfg: Config,
+    tracker: Any,
+    report: MonitorReport,
+    retrain: Callable[[Config, Firing], str | None] | None,
+    origins: pd.Index,
 ) -> None:
-    """Tag every firing on its version; retrain once per version (``monitoring.retrained``)."""
+    """Tag every firing on its version; retrain once per firing (``monitoring.retrained``): not
+    again within ``window`` origins of the last retrain of the version. ``origins``: the
+    champion's scored origins."""
     for firing in report.firings:
         tracker.tag_version(
             firing.version, {f"monitoring.fired.{firing.rule}": f"{firing.origin}: {firing.detail}"}
@@ -388,12 +402,23 @@ def _act(
         return
     tags = tracker.version_info(first.version).tags or {}
     if RETRAINED_TAG in tags:
-        report.retrain_skipped = f"version {first.version} was retrained already ({tags[RETRAINED_TAG]})"
-        return
-    # Tagged before the retrain starts: at most one retrain per firing version, even if this
-    # process dies during it (a retrain that failed is the pipeline's own record to read).
+        since = pd.Timestamp(tags.get(RETRAINED_ORIGIN_TAG, first.origin))
+        later = int((origins > since).sum())
+        if later < cfg.monitoring.window:  # the same firing: its retrain was started already
+            report.retrain_skipped = (
+                f"version {first.version} was retrained already ({tags[RETRAINED_TAG]}); "
+                f"{later} of {cfg.monitoring.window} origins since"
+            )
+            return
+    # Tagged before the retrain starts: at most one retrain per firing, even if this process
+    # dies during it (a retrain that failed is the pipeline's own record to read). A champion
+    # that keeps its place (the retrain lost the gate) and fires again a full window later is a
+    # new firing.
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tracker.tag_version(first.version, {RETRAINED_TAG: f"{stamp} on {first.rule} at {first.origin}"})
+    tracker.tag_version(
+        first.version,
+        {RETRAINED_TAG: f"{stamp} on {first.rule} at {first.origin}", RETRAINED_ORIGIN_TAG: first.origin},
+    )
     report.retrain = (retrain or _retrain_here)(cfg, first)
 
 
