@@ -142,8 +142,7 @@ def iter_window_forecasts(
     """
     maps = []
     for model in models:
-        position = {str(s): i for i, s in enumerate(model.series_)}
-        maps.append(np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64))
+        maps.append(model.series_index(windows.arrays.series_ids))
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)
         own = batch["series"]
@@ -186,8 +185,7 @@ def collect_forecasts(
     natives: dict[int, np.ndarray] = {}
     banded: dict[int, np.ndarray] = {}
     want_bands = bands and model.calibration_ is not None
-    position = {str(s): i for i, s in enumerate(model.series_)}
-    to_model = np.array([position.get(str(s), -1) for s in windows.arrays.series_ids], dtype=np.int64)
+    to_model = model.series_index(windows.arrays.series_ids)
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)
         batch["series"] = to_model[batch["series"]]

@@ -323,7 +323,7 @@ class Forecaster(ABC):
             "x_past": past,
             "x_future": x_future,
             "static": static,
-            "series": self._series_index(ids),
+            "series": self.series_index(ids),
         }
         return batch, times, ids
 
@@ -379,11 +379,11 @@ class Forecaster(ABC):
             "x_past": np.stack(xps),
             "x_future": np.stack(xfs),
             "static": np.stack(sts),
-            "series": self._series_index(ids),
+            "series": self.series_index(ids),
         }
         return batch, np.stack(times), np.asarray(ids, dtype=object)
 
-    def _series_index(self, ids: Sequence[str]) -> np.ndarray:
+    def series_index(self, ids: Sequence[str]) -> np.ndarray:
         """Index of each id in the training series (-1 for unseen series)."""
         lookup = {s: i for i, s in enumerate(self.series_)}
         return np.array([lookup.get(str(s), -1) for s in ids], dtype=np.int64)

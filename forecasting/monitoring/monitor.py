@@ -344,7 +344,7 @@ def monitor(
         }
         if version == champion:
             champion_origins = origins.index
-            report.firings += _judge(cfg, tracker, version, part, origins, expected, levels, actuals)
+            report.firings += _judge(cfg, version, origins, expected, levels, actuals)
     for firing in report.firings:
         if notify is not None:
             notify(firing)
@@ -355,9 +355,7 @@ def monitor(
 
 def _judge(
     cfg: Config,
-    tracker: Any,
     version: str,
-    joined: pd.DataFrame,
     origins: pd.DataFrame,
     expected: dict[str, float],
     levels: list[str],

@@ -158,8 +158,13 @@ def replay(
     )
     began = time.perf_counter()
 
+    written: list[pd.Timestamp] = []
+
     def observe(until: pd.Timestamp) -> None:
-        frame[frame[TIME] < until].to_parquet(observed, index=False)
+        """The rows before ``until`` in the data file the flows read (written once per time)."""
+        if written[-1:] != [until]:
+            frame[frame[TIME] < until].to_parquet(observed, index=False)
+            written.append(until)
 
     def train(at: pd.Timestamp) -> None:
         observe(at)
