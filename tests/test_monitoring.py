@@ -133,8 +133,9 @@ def _loop_config(tmp_path, monitoring=None):
     return config_from_dict(raw), path
 
 
-def _operate(tmp_path, full: pd.DataFrame, monitoring=None, days: int = 5) -> tuple[list, list]:
-    """Train on the first 600 hours, then each day: predict, let the day's actuals arrive, monitor."""
+def _operate(tmp_path, full: pd.DataFrame, monitoring=None, days: int = 5, flow=None) -> tuple[list, list]:
+    """Train on the first 600 hours, then each day: predict, let the day's actuals arrive, monitor
+    (``flow``: the monitor flow, whose retrain is its own, instead of the library with a stand-in)."""
     from forecasting.pipeline import batch_predict, run_pipeline
 
     cfg, path = _loop_config(tmp_path, monitoring)
@@ -151,8 +152,35 @@ def _operate(tmp_path, full: pd.DataFrame, monitoring=None, days: int = 5) -> tu
         full.iloc[:upto].to_csv(path, index=False)
         batch_predict(cfg, input_path=path, output_path=tmp_path / "forecast.csv")
         full.iloc[: upto + 24].to_csv(path, index=False)
-        reports.append(mon.monitor(cfg, path, retrain=retrain))
+        if flow is not None:
+            reports.append(flow(config=cfg, actuals_path=str(path)))
+        else:
+            reports.append(mon.monitor(cfg, path, retrain=retrain))
     return retrains, reports
+
+
+@pytest.mark.slow
+def test_retrain_deployment_starts_a_run_of_that_deployment(tmp_path, prefect_harness, mlflow_globals):
+    """``monitoring.retrain_deployment``: the firing rule's retrain is a flow run of the named
+    deployment (left for its worker), not a pipeline in this process."""
+    from prefect.client.orchestration import get_client
+
+    from flows.monitoring import monitor
+    from flows.pipeline import forecast_pipeline
+
+    deployment_id = forecast_pipeline.to_deployment(name="retrain-test").apply()
+    shifted = _series(800, shift_from=624, shift=5.0)
+    mcfg = {"retrain_deployment": "forecast_pipeline/retrain-test", "coverage_drop": None}
+    _, reports = _operate(tmp_path, shifted, mcfg, days=4, flow=monitor)
+    started = [r["retrain"] for r in reports if r["retrain"]]
+    assert len(started) == 1
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(started[0])
+    assert run.deployment_id == deployment_id
+    from mlflow import MlflowClient
+
+    versions = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_model_versions("name = 'loop'")
+    assert len(versions) == 1  # no pipeline ran here: the deployment's worker would run it
 
 
 @pytest.mark.slow
