@@ -140,9 +140,11 @@ def iter_window_forecasts(
     Windows number their series in their own frame; each model is given its own training index
     of each series (-1 for a series it has not seen).
     """
+    from forecasting.models.base import series_positions
+
     maps = []
     for model in models:
-        maps.append(model.series_index(windows.arrays.series_ids))
+        maps.append(series_positions(model.series_, windows.arrays.series_ids))
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)
         own = batch["series"]
@@ -179,13 +181,14 @@ def collect_forecasts(
     """Forecast every window once, keeping what calibration and scoring need (see
     ``WindowForecasts``). ``scale``: (kind, season) of the window scale to measure."""
     from forecasting.evaluation.intervals import window_scale
+    from forecasting.models.base import series_positions
 
     n, h = len(windows), windows.horizon
     out = WindowForecasts(np.empty((n, h)), np.empty((n, h)), scale=np.empty(n) if scale else None)
     natives: dict[int, np.ndarray] = {}
     banded: dict[int, np.ndarray] = {}
     want_bands = bands and model.calibration_ is not None
-    to_model = model.series_index(windows.arrays.series_ids)
+    to_model = series_positions(model.series_, windows.arrays.series_ids)
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)
         batch["series"] = to_model[batch["series"]]

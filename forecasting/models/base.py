@@ -385,8 +385,7 @@ class Forecaster(ABC):
 
     def series_index(self, ids: Sequence[str]) -> np.ndarray:
         """Index of each id in the training series (-1 for unseen series)."""
-        lookup = {s: i for i, s in enumerate(self.series_)}
-        return np.array([lookup.get(str(s), -1) for s in ids], dtype=np.int64)
+        return series_positions(self.series_, ids)
 
     def _check_columns(self, frame: pd.DataFrame, what: str) -> None:
         need = [SERIES, TIME, TARGET, *self.spec.covariates]
@@ -427,6 +426,13 @@ class Forecaster(ABC):
 
     def _load_state(self, path: Path) -> None:  # noqa: B027
         pass
+
+
+def series_positions(known: Sequence[Any], ids: Sequence[Any]) -> np.ndarray:
+    """Index of each id among ``known`` (compared as text), -1 for an id not among them: a
+    model's own index of the series of windows numbered in another frame."""
+    lookup = {str(s): i for i, s in enumerate(known)}
+    return np.array([lookup.get(str(s), -1) for s in ids], dtype=np.int64)
 
 
 def _infer_freq(frame: pd.DataFrame) -> str:
