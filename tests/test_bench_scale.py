@@ -1,0 +1,53 @@
+"""bench/scale.py's generator: seeded, varied, and the panel shape the scaling benchmark claims."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import scale
+
+
+def test_generator_is_seeded_and_varied(tmp_path):
+    a, b, c = (tmp_path / f"{k}.parquet" for k in "abc")
+    made = scale.generate(2500, a, length=300, seed=3)
+    scale.generate(2500, b, length=300, seed=3)
+    scale.generate(2500, c, length=300, seed=4)
+    fa, fb, fc = (pd.read_parquet(p) for p in (a, b, c))
+    pd.testing.assert_frame_equal(fa, fb)
+    assert not fa["y"].equals(fc["y"])
+    assert made["rows"] == len(fa) and isinstance(fa["series_id"].dtype, pd.CategoricalDtype)
+    lengths = fa.groupby("series_id", observed=True).size()
+    assert len(lengths) == 2500 and lengths.max() == 300
+    short = lengths.between(*scale.SHORT)
+    assert 0.02 < short.mean() < 0.15  # the share of short series (5 % asked)
+    assert (lengths >= scale.SHORT[0]).all()
+    # every series ends at the same hour, in hourly steps with no gap
+    ends = fa.groupby("series_id", observed=True)["timestamp"].max()
+    assert ends.nunique() == 1
+    steps = fa.groupby("series_id", observed=True)["timestamp"].diff().dropna()
+    assert (steps == pd.Timedelta(hours=1)).all()
+    # intermittent series: mostly zeros; levels over orders of magnitude; nothing negative
+    zeros = fa.assign(z=fa["y"] == 0).groupby("series_id", observed=True)["z"].mean()
+    assert 0.05 < (zeros > 0.4).mean() < 0.2
+    level = fa.groupby("series_id", observed=True)["y"].mean()
+    assert level.quantile(0.95) / max(level.quantile(0.05), 1e-9) > 100
+    assert (fa["y"] >= 0).all() and np.isfinite(fa["y"]).all()
+
+
+def test_generator_chunks_do_not_change_the_shape(tmp_path, monkeypatch):
+    monkeypatch.setattr(scale, "CHUNK", 70)
+    path = tmp_path / "chunked.parquet"
+    scale.generate(200, path, length=150, seed=0)
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 3  # 70 + 70 + 60 series
+    frame = pd.read_parquet(path)
+    assert frame["series_id"].nunique() == 200
+    assert frame["series_id"].astype(str).str.fullmatch(r"s\d{7}").all()
