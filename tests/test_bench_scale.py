@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -51,3 +52,37 @@ def test_generator_chunks_do_not_change_the_shape(tmp_path, monkeypatch):
     frame = pd.read_parquet(path)
     assert frame["series_id"].nunique() == 200
     assert frame["series_id"].astype(str).str.fullmatch(r"s\d{7}").all()
+
+
+@pytest.mark.slow
+def test_quick_scale_run_measures_every_stage(tmp_path):
+    """``--quick``: 200 series through validate, run and predict; figures recorded, not judged."""
+    import json
+    import subprocess
+
+    out = tmp_path / "scale.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(scale.__file__)),
+            "--quick",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "w"),
+            "--plot",
+            str(tmp_path / "scale.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["stage"] for r in rows] == ["validate", "run", "predict"]
+    assert all(r["returncode"] == 0 and r["n_series"] == 200 and r["wall_s"] > 0 for r in rows)
+    assert all(r["peak_rss_mb"] > 0 and r["commit"] for r in rows)
+    assert rows[1]["mlflow_runs"] == 5  # the pipeline run, 3 models and the refit: not one per series
+    forecast = pd.read_parquet(next((tmp_path / "w").glob("n200-*")) / "forecast.parquet")
+    assert forecast["series_id"].nunique() == 200  # every series forecast, the short ones too
+    assert (tmp_path / "scale.png").stat().st_size > 0
