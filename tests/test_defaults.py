@@ -86,6 +86,37 @@ def test_left_pad_repeats_the_first_row_before_a_short_series():
     assert none.empty and len(untouched) == len(frame)
 
 
+@pytest.mark.parametrize(
+    ("freq", "first", "tz"),
+    [
+        ("ME", "2001-03-31", None),
+        ("W-SUN", "2000-01-30", None),
+        ("15min", "2020-03-29 03:00", "Europe/Berlin"),
+    ],
+)
+def test_left_pad_steps_back_as_date_range_does(freq, first, tz):
+    """The padded timestamps of several series at once (one shift per depth, no loop over series)
+    are the steps ``pd.date_range`` gives: month ends, anchored weeks, a daylight-saving change."""
+    start = pd.Timestamp(first, tz=tz)
+    parts = [
+        pd.DataFrame(
+            {
+                "series_id": sid,
+                "t": pd.date_range(start, periods=n, freq=freq),
+                "y": np.arange(float(n)),
+            }
+        )
+        for sid, n in (("a", 2), ("b", 5), ("c", 9))
+    ]
+    padded, rows = left_pad(pd.concat(parts, ignore_index=True), 9, freq)
+    assert rows.to_dict() == {"a": 7, "b": 4}
+    for sid in ("a", "b"):
+        t = padded.loc[padded["series_id"] == sid, "t"].reset_index(drop=True)
+        expected = pd.date_range(end=start, periods=rows[sid] + 1, freq=freq)[:-1]
+        assert list(t.iloc[: rows[sid]]) == list(expected)
+        assert t.iloc[rows[sid]] == start
+
+
 @pytest.mark.slow
 def test_a_20_point_series_in_a_batch_of_long_ones_gets_a_forecast(tmp_path):
     """Counts split with H=4 and 3 validation horizons: a 20-row series has just its test and

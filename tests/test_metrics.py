@@ -7,7 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from forecasting.evaluation.metrics import METRIC_KEYS, mae, mase, mase_scale, mse, rmse, score, smape, wape
+from forecasting.evaluation.metrics import (
+    METRIC_KEYS,
+    mae,
+    mase,
+    mase_scale,
+    mase_scales,
+    mse,
+    rmse,
+    score,
+    smape,
+    wape,
+)
 
 NAN = float("nan")
 
@@ -36,6 +47,31 @@ def test_mase_scale_is_the_in_sample_seasonal_naive_mae() -> None:
     assert mase_scale(np.full(5, 7.0), 1) == 0.0
     with pytest.raises(ValueError):
         mase_scale(y, 0)
+
+
+@pytest.mark.parametrize("season", [1, 3, 24])
+def test_mase_scales_of_a_frame_equal_the_per_series_scale(season) -> None:
+    """One pass over every series (pairs never straddle two series) gives ``mase_scale`` of each:
+    NaN rows skipped, series no longer than a season NaN, a constant series 0."""
+    import pandas as pd
+
+    rng = np.random.default_rng(season)
+    lengths = rng.integers(1, 50, 300)
+    ids = np.repeat([f"s{i}" for i in range(300)], lengths)
+    y = rng.normal(size=lengths.sum()) * 10
+    y[rng.random(len(y)) < 0.05] = np.nan
+    y[ids == "s7"] = 4.0
+    frame = pd.DataFrame({"series_id": pd.Categorical(ids, categories=pd.unique(ids)), "y": y})
+    got = mase_scales(frame, season)
+    assert list(got.index) == list(pd.unique(ids))
+    for sid in ("s0", "s7", "s123", "s299", *got.index[np.isnan(got.to_numpy())][:3]):
+        expected = mase_scale(y[ids == sid], season)
+        assert (math.isnan(expected) and math.isnan(got[sid])) or got[sid] == pytest.approx(
+            expected, rel=1e-12
+        )
+    assert got["s7"] == 0.0 or lengths[7] <= season
+    with pytest.raises(ValueError, match="season"):
+        mase_scales(frame, 0)
 
 
 def test_mase_scales_each_row_by_its_series() -> None:

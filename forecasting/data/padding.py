@@ -32,13 +32,14 @@ def left_pad(
     if pad.empty:
         return frame, pad.astype(np.int64)
     offset = to_offset(freq)
-    firsts = frame.groupby(SERIES, sort=False).head(1).set_index(SERIES)
-    blocks = []
-    for sid, k in pad.items():
-        first = firsts.loc[[sid]]
-        block = first.loc[first.index.repeat(k)].reset_index()
-        block[TIME] = pd.date_range(end=first[TIME].iloc[0], periods=k + 1, freq=offset)[:-1]
-        blocks.append(block)
+    firsts = frame.groupby(SERIES, sort=False).head(1).set_index(SERIES).loc[pad.index]
+    counts = pad.to_numpy(np.int64)
+    block = firsts.loc[firsts.index.repeat(counts)].reset_index()
+    # Row j (0-based) of a block of k rows lies k - j steps before its series' first row.
+    ends = np.cumsum(counts)
+    depth = np.repeat(ends, counts) - np.arange(ends[-1])  # k, k-1, ..., 1 per block
+    block[TIME] = shift_back(pd.DatetimeIndex(block[TIME]), depth, offset)
+    blocks = [block]
     order = {sid: i for i, sid in enumerate(lengths.index)}
     padded = pd.concat([pd.concat(blocks, ignore_index=True), frame], ignore_index=True)
     padded = padded.astype(frame.dtypes.to_dict())
@@ -47,3 +48,14 @@ def left_pad(
     # series' first row) in front of its series' own rows.
     padded = padded.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
     return padded[frame.columns], pad.astype(np.int64)
+
+
+def shift_back(times: pd.DatetimeIndex, steps: np.ndarray, offset: pd.DateOffset) -> pd.DatetimeIndex:
+    """``times[i]`` moved back by ``steps[i]`` steps of ``offset``: one vectorised shift per
+    distinct step count (at most a lookback of them), never a loop over series. Calendar offsets
+    (months, anchored weeks) step as ``pd.date_range`` does."""
+    out = pd.Series(times)
+    for k in np.unique(steps):
+        at = steps == k
+        out[at] = times[at] - int(k) * offset
+    return pd.DatetimeIndex(out)
