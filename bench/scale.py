@@ -70,23 +70,24 @@ def generate_chunk(
     daily = rng.uniform(0.0, 0.5, n)
     weekly = rng.uniform(0.0, 0.3, n) * (rng.random(n) < 0.5)
     phase_d, phase_w = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, 2 * np.pi, n)
-    trend = rng.normal(0.0, 0.5, n) / length  # relative change per hour: up to ~+-100 % over the span
+    trend = rng.normal(0.0, 1.0, n) / length  # log growth per hour: ~x0.37 to x2.7 over the span
     noise = rng.uniform(0.02, 0.3, n)
     t = hour.astype(np.float64)
     shape = (
         1.0
-        + trend[sid] * t
         + daily[sid] * np.sin(2 * np.pi * t / 24 + phase_d[sid])
         + weekly[sid] * np.sin(2 * np.pi * t / 168 + phase_w[sid])
         + noise[sid] * rng.standard_normal(len(t))
     )
-    y = level[sid] * np.maximum(shape, 0.0)
+    y = level[sid] * np.exp(trend[sid] * (t - length / 2)) * np.maximum(shape, 0.0)
     intermittent = rng.random(n) < intermittent_share
     if intermittent.any():
         rate = rng.uniform(0.1, 0.5, n)
         rows = intermittent[sid]
         demand = rng.random(rows.sum()) < rate[sid[rows]]
-        y[rows] = np.where(demand, np.round(y[rows] / np.maximum(level[sid[rows]], 1e-9) * 3 + 1), 0.0)
+        # Demand sizes: 1 + Poisson with a mean following the series' shape (3 at its level).
+        mean = 3 * y[rows] / np.maximum(level[sid[rows]], 1e-9)
+        y[rows] = np.where(demand, 1.0 + rng.poisson(np.maximum(mean, 0.1)), 0.0)
     return {"series": sid + first, "hour": hour, "y": y}
 
 

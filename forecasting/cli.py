@@ -94,6 +94,9 @@ def validate(
         table.add_row(f"default {key}", str(value))
     if summary["padded_series"]:
         table.add_row("short series", f"{len(summary['padded_series'])} left-padded (window.pad_short)")
+    if summary["defaults"].get("flat_train_series"):
+        flat = summary["defaults"]["flat_train_series"]
+        table.add_row("flat series", f"{flat} constant on their training rows: centred, not scaled")
     repairs = summary["repairs"]
     table.add_row("repairs", ", ".join(f"{k}: {v}" for k, v in repairs.items()) if repairs else "none")
     table.add_row("dataset hash", result.dataset_hash)

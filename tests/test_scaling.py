@@ -11,7 +11,7 @@ from conftest import ETTH1, make_frame
 
 from forecasting.config import DataConfig, SplitConfig, WindowConfig
 from forecasting.data.ingest import ingest
-from forecasting.data.scaling import Scaler, fit_scaler
+from forecasting.data.scaling import Scaler, fit_scaler, flat_target_series
 from forecasting.data.splits import split_frame
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import ConfigError, ConstantSeriesError, InputValidationError, UnknownSeriesError
@@ -92,12 +92,26 @@ def test_serialises_to_json_and_back(ett_wide):
     pd.testing.assert_frame_equal(again.transform(ett_wide.val), scaler.transform(ett_wide.val))
 
 
-def test_constant_training_target_is_a_named_error():
+def test_a_series_constant_on_its_training_rows_is_centred_not_scaled():
+    """An intermittent series with no demand before its validation rows: centred, std 1, named."""
     frame = pd.concat(
         [make_frame(np.arange(20.0), series_id="a"), make_frame(np.full(20, 5.0), series_id="b")],
         ignore_index=True,
     )
-    with pytest.raises(ConstantSeriesError, match="b") as info:
+    scaler = fit_scaler(frame, ["y"])
+    assert scaler.std.loc["b", "y"] == 1.0 and scaler.mean.loc["b", "y"] == 5.0
+    assert scaler.std.loc["a", "y"] == pytest.approx(np.arange(20.0).std())
+    later = make_frame(np.array([5.0, 7.0, 5.0]), series_id="b")
+    assert scaler.transform(later)["y"].tolist() == [0.0, 2.0, 0.0]  # deviations in the unit of y
+    assert flat_target_series(frame) == ["b"]
+
+
+def test_every_series_constant_on_its_training_rows_is_a_named_error():
+    frame = pd.concat(
+        [make_frame(np.full(20, 1.0), series_id="a"), make_frame(np.full(20, 5.0), series_id="b")],
+        ignore_index=True,
+    )
+    with pytest.raises(ConstantSeriesError, match="every series") as info:
         fit_scaler(frame, ["y"])
     assert isinstance(info.value, InputValidationError)
 

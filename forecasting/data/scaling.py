@@ -128,13 +128,23 @@ class Scaler:
         )
 
 
+def flat_target_series(train: pd.DataFrame) -> list[str]:
+    """The series whose target is constant on ``train`` (scaled by 1 unit, not by their spread)."""
+    std = train.groupby(SERIES, sort=False, observed=True)[TARGET].std(ddof=0)
+    return [str(s) for s in std.index[std.to_numpy() == 0]]
+
+
 def fit_scaler(train: pd.DataFrame, columns: list[str], static: list[str] = ()) -> Scaler:
     """Fit per-series mean/std (population) of ``columns`` on the training rows, and one mean/std
     of each ``static`` covariate across the training series (over one value per series).
 
-    A constant training target cannot be scaled: ``ConstantSeriesError``. A constant covariate
-    (within a series, or a static one across series) is left unscaled in spread (std 1) since it
-    carries no information to distort.
+    A series whose target is constant on its training rows (an intermittent series that sold
+    nothing before its validation weeks, a meter that was off) has no spread to normalise: it is
+    centred and left unscaled in spread (std 1, as scikit-learn's ``StandardScaler`` does with a
+    zero-variance feature), and ``flat_target_series`` names it for the run's summary. Only when
+    every series is constant on its training rows is there nothing to learn from:
+    ``ConstantSeriesError``. A constant covariate (within a series, or a static one across
+    series) is likewise left unscaled in spread.
     """
     static = list(static)
     both = sorted(set(columns) & set(static))
@@ -148,10 +158,10 @@ def fit_scaler(train: pd.DataFrame, columns: list[str], static: list[str] = ()) 
     std = grouped.std(ddof=0)
     if TARGET in columns:
         flat = std[TARGET].to_numpy() == 0
-        if flat.any():
+        if flat.all():
             raise ConstantSeriesError(
                 f"series {format_rows(list(std.index[flat]))}: the target is constant on the training "
-                "split, so it cannot be scaled; drop the series or move the split"
+                "split of every series, so there is nothing to learn; move the split or check the data"
             )
     std = std.where(std > 0, 1.0).fillna(1.0)
     mean = mean.fillna(0.0)

@@ -21,7 +21,7 @@ from forecasting.config import Config, TrainingConfig
 from forecasting.data.calendar import resolve_calendar
 from forecasting.data.ingest import IngestResult, ingest
 from forecasting.data.padding import left_pad
-from forecasting.data.scaling import Scaler, fit_scaler
+from forecasting.data.scaling import Scaler, fit_scaler, flat_target_series
 from forecasting.data.schema import SERIES, TARGET
 from forecasting.data.splits import Split, split_frame
 from forecasting.data.windows import Windows, to_arrays
@@ -140,6 +140,9 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     )
     if len(padded):
         choices["padded_series"] = len(padded)
+    flat = flat_target_series(split.train)
+    if flat:
+        choices["flat_train_series"] = len(flat)
     return Prepared(
         cfg=cfg,
         data=data,
