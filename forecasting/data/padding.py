@@ -39,11 +39,10 @@ def left_pad(
     ends = np.cumsum(counts)
     depth = np.repeat(ends, counts) - np.arange(ends[-1])  # k, k-1, ..., 1 per block
     block[TIME] = shift_back(pd.DatetimeIndex(block[TIME]), depth, offset)
-    blocks = [block]
-    order = {sid: i for i, sid in enumerate(lengths.index)}
-    padded = pd.concat([pd.concat(blocks, ignore_index=True), frame], ignore_index=True)
+    codes, uniques = pd.factorize(frame[SERIES], sort=False)  # series in order of appearance
+    rank = np.concatenate([np.repeat(pd.Index(uniques).get_indexer(pad.index), counts), codes])
+    padded = pd.concat([block, frame], ignore_index=True)
     padded = padded.astype(frame.dtypes.to_dict())
-    rank = padded[SERIES].map(order).to_numpy()
     # A stable sort by series keeps each block (already in time order, and earlier than its
     # series' first row) in front of its series' own rows.
     padded = padded.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
