@@ -118,6 +118,30 @@ def test_parent_child_layout_and_metric_keys(pipeline_run):
 
 
 @pytest.mark.slow
+def test_per_series_scores_are_one_artifact_not_one_metric_per_series(pipeline_run):
+    """Each model run logs a Parquet of per-series test scores; their mean over series equals the
+    run's test MSE (every series has as many test windows here) and no metric names a series."""
+    import mlflow
+
+    from forecasting.pipeline.train import PER_SERIES_ARTIFACT
+
+    _, result, tmp = pipeline_run
+    series = sorted(result.prepared.data.frame["series_id"].astype(str).unique())
+    client = MlflowClient()
+    for r in result.results:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=r.run_id, artifact_path=PER_SERIES_ARTIFACT, dst_path=str(tmp / r.name)
+        )
+        frame = pd.read_parquet(local)
+        assert sorted(frame["series_id"]) == series, r.name
+        assert frame["windows"].nunique() == 1 and frame["windows"].iloc[0] > 0
+        assert frame["mse"].mean() == pytest.approx(r.metrics["test_mse"], rel=1e-9), r.name
+        assert frame["mae_orig"].mean() == pytest.approx(r.metrics["test_mae_orig"], rel=1e-9), r.name
+        logged = client.get_run(r.run_id).data.metrics
+        assert not any(sid in key for key in logged for sid in series)
+
+
+@pytest.mark.slow
 def test_champion_is_the_best_by_validation(pipeline_run):
     cfg, result, _ = pipeline_run
     client = MlflowClient()

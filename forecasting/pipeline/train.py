@@ -398,6 +398,25 @@ def log_inputs(run: Any, prepared: Prepared) -> None:
     run.log_dict(prepared.data.report.to_dict(), "repair_report.json")
 
 
+PER_SERIES_ARTIFACT = "metrics/per_series_test.parquet"
+
+
+def per_series_scores(pred: pd.DataFrame) -> pd.DataFrame:
+    """One row per series of a test prediction frame (``evaluate_windows``): windows scored, MSE
+    and MAE on the model's scale and, when the frame has them, in original units. A run logs this
+    artifact, not one metric per series, so its size in MLflow does not grow with the series."""
+    err = pred["yhat"] - pred["y"]
+    parts = {"windows": pred["window"], "mse": err**2, "mae": err.abs()}
+    if "y_orig" in pred:
+        err_orig = pred["yhat_orig"] - pred["y_orig"]
+        parts |= {"mse_orig": err_orig**2, "mae_orig": err_orig.abs()}
+    frame = pd.DataFrame(parts).assign(series_id=pred["series_id"].astype(str).to_numpy())
+    grouped = frame.groupby("series_id", sort=False)
+    out = grouped.mean(numeric_only=True).drop(columns="windows")
+    out.insert(0, "windows", grouped["windows"].nunique())
+    return out.reset_index()
+
+
 def plot_context(prepared: Prepared) -> dict[str, Any]:
     """What every forecast drawing of a run shares: the scaler (original units), the history to
     show before an origin (two seasons, at least a lookback) and the target's name for the axis."""
@@ -416,6 +435,7 @@ def _log_artifacts_and_model(
     from forecasting import plotting
 
     run.log_frame(pred, "predictions/test_predictions.parquet")
+    run.log_frame(per_series_scores(pred), PER_SERIES_ARTIFACT)
     if model.calibration_ is not None:
         run.log_dict(model.calibration_.to_dict(), CALIBRATION_ARTIFACT)
     forecast = plotting.forecast_plot(pred, prepared.data.frame, **plot_context(prepared), model=model.name)
