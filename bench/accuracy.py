@@ -12,9 +12,20 @@ the first ``pub_origins`` origins of each series, the windows the cell's best pu
 scored on (``PUBLISHED_TEST_BATCH`` in ``_common.py``). ``test_mse`` (every window) stays the headline.
 
 Each family runs with the settings listed in ``VARIANTS`` (recorded in the CSV row). When a family
-has several variants the table keeps the one with the lowest *validation* MSE: test figures never
-choose. Rows are appended to ``bench/results/accuracy.csv`` as they finish; a rerun skips rows
-already there (``--fresh`` starts over), so a long run can be stopped and resumed. The ensemble
+has several variants the table keeps the one with the lowest *validation* MSE, and the headline
+family of a cell is the one with the lowest validation MSE too: test figures never choose ("best
+on test" is a column for information). The pipeline's own champion per cell, as ``forecast run``
+registers it, is ``bench/cells.py``'s table; this grid is the option that studies variants and
+never changes that headline.
+
+Variant hygiene: variants are declared in ``VARIANTS`` before a grid runs. Every row records the
+fingerprint of the declaration of its features (``declaration``); a row counts (resume, tables)
+only under today's fingerprint, so adding, dropping or changing a variant re-runs every cell of
+those features (the ensemble and the validation choice see every variant). The commit that adds
+a variant says on which data and rows it was chosen.
+
+Rows are appended to ``bench/results/accuracy.csv`` as they finish; a rerun skips rows already
+there (``--fresh`` starts over), so a long run can be stopped and resumed. The ensemble
 rows are the exception: their members must be fitted in the same invocation, so a cell that was
 resumed gets none (rerun it into a new ``--out``).
 
