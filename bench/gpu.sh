@@ -45,8 +45,8 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, never fail t
 
 if ((DRY)); then
   DEVICE=(--device cpu)
-  SPEED=(--only train --steps 5 --families linear lstm --threads 1)
-  ACC=(--models naive linear lstm --epochs 1 --max-steps 5 --threads 1 --scorer lean)
+  SPEED=(--only train --steps 5 --families linear --threads 1)
+  ACC=(--models naive linear --epochs 1 --max-steps 5 --threads 1 --scorer lean --first-variant)
   echo "dry run on CPU: toy sizes, figures mean nothing" | tee "$OUT/gpu.log"
 else
   DEVICE=(--device cuda --amp)

@@ -23,6 +23,11 @@ refit, the champion gate) run twice in fresh stores, with the default intervals 
     .venv/bin/python bench/intervals.py                              # ETTh1 S and M, H=96
     .venv/bin/python bench/intervals.py --cells ETTh1:S:96 --families naive ar linear
     .venv/bin/python bench/intervals.py --overhead --cells           # only the overhead
+    .venv/bin/python bench/intervals.py --quick --overhead --out rows.csv   # seconds (what CI runs)
+
+``--quick``: one small cell (ETTh1:S:24, L=48, 20 days each of validation and test) with four
+families (``QUICK_FAMILIES``), one epoch of 256 windows; with ``--overhead``, the small demo of
+``bench/demo_timing.py --quick`` (``QUICK_DEMO``). Seconds; the figures mean nothing.
 """
 
 from __future__ import annotations
@@ -38,10 +43,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, append_row, best_published, ett_config, fmt, machine
+from demo_timing import QUICK_DEMO
 
 FAMILIES = ["naive", "seasonal_naive", "ar", "linear", "rnn", "lstm", "gru", "tcn", "transformer", "ensemble"]
 LEVELS = (80, 95)
 TOLERANCE = 0.02  # coverage within 2 points of nominal
+CELLS = ["ETTh1:S:96", "ETTh1:M:96"]
+QUICK_CELLS = ["ETTh1:S:24"]
+QUICK_FAMILIES = ["naive", "ar", "linear", "ensemble"]  # a baseline, AR, the torch loop, the ensemble
 
 
 def run_cell(cell: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -52,6 +61,9 @@ def run_cell(cell: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     training = {"epochs": args.epochs, "max_train_windows": args.max_train_windows, "seed": 0}
     models = [{"name": f} for f in args.families]
     cfg = ett_config(dataset, features, args.lookback, int(horizon), training, models)
+    if args.quick:  # short validation and test periods
+        split = cfg.split.model_copy(update={"borders": tuple(QUICK_DEMO["split"]["borders"])})
+        cfg = cfg.model_copy(update={"split": split})
     prepared = prepare(cfg)
     started = time.perf_counter()
 
@@ -143,6 +155,9 @@ def overhead(args: argparse.Namespace) -> dict[str, float]:
                 "tracking": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db"},
                 "training": {"progress": False},
             }
+            if args.quick:  # a few families, a few steps: the same pipeline, in seconds
+                overrides.update(models=QUICK_DEMO["models"], split=QUICK_DEMO["split"])
+                overrides["training"].update(QUICK_DEMO["training"])
             if intervals is not None:
                 overrides["intervals"] = intervals
             cfg = load_config(root / "configs" / "demo.yaml", overrides)
@@ -157,8 +172,8 @@ def overhead(args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", nargs="*", default=["ETTh1:S:96", "ETTh1:M:96"])
-    parser.add_argument("--families", nargs="+", default=FAMILIES)
+    parser.add_argument("--cells", nargs="*", default=None, help=f"default {' '.join(CELLS)}")
+    parser.add_argument("--families", nargs="+", default=None, help="default: every family")
     parser.add_argument("--lookback", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument(
@@ -167,8 +182,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--overhead", action="store_true", help="time the demo pipeline with/without intervals"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"cell {QUICK_CELLS[0]} at L=48, 1 epoch of 256 windows; --overhead on a small demo (seconds)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "intervals.csv")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.lookback, args.epochs, args.max_train_windows = 48, 1, 256
+    if args.cells is None:
+        args.cells = QUICK_CELLS if args.quick else CELLS
+    if args.families is None:
+        args.families = QUICK_FAMILIES if args.quick else FAMILIES
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     info = machine()

@@ -20,11 +20,16 @@ Sections (``--only`` picks some; all by default):
 - ``memory``: peak RSS of training (and scoring) a deep family on ETTm1 M (7 x 69,680 rows), in a
   fresh process, and a check that the windows are views of the data, not copies.
 
-Results go to ``bench/results/speed.json`` (one object per section, each with the load average
-before and after); the printed markdown is what BENCHMARKS.md records.
+Results go to ``bench/results/speed.json`` (``--out``; one object per section, each with the load
+average before and after); the printed markdown is what BENCHMARKS.md records.
+
+``--quick`` (what CI runs; the figures mean nothing): every section at toy sizes, in well under a
+minute: 5 optimiser steps, one thread, the families of ``QUICK_FAMILIES``, 100 series for ``ar``
+and ``predict``, 20-day validation and test periods for ``tta`` and ``memory``, and ``memory`` on
+the bundled ETTh1 M instead of ETTm1 M.
 
     .venv/bin/python bench/speed.py                     # everything (about 20-30 min on 2 cores)
-    .venv/bin/python bench/speed.py --quick             # smaller sizes, a few minutes
+    .venv/bin/python bench/speed.py --quick --out /tmp/speed.json
     .venv/bin/python bench/speed.py --only train tta
     .venv/bin/python bench/speed.py --only train --device cuda --amp   # what bench/gpu.sh runs
 """
@@ -43,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import (
+    FREQ,
     RESULTS,
     ROOT,
+    SEASON,
     current_rss_mb,
     ett_config,
     ett_path,
@@ -56,6 +63,13 @@ from _common import (
 DEEP = ["linear", "rnn", "lstm", "gru", "tcn", "transformer"]
 ALL = ["naive", "seasonal_naive", "ar", *DEEP]
 SECTIONS = ["train", "tta", "ar", "predict", "memory"]
+# --quick: a baseline, AR and one network that runs every path of every section (the plain loop,
+# the recipe, the same net, the memory worker); bench/gpu.sh --dry-run runs the train section of linear.
+QUICK_FAMILIES = ["naive", "ar", "lstm"]
+QUICK_STEPS = 5
+QUICK_SERIES = 100
+QUICK_BORDERS = (8640, 9120, 9600)  # 20 days each of validation and test (tta, memory)
+QUICK_THREADS = 1  # a CI machine's cores are shared
 
 # --- fixed-size training ------------------------------------------------------------------------------
 SIZE = {"hidden": 64, "layers": 2, "lookback": 96, "horizon": 96, "batch": 32, "steps": 1000}
@@ -229,7 +243,7 @@ def worker_plain(family: str, args: argparse.Namespace) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    final = float(loss)  # syncs the device
+    final = float(loss.detach())  # syncs the device
     train_s = time.perf_counter() - t0
     assert math.isfinite(final)
     return {
@@ -248,6 +262,7 @@ def worker_plain(family: str, args: argparse.Namespace) -> dict[str, Any]:
 def _spawn(extra: list[str], args: argparse.Namespace, timeout: float = 1800) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), *extra, "--threads", str(args.threads)]
     cmd += ["--steps", str(args.steps), "--device", args.device] + (["--amp"] if args.amp else [])
+    cmd += ["--quick"] if args.quick else []
     load = load_average()
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -349,6 +364,8 @@ def section_tta(args: argparse.Namespace) -> dict[str, Any]:
     cfg = ett_config(
         "ETTh1", "S", 96, 96, {"num_threads": args.threads, "device": args.device, "amp": args.amp, "seed": 0}
     )
+    if args.quick:
+        cfg = with_quick_borders(cfg)
     prepared = prepare(cfg)
     # The first fit in a process pays torch's one-time start-up (the optimiser imports torch._dynamo):
     # pay it here, time it, and report it apart from the fits below.
@@ -361,7 +378,8 @@ def section_tta(args: argparse.Namespace) -> dict[str, Any]:
         f"\n(first fit in this process, 1 step of linear, paid before the timings: "
         f"{first_fit_overhead:.1f} s)"
     )
-    print("\n### Time to accuracy: ETTh1 OT, L=96, H=96, standard split, all 2785 test windows")
+    split = f"split {list(QUICK_BORDERS)}" if args.quick else "standard split"
+    print(f"\n### Time to accuracy: ETTh1 OT, L=96, H=96, {split}, every test window")
     print(
         "| family | recipe | test MSE | fit s | reference (library) MSE / fit s "
         "| target: MSE <= ref in <= ref/10 s | epochs (best) | load before / after |"
@@ -370,6 +388,8 @@ def section_tta(args: argparse.Namespace) -> dict[str, Any]:
     for family, label, params, training, ref in TTA_RECIPES:
         if family not in args.families:
             continue
+        if args.quick:
+            training = {**training, "max_steps": args.steps}
         run_cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=training)})
         load = load_average()
         model, metrics, _ = fit_and_score(
@@ -411,7 +431,7 @@ def section_ar(args: argparse.Namespace) -> dict[str, Any]:
     from forecasting.models.ar import fit_batched, fit_statsmodels
 
     rows = []
-    sizes = [1000] if args.quick else [1000, 10000]
+    sizes = [QUICK_SERIES] if args.quick else [1000, 10000]
     print("\n### Batched AR(p) vs a per-series statsmodels loop (order by BIC up to 8, trend 'c')")
     print(
         "| series | rows | statsmodels loop s | batched s | speed-up | max abs coef diff | orders agree "
@@ -485,7 +505,7 @@ def section_predict(args: argparse.Namespace) -> dict[str, Any]:
     from forecasting.serving import load_bundle, write_bundle
 
     torch.set_num_threads(args.threads)
-    n_series = 1000 if args.quick else 10000
+    n_series = QUICK_SERIES if args.quick else 10000
     rows_per = 300
     L, H = 96, 24
     panel = synthetic_panel(n_series, rows_per)
@@ -500,7 +520,7 @@ def section_predict(args: argparse.Namespace) -> dict[str, Any]:
     training = TrainingConfig(
         batch_size=256,
         epochs=2,
-        max_steps=100,
+        max_steps=args.steps if args.quick else 100,
         patience=None,
         progress=False,
         num_threads=args.threads,
@@ -511,7 +531,7 @@ def section_predict(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"\n### Batch prediction: {n_series:,} synthetic hourly series x {rows_per} rows "
         f"({len(panel):,} rows), "
-        f"L={L}, H={H}; each model fitted briefly on 200 of them"
+        f"L={L}, H={H}; each model fitted briefly on {len(train_ids)} of them"
     )
     print(
         "| family | model.predict s | series/s | Bundle.forecast s (validate + scale + predict) | series/s "
@@ -555,7 +575,8 @@ def section_predict(args: argparse.Namespace) -> dict[str, Any]:
 
 # --- memory ---------------------------------------------------------------------------------------
 def worker_memory(family: str, args: argparse.Namespace) -> dict[str, Any]:
-    """In a fresh process: RSS after imports, data, training and scoring on ETTm1 M."""
+    """In a fresh process: RSS after imports, data, training and scoring on ETTm1 M (``--quick``:
+    ETTh1 M, which the repository bundles, for a few steps)."""
     import numpy as np
     import torch
 
@@ -570,11 +591,14 @@ def worker_memory(family: str, args: argparse.Namespace) -> dict[str, Any]:
     training = {
         "num_threads": args.threads,
         "epochs": 1 if args.quick else 2,
+        "max_steps": args.steps if args.quick else None,
         "max_train_windows": 16384,
         "batch_size": 128,
         "device": args.device,
     }
-    cfg = ett_config("ETTm1", "M", L, H, training)
+    cfg = ett_config(memory_dataset(args), "M", L, H, training)
+    if args.quick:
+        cfg = with_quick_borders(cfg)
     prepared = prepare(cfg)
     marks["data"] = current_rss_mb()
     windows = prepared.windows(prepared.train)
@@ -588,7 +612,7 @@ def worker_memory(family: str, args: argparse.Namespace) -> dict[str, Any]:
     peak_fit = peak_rss_mb()
     # Then score it as fit_and_score does: every val window (metrics only) and every test window
     # with the long prediction frame (one row per window and step: 7.7 million rows here).
-    score = dict(scaler=prepared.scaler, train=prepared.train, season=96)
+    score = dict(scaler=prepared.scaler, train=prepared.train, season=SEASON[FREQ[memory_dataset(args)]])
     evaluate_windows(model, prepared.windows(prepared.val), predictions=False, **score)
     metrics, _ = evaluate_windows(model, prepared.windows(prepared.test), **score)
     marks["after_scoring"] = current_rss_mb()
@@ -607,9 +631,22 @@ def worker_memory(family: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def with_quick_borders(cfg: Any) -> Any:
+    """``cfg`` with short validation and test periods (``QUICK_BORDERS``)."""
+    return cfg.model_copy(update={"split": cfg.split.model_copy(update={"borders": QUICK_BORDERS})})
+
+
+def memory_dataset(args: argparse.Namespace) -> str:
+    return "ETTh1" if args.quick else "ETTm1"
+
+
 def section_memory(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
-    print("\n### Memory: ETTm1 M (7 series x 69,680 rows), L=336, H=96, fresh process per family")
+    rows_per = {"ETTh1": "17,420", "ETTm1": "69,680"}[memory_dataset(args)]
+    print(
+        f"\n### Memory: {memory_dataset(args)} M (7 series x {rows_per} rows), L=336, H=96, "
+        "fresh process per family"
+    )
     print(
         "| family | train windows | windows are views | would be if copied MB "
         "| RSS after imports / data / fit MB | peak RSS training MB "
@@ -632,7 +669,7 @@ def section_memory(args: argparse.Namespace) -> dict[str, Any]:
             f"{r['load_before']} / {r['load_after']} |",
             flush=True,
         )
-    return {"rows": rows}
+    return {"dataset": memory_dataset(args), "rows": rows}
 
 
 def main() -> None:
@@ -640,9 +677,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
-    parser.add_argument("--quick", action="store_true", help="200 steps, 1,000 series, fewer epochs")
-    parser.add_argument("--families", nargs="+", default=ALL, choices=ALL)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_STEPS} steps, {QUICK_SERIES} series, families {' '.join(QUICK_FAMILIES)}, "
+        "memory on ETTh1 (seconds)",
+    )
+    parser.add_argument(
+        "--families", nargs="+", default=None, choices=ALL, help="default: all (--quick: QUICK_FAMILIES)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help=f"default 2 (--quick: {QUICK_THREADS})")
     parser.add_argument(
         "--steps", type=int, default=None, help="optimiser steps per training run (default 1000)"
     )
@@ -655,7 +699,11 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps is None:
-        args.steps = 200 if args.quick else SIZE["steps"]
+        args.steps = QUICK_STEPS if args.quick else SIZE["steps"]
+    if args.threads is None:
+        args.threads = QUICK_THREADS if args.quick else 2
+    if args.families is None:
+        args.families = QUICK_FAMILIES if args.quick else ALL
     if args.worker == "ours":
         print(json.dumps(worker_ours(args.family, json.loads(args.params), args)))
         return
