@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from _common import append_row, published_origins, read_rows  # noqa: E402
-from accuracy import origin_rank, score_windows  # noqa: E402
+from accuracy import declaration, origin_rank, score_windows  # noqa: E402
 
 
 class LastValue:
@@ -106,6 +106,7 @@ def _row(lookback, family, variant, val, test, pub=""):
         "test_mse": str(test),
         "test_mse_pub": str(pub),
         "error": "",
+        "declared": declaration("S"),  # run under today's variant declaration (see bench/accuracy.py)
     }
 
 
@@ -132,11 +133,15 @@ def test_any_lookback_keeps_validations_variant_and_takes_each_familys_best_look
     assert got["lookbacks run"] == "336, 512"
     assert got["tcn"] == "0.0800 [512]"  # 0.070 was not validation's choice at L=336
     assert got["gru"] == "0.0850 [336]"
-    assert got["best ours"] == "0.0800 (tcn, L=512)"
-    assert got["best ours on the published loader's windows"] == "0.0755 (gru, L=336)"
-    # 0.0755 rounds to 0.076 (the published 0.076): reached on those windows; 0.0800 is short
+    # the headline: family and lookback with the lowest validation MSE (gru at L=512, 0.09)
+    assert got["ours, family and lookback chosen on validation"] == "**0.0950** (gru, L=512)"
+    assert got["best on test (information only)"] == "0.0800 (tcn, L=512)"
+    assert got["best on test, on the published loader's windows"] == "0.0755 (gru, L=336)"
     notes = "\n".join(lines)
-    assert "best of ours at any lookback 0.0800 (tcn, L=512, +5.3%)" in notes
+    assert (
+        "ours at any lookback, chosen on validation, 0.0950 (gru, L=512, +25.0%; best on test 0.0800); "
+        "on the loader's windows 0.0940 (+23.7%) against 0.076" in notes
+    )
 
 
 def test_any_lookback_orders_lookbacks_as_numbers_and_notes_family_gaps_on_both_window_sets():
@@ -155,13 +160,14 @@ def test_any_lookback_orders_lookbacks_as_numbers_and_notes_family_gaps_on_both_
     got = _cells(lines, "| ETTh1 | S | 336")
     assert got["lookbacks run"] == "96, 336"  # not "336, 96" (string order)
     assert got["rnn"] == "0.0900 [96]"
-    assert got["best ours"] == "0.0800 (gru, L=336)"
-    assert got["best ours on the published loader's windows"] == "0.0760 (lstm, L=96)"
+    # a tie on validation keeps the first row seen (rnn at L=96)
+    assert got["ours, family and lookback chosen on validation"] == "**0.0900** (rnn, L=96)"
+    assert got["best on test (information only)"] == "0.0800 (gru, L=336)"
+    assert got["best on test, on the published loader's windows"] == "0.0760 (lstm, L=96)"
     notes = "\n".join(lines)
-    # reached on the loader's windows (0.0760), short on every window: the cell note says both
     assert (
-        "best of ours at any lookback 0.0800 (gru, L=336, +5.3%); on the loader's windows 0.0760 (lstm"
-        in notes
+        "ours at any lookback, chosen on validation, 0.0900 (rnn, L=96, +18.4%; best on test 0.0800); "
+        "on the loader's windows 0.0840 (+10.5%) against 0.076" in notes
     )
     assert (
         "- ETTh1 S H=336 rnn: 0.0900 at its best lookback (L=96) is +18.4%; "
@@ -177,7 +183,7 @@ def test_any_lookback_cell_reached_on_every_window_has_no_cell_note():
     rows = [_row(96, "gru", "a", 0.1, 0.0764, 0.0763), _row(336, "gru", "a", 0.1, 0.0770, 0.0770)]
     notes = "\n".join(any_lookback(selected(rows)))
     # 0.0764 and 0.0763 round to the published 0.076 (published figures have three decimals)
-    assert "best of ours at any lookback" not in notes
+    assert "ours at any lookback" not in notes
 
 
 def test_report_includes_the_any_lookback_table(tmp_path):
@@ -272,7 +278,8 @@ def test_a_nan_mse_is_never_chosen_and_sorts_last():
     assert sel[("ETTh1", "S", "336", "336", "cpu", "tcn")]["variant"] == "a"
     got = _cells(any_lookback(sel), "| ETTh1 | S | 336")
     assert got["gru"] == "0.0950 [512]" and got["tcn"] == "0.0800 [512]"
-    assert got["best ours"] == "0.0800 (tcn, L=512)"
+    assert got["ours, family and lookback chosen on validation"] == "**0.0950** (gru, L=512)"
+    assert got["best on test (information only)"] == "0.0800 (tcn, L=512)"
 
 
 def test_report_survives_a_family_whose_only_test_mse_is_nan(tmp_path):
