@@ -10,7 +10,8 @@
 #   2. accuracy: ETTh1 M and ETTm1 M, L=336, H=96, every family, TrainingConfig device=cuda, amp=true
 #   3. speed: training throughput of every deep family and of the plain-PyTorch loop at the fixed
 #      size (hidden 64, 2 layers, L=96, H=96, batch 32, 1000 steps) on CUDA with bf16 autocast
-#   4. the markdown tables, printed and saved
+#   4. with CELLS set: those ETT cells through `forecast run` on the GPU (bench/cells.py)
+#   5. the markdown tables, printed and saved
 #
 # Environment: PY (python with torch+CUDA and the project's dependencies; default .venv/bin/python,
 # else python3), ETT_DIR (folder with ETTh1.csv/ETTm1.csv; default ../shared/data/ett, ./shared/data/ett,
@@ -72,6 +73,17 @@ for ds in ETTh1 ETTm1; do
   step 130 "accuracy_$ds" "$PY" bench/accuracy.py --datasets "$ds" --features M --horizons 96 \
     --lookbacks 336 "${ACC[@]}" "${DEVICE[@]}" --out "$OUT/accuracy.csv"
 done
+
+# CELLS="ETTm1:M:720 ETTm2:M:720": the ETT cells too costly on 2 cores, through `forecast run` with
+# the deep families on the GPU (bench/cells.py --device cuda); rows in $OUT/cells.csv, the run
+# folders outside $OUT. Off unless named: each cell takes minutes of the budget.
+if [[ -n "${CELLS:-}" ]]; then
+  CELL_ARGS=(--device cuda)
+  ((DRY)) && CELL_ARGS=(--device cpu --quick)
+  # shellcheck disable=SC2086  # CELLS is a space-separated list of cells
+  step 300 cells "$PY" bench/cells.py --cells $CELLS "${CELL_ARGS[@]}" --out "$OUT/cells.csv" \
+    --work "$(mktemp -d -t cells-XXXX)"
+fi
 
 # speed last: 16 fresh processes (~10 s of CUDA start-up each); interrupted, it keeps its rows
 step 320 speed "$PY" bench/speed.py "${SPEED[@]}" "${DEVICE[@]}" --out "$OUT/speed.json"
