@@ -21,8 +21,9 @@ never changes that headline.
 Variant hygiene: variants are declared in ``VARIANTS`` before a grid runs. Every row records the
 fingerprint of the declaration of its features (``declaration``); a row counts (resume, tables)
 only under today's fingerprint, so adding, dropping or changing a variant re-runs every cell of
-those features (the ensemble and the validation choice see every variant). The commit that adds
-a variant says on which data and rows it was chosen.
+those features (the ensemble and the validation choice see every variant). Rows from before
+fingerprints were recorded count (resume and tables alike) while their variant is still declared.
+The commit that adds a variant says on which data and rows it was chosen.
 
 Rows are appended to ``bench/results/accuracy.csv`` as they finish; a rerun skips rows already
 there (``--fresh`` starts over), so a long run can be stopped and resumed. The ensemble
@@ -986,11 +987,7 @@ def main() -> None:
     if args.chosen_from is not None:
         # Among the single variants: a seed average is not a variant one can refit on its own.
         args.chosen_from = selected([r for r in read_rows(args.chosen_from) if not is_seed_average(r)])
-    done = {
-        key_of(r)
-        for r in read_rows(args.out)
-        if not r.get("error") and r.get("declared") == declaration(r["features"])
-    }
+    done = {key_of(r) for r in current(read_rows(args.out))[0] if not r.get("error")}
     for features in args.features:
         for dataset in args.datasets:
             for lookback in args.lookbacks:

@@ -118,8 +118,10 @@ def parse_cell(text: str) -> Cell:
         cell = (dataset, features, int(horizon))
     except ValueError:
         raise argparse.ArgumentTypeError(f"a cell is DATASET:S|M:H, e.g. ETTh1:S:96; got {text!r}") from None
-    if dataset not in DATASETS or features not in FEATURES or cell[2] < 1:
-        raise argparse.ArgumentTypeError(f"unknown cell {text!r}: datasets {DATASETS}, features S or M")
+    if dataset not in DATASETS or features not in FEATURES or cell[2] not in HORIZONS:
+        raise argparse.ArgumentTypeError(
+            f"unknown cell {text!r}: datasets {DATASETS}, features S or M, horizons {HORIZONS}"
+        )
     return cell
 
 
@@ -191,7 +193,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, host: dict[str, Any]) -> list
     runs = logged_runs(uri, config["tracking"]["experiment"])
     chosen = champion_of(uri, config["tracking"]["registered_model"])
     experiment = config["tracking"]["experiment"]
-    lookback = pipeline_param(uri, experiment, "defaults.lookback") or pipeline_param(
+    lookback = pipeline_param(uri, experiment, "defaults.window.lookback") or pipeline_param(
         uri, experiment, "config.window.lookback"
     )
     rows = []
@@ -244,14 +246,15 @@ def _float(x: Any) -> float:
 
 
 def latest_rows(rows: list[dict[str, str]]) -> dict[Cell, list[dict[str, str]]]:
-    """The rows of each cell's latest run (a cell run again replaces its earlier figures)."""
+    """The rows of each cell's latest run (a cell run again replaces its earlier figures): the
+    run whose rows were written last (``date``, then their order in the file)."""
     by_cell: dict[Cell, dict[str, list[dict[str, str]]]] = {}
     for row in rows:
         if row.get("quick") == "True":
             continue
         cell = (row["dataset"], row["features"], int(row["horizon"]))
         by_cell.setdefault(cell, {}).setdefault(row["folder"], []).append(row)
-    return {cell: runs[max(runs)] for cell, runs in by_cell.items()}
+    return {cell: list(runs.values())[-1] for cell, runs in by_cell.items()}
 
 
 def peer_figures(path: Path) -> dict[Cell, str]:
@@ -344,7 +347,7 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", type=parse_cell, help="DATASET:S|M:H (default: the grid below)")
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--features", nargs="+", default=FEATURES, choices=FEATURES)
-    parser.add_argument("--horizons", nargs="+", type=int, default=HORIZONS)
+    parser.add_argument("--horizons", nargs="+", type=int, default=HORIZONS, choices=HORIZONS)
     parser.add_argument("--out", type=Path, default=RESULTS / "cells.csv", help="one row per fit (appended)")
     parser.add_argument("--work", type=Path, default=WORK, help="run folders (fresh stores per cell)")
     parser.add_argument("--peers", type=Path, default=RESULTS / "peers.json", help="bench/peers.py's results")
@@ -361,6 +364,13 @@ def main() -> None:
         "--quick", action="store_true", help="ETTh1 S H=8, three cheap models, 3 steps (CI: the script runs)"
     )
     args = parser.parse_args()
+    grid = (args.datasets, args.features, args.horizons) != (DATASETS, FEATURES, HORIZONS)
+    if args.quick and (args.cells or grid):
+        parser.error(
+            "--quick runs its own tiny cell (ETTh1 S H=8): no --cells, --datasets, --features, --horizons"
+        )
+    if args.quick and args.out == RESULTS / "cells.csv":
+        args.out = args.work / "cells_quick.csv"  # never mix smoke rows into the recorded grid
     if args.print_config:
         print(yaml.safe_dump(cell_config(args.print_config, args.quick, args.device), sort_keys=False))
         return

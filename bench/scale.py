@@ -133,9 +133,14 @@ def generate(
     return {"n_series": n, "rows": rows, "seconds": time.perf_counter() - start, "bytes": path.stat().st_size}
 
 
-def quick_config(work: Path) -> Path:
-    """The many-series config with three cheap families and a few steps (``--quick``)."""
-    cfg = yaml.safe_load(CONFIG.read_text())
+def data_path(work: Path, n: int, length: int, seed: int) -> Path:
+    """The generated file of ``n`` series: the name holds every setting that changes its contents."""
+    return work / f"series_{n}_len{length}_seed{seed}.parquet"
+
+
+def quick_config(work: Path, config: Path = CONFIG) -> Path:
+    """``config`` with three cheap families and a few steps (``--quick``)."""
+    cfg = yaml.safe_load(config.read_text())
     cfg["models"] = [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 8}}, {"name": "linear"}]
     cfg["training"] = {"epochs": 1, "max_steps": 3}
     path = work / "many_series_quick.yaml"
@@ -154,7 +159,7 @@ def count_runs(tracking_uri: str, experiment: str) -> int:
 
 
 def run_size(n: int, args: argparse.Namespace, config: Path, host: dict[str, Any]) -> list[dict[str, Any]]:
-    data = args.work / f"series_{n}.parquet"
+    data = data_path(args.work, n, args.length, args.seed)
     if not data.exists() or args.regenerate:
         made = generate(n, data, args.length, args.seed)
         print(
@@ -179,6 +184,8 @@ def run_size(n: int, args: argparse.Namespace, config: Path, host: dict[str, Any
         measured = run_measured(commands[stage], env, stores, stores / f"{stage}.log")
         row = {
             "n_series": n,
+            "length": args.length,
+            "seed": args.seed,
             "rows": n_rows,
             "stage": stage,
             "returncode": measured.returncode,
@@ -211,7 +218,7 @@ def run_size(n: int, args: argparse.Namespace, config: Path, host: dict[str, Any
     return rows
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, length: int = 500) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,7 +236,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, label in ((ax_t, "wall time (s)"), (ax_m, "peak RSS of the process tree (GB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("series (500 hours each)")
+        ax.set_xlabel(f"series (up to {length} hours each)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -261,10 +268,10 @@ def main() -> None:
     config = args.config
     if args.quick:
         args.sizes, args.length = [200], 200
-        config = quick_config(args.work)
+        config = quick_config(args.work, args.config)
     if args.generate_only:
         for n in args.sizes:
-            made = generate(n, args.work / f"series_{n}.parquet", args.length, args.seed)
+            made = generate(n, data_path(args.work, n, args.length, args.seed), args.length, args.seed)
             print(json.dumps(made))
         return
     host = machine()
@@ -278,7 +285,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": host, "config": str(config), "rows": rows}, indent=1))
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, args.length)
         print(f"plot: {args.plot}")
 
 

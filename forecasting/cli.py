@@ -91,7 +91,8 @@ def validate(
     table.add_row("covariates", ", ".join(f"{c} ({r})" for c, r in cfg.data.covariates.items()) or "none")
     table.add_row("split rows", ", ".join(f"{k} {v}" for k, v in summary["split_rows"].items()))
     for key, value in summary["defaults"].items():
-        table.add_row(f"default {key}", str(value))
+        if key not in ("padded_series", "flat_train_series"):  # counts, shown in their own rows
+            table.add_row(f"default {key}", str(value))
     if summary["padded_series"]:
         table.add_row("short series", f"{len(summary['padded_series'])} left-padded (window.pad_short)")
     if summary["defaults"].get("flat_train_series"):

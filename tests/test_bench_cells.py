@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -78,22 +77,10 @@ def test_parse_cell_names_what_is_wrong():
 
 @pytest.mark.slow
 def test_quick_cell_runs_the_cli_and_records_the_champion(tmp_path):
+    from test_bench_quick import python, run_bench
+
     out = tmp_path / "cells.csv"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "cells.py"),
-            "--quick",
-            "--out",
-            str(out),
-            "--work",
-            str(tmp_path / "w"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_bench(tmp_path, python("cells.py", "--quick", "--out", out, "--work", tmp_path / "w"), timeout=400)
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     models = [r for r in rows if r["role"] == "model"]

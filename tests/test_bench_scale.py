@@ -58,26 +58,14 @@ def test_generator_chunks_do_not_change_the_shape(tmp_path, monkeypatch):
 def test_quick_scale_run_measures_every_stage(tmp_path):
     """``--quick``: 200 series through validate, run and predict; figures recorded, not judged."""
     import json
-    import subprocess
+
+    from test_bench_quick import python, run_bench
 
     out = tmp_path / "scale.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(Path(scale.__file__)),
-            "--quick",
-            "--out",
-            str(out),
-            "--work",
-            str(tmp_path / "w"),
-            "--plot",
-            str(tmp_path / "scale.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
+    command = python(
+        "scale.py", "--quick", "--out", out, "--work", tmp_path / "w", "--plot", tmp_path / "scale.png"
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_bench(tmp_path, command, timeout=400)
     rows = json.loads(out.read_text())["rows"]
     assert [r["stage"] for r in rows] == ["validate", "run", "predict"]
     assert all(r["returncode"] == 0 and r["n_series"] == 200 and r["wall_s"] > 0 for r in rows)

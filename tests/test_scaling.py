@@ -92,27 +92,59 @@ def test_serialises_to_json_and_back(ett_wide):
     pd.testing.assert_frame_equal(again.transform(ett_wide.val), scaler.transform(ett_wide.val))
 
 
-def test_a_series_constant_on_its_training_rows_is_centred_not_scaled():
-    """An intermittent series with no demand before its validation rows: centred, std 1, named."""
+def test_a_series_constant_on_its_training_rows_takes_the_panels_typical_spread():
+    """An intermittent series with no demand before its validation rows: centred, divided by the
+    median spread of the other series (not by 1 unit of y, which would let it dominate), named."""
     frame = pd.concat(
-        [make_frame(np.arange(20.0), series_id="a"), make_frame(np.full(20, 5.0), series_id="b")],
+        [
+            make_frame(np.arange(20.0), series_id="a"),  # std 5.766
+            make_frame(np.arange(20.0) * 3, series_id="c"),  # std 17.3
+            make_frame(np.arange(20.0) * 5, series_id="d"),  # std 28.8
+            make_frame(np.full(20, 5.0), series_id="b"),
+        ],
         ignore_index=True,
     )
     scaler = fit_scaler(frame, ["y"])
-    assert scaler.std.loc["b", "y"] == 1.0 and scaler.mean.loc["b", "y"] == 5.0
+    typical = np.arange(20.0).std() * 3  # the median of the three spreads
+    assert scaler.std.loc["b", "y"] == pytest.approx(typical) and scaler.mean.loc["b", "y"] == 5.0
     assert scaler.std.loc["a", "y"] == pytest.approx(np.arange(20.0).std())
-    later = make_frame(np.array([5.0, 7.0, 5.0]), series_id="b")
-    assert scaler.transform(later)["y"].tolist() == [0.0, 2.0, 0.0]  # deviations in the unit of y
+    later = make_frame(np.array([5.0, 5.0 + typical, 5.0]), series_id="b")
+    assert scaler.transform(later)["y"].tolist() == pytest.approx([0.0, 1.0, 0.0])
     assert flat_target_series(frame) == ["b"]
+    # A new series, flat on its history, met at prediction: the training panel's median spread.
+    new = make_frame(np.full(10, 2.0), series_id="new")
+    assert scaler.transform(new, unseen="fit")["y"].tolist() == [0.0] * 10
+    assert scaler._stats_for(new, "fit")[1].loc["new", "y"] == pytest.approx(np.median(scaler.std["y"]))
 
 
-def test_every_series_constant_on_its_training_rows_is_a_named_error():
+def test_every_series_constant_on_its_training_rows_is_a_named_error(tmp_path):
+    from forecasting.config import config_from_dict
+    from forecasting.pipeline.prepare import prepare
+
     frame = pd.concat(
-        [make_frame(np.full(20, 1.0), series_id="a"), make_frame(np.full(20, 5.0), series_id="b")],
+        [
+            make_frame(np.r_[np.full(20, 1.0), np.arange(10.0)], series_id="a"),
+            make_frame(np.r_[np.full(20, 5.0), np.arange(10.0)], series_id="b"),
+        ],
         ignore_index=True,
     )
+    path = tmp_path / "flat.csv"
+    frame.to_csv(path, index=False)
+    cfg = config_from_dict(
+        {
+            "data": {
+                "path": str(path),
+                "time_column": "t",
+                "id_column": "series_id",
+                "target": "y",
+                "freq": "h",
+            },
+            "split": {"method": "borders", "borders": [20, 25, 30]},
+            "window": {"lookback": 4, "horizon": 2},
+        }
+    )
     with pytest.raises(ConstantSeriesError, match="every series") as info:
-        fit_scaler(frame, ["y"])
+        prepare(cfg)
     assert isinstance(info.value, InputValidationError)
 
 
@@ -214,3 +246,31 @@ def test_a_scaler_saved_before_cross_series_statics_loads_with_its_old_scaling()
 def test_a_column_scaled_both_per_series_and_as_static_is_a_named_error():
     with pytest.raises(ConfigError, match="size"):
         fit_scaler(stores(), ["y", "size"], static=["size"])
+
+
+def test_a_flat_training_series_runs_and_keeps_scaled_metrics_finite(tmp_path):
+    """One intermittent series with no demand in its training rows among moving ones: the run
+    goes on, the series is counted, and MASE / MSIS / width skip it instead of going infinite."""
+    from forecasting.config import ModelSpec, config_from_dict
+    from forecasting.pipeline import fit_and_score
+    from forecasting.pipeline.prepare import prepare
+
+    rng = np.random.default_rng(0)
+    moving = [make_frame(rng.normal(10, 2, 120).cumsum() / 10, series_id=f"m{i}") for i in range(3)]
+    demand = np.r_[np.zeros(104), rng.poisson(3, 16).astype(float) + 1]  # zeros through training (102 rows)
+    frame = pd.concat([*moving, make_frame(demand, series_id="late")], ignore_index=True)
+    path = tmp_path / "panel.csv"
+    frame.to_csv(path, index=False)
+    cfg = config_from_dict(
+        {
+            "data": {"path": str(path), "time_column": "t", "id_column": "series_id", "target": "y"},
+            "split": {"method": "counts", "val_horizons": 2, "test_horizons": 1},
+            "window": {"lookback": 12, "horizon": 6},
+            "intervals": {"levels": [80]},
+        }
+    )
+    prepared = prepare(cfg)
+    assert prepared.choices["flat_train_series"] == 1
+    _, metrics, _ = fit_and_score(prepared, ModelSpec(name="naive"))
+    for key in ("test_mase", "val_mase", "test_msis", "test_width_80", "test_mse"):
+        assert np.isfinite(metrics[key]), key

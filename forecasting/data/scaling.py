@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.data.schema import SERIES, TARGET
-from forecasting.errors import ConfigError, ConstantSeriesError, UnknownSeriesError, format_rows
+from forecasting.errors import ConfigError, UnknownSeriesError, format_rows
 
 
 def _factorize(series_ids: Any) -> tuple[np.ndarray, Any]:
@@ -66,7 +66,10 @@ class Scaler:
                 raise UnknownSeriesError(
                     f"no scaling statistics for series {format_rows(missing)}; they were not in training"
                 )
-            extra = fit_scaler(frame[frame[SERIES].isin(missing)], self.columns)
+            # A new series flat on its history takes the training panel's typical spread.
+            spread = self.std[TARGET].to_numpy() if TARGET in self.std else np.array([])
+            flat_std = float(np.median(spread)) if spread.size else None
+            extra = fit_scaler(frame[frame[SERIES].isin(missing)], self.columns, flat_std=flat_std)
             mean, std = pd.concat([mean, extra.mean]), pd.concat([std, extra.std])
         return mean, std
 
@@ -134,17 +137,20 @@ def flat_target_series(train: pd.DataFrame) -> list[str]:
     return [str(s) for s in std.index[std.to_numpy() == 0]]
 
 
-def fit_scaler(train: pd.DataFrame, columns: list[str], static: list[str] = ()) -> Scaler:
+def fit_scaler(
+    train: pd.DataFrame, columns: list[str], static: list[str] = (), flat_std: float | None = None
+) -> Scaler:
     """Fit per-series mean/std (population) of ``columns`` on the training rows, and one mean/std
     of each ``static`` covariate across the training series (over one value per series).
 
     A series whose target is constant on its training rows (an intermittent series that sold
-    nothing before its validation weeks, a meter that was off) has no spread to normalise: it is
-    centred and left unscaled in spread (std 1, as scikit-learn's ``StandardScaler`` does with a
-    zero-variance feature), and ``flat_target_series`` names it for the run's summary. Only when
-    every series is constant on its training rows is there nothing to learn from:
-    ``ConstantSeriesError``. A constant covariate (within a series, or a static one across
-    series) is likewise left unscaled in spread.
+    nothing before its validation weeks, a meter that was off) has no spread of its own: it is
+    centred and divided by ``flat_std``, by default the median spread of the other series (the
+    panel's typical scale, as GluonTS's mean scaler falls back to the batch's for an all-zero
+    series; 1 when no series has a spread). Its later values then weigh like the other series'
+    instead of in the raw unit of y. ``flat_target_series`` names such series for the run's
+    summary; ``prepare`` refuses a training split on which every series is flat. A constant
+    covariate (within a series, or a static one across series) is left unscaled in spread (std 1).
     """
     static = list(static)
     both = sorted(set(columns) & set(static))
@@ -158,11 +164,11 @@ def fit_scaler(train: pd.DataFrame, columns: list[str], static: list[str] = ()) 
     std = grouped.std(ddof=0)
     if TARGET in columns:
         flat = std[TARGET].to_numpy() == 0
-        if flat.all():
-            raise ConstantSeriesError(
-                f"series {format_rows(list(std.index[flat]))}: the target is constant on the training "
-                "split of every series, so there is nothing to learn; move the split or check the data"
-            )
+        if flat.any():
+            spread = std[TARGET].to_numpy()[~flat]
+            spread = spread[np.isfinite(spread)]
+            default = flat_std if flat_std is not None else (float(np.median(spread)) if spread.size else 1.0)
+            std.loc[flat, TARGET] = default
     std = std.where(std > 0, 1.0).fillna(1.0)
     mean = mean.fillna(0.0)
     per_series = train.groupby(SERIES, sort=False)[static].first()  # (series, static)

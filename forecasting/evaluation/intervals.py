@@ -290,7 +290,7 @@ def _per_row(scale: np.ndarray, like: np.ndarray) -> np.ndarray:
 def scaled_width(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, scale: np.ndarray) -> float:
     """Mean interval width divided by each row's MASE scale (unit-free)."""
     y = np.asarray(y, dtype=np.float64)
-    mask = ~np.isnan(y)
+    mask = ~np.isnan(y) & ~np.isnan(np.broadcast_to(_per_row(scale, y), y.shape))  # NaN scale: not scored
     with np.errstate(divide="ignore", invalid="ignore"):
         width = (np.asarray(hi) - np.asarray(lo)) / _per_row(scale, y)
     return float(np.broadcast_to(width, y.shape)[mask].mean()) if mask.any() else float("nan")
@@ -301,7 +301,7 @@ def msis(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: np.ndarray, level
     each divided by its series' MASE scale, a = 1 - level / 100."""
     a = 1.0 - float(level) / 100.0
     y, lo, hi = (np.asarray(v, dtype=np.float64) for v in (y, lo, hi))
-    mask = ~np.isnan(y)
+    mask = ~np.isnan(y) & ~np.isnan(np.broadcast_to(_per_row(scale, y), y.shape))  # NaN scale: not scored
     score = (hi - lo) + (2 / a) * np.clip(lo - y, 0, None) + (2 / a) * np.clip(y - hi, 0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
         score = score / _per_row(scale, y)

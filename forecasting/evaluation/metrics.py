@@ -101,7 +101,8 @@ def mase(y_true: np.ndarray, y_pred: np.ndarray, scale: float | np.ndarray) -> f
     """Mean absolute scaled error: mean over scored entries of |y - yhat| / scale of their series.
 
     ``scale`` is a float or one value per row (N,) from ``mase_scale`` on each window's series, so
-    series of different sizes weigh alike (as in M4). Seasonality enters through the scale.
+    series of different sizes weigh alike (as in M4). Seasonality enters through the scale. A row
+    whose scale is NaN (a series with no scale) is not scored; a scale of 0 divides as IEEE does.
     """
     y_true, y_pred, mask = _scored(y_true, y_pred)
     scale = np.asarray(scale, dtype=np.float64)
@@ -111,6 +112,7 @@ def mase(y_true: np.ndarray, y_pred: np.ndarray, scale: float | np.ndarray) -> f
         scale = scale.reshape((-1,) + (1,) * (y_true.ndim - 1))
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = np.abs(y_true - y_pred) / scale
+    mask = mask & ~np.isnan(np.broadcast_to(scale, y_true.shape))
     return _mean(np.broadcast_to(scaled, y_true.shape), mask)
 
 
@@ -284,6 +286,9 @@ def evaluate_windows(
     scale = None
     if train is not None:
         scale = mase_scales(train, season).reindex(ids.astype(str)).to_numpy(dtype=np.float64)
+        # A series flat on its training rows has no naive error to scale by: its windows are left
+        # out of the scaled metrics (MASE, MSIS, width) rather than making them infinite.
+        scale = np.where(scale == 0, np.nan, scale)
     metrics = score(y, yhat, scale)
     if folds is not None:
         metrics |= {f"fold{int(k)}_mse": mse(y[folds == k], yhat[folds == k]) for k in np.unique(folds)}

@@ -25,6 +25,7 @@ from forecasting.data.scaling import Scaler, fit_scaler, flat_target_series
 from forecasting.data.schema import SERIES, TARGET
 from forecasting.data.splits import Split, split_frame
 from forecasting.data.windows import Windows, to_arrays
+from forecasting.errors import ConstantSeriesError, format_rows
 from forecasting.faults import failpoint
 from forecasting.models.base import DataSpec
 from forecasting.pipeline.defaults import resolve_defaults
@@ -100,7 +101,15 @@ def run_key(prepared: Prepared) -> str:
 
 def fit_data_scaler(rows: pd.DataFrame, data: IngestResult) -> Scaler:
     """The scaler of ``data``'s columns fit on ``rows``: the target and past/future covariates per
-    series; statics across series (scaled per series, a store's constant size would become 0)."""
+    series; statics across series (scaled per series, a store's constant size would become 0).
+    A split on which every series' target is constant leaves nothing to learn from:
+    ``ConstantSeriesError``."""
+    flat = flat_target_series(rows)
+    if flat and len(flat) == rows[SERIES].nunique():
+        raise ConstantSeriesError(
+            f"series {format_rows(flat)}: the target is constant on the training split of every "
+            "series, so there is nothing to learn; move the split or check the data"
+        )
     return fit_scaler(rows, [TARGET, *data.past, *data.future], static=data.static)
 
 
