@@ -97,7 +97,10 @@ def validate(
         table.add_row("short series", f"{len(summary['padded_series'])} left-padded (window.pad_short)")
     if summary["defaults"].get("flat_train_series"):
         flat = summary["defaults"]["flat_train_series"]
-        table.add_row("flat series", f"{flat} constant on their training rows: centred, not scaled")
+        table.add_row(
+            "flat series",
+            f"{flat} constant on their training rows: centred, scaled by the panel's median spread",
+        )
     repairs = summary["repairs"]
     table.add_row("repairs", ", ".join(f"{k}: {v}" for k, v in repairs.items()) if repairs else "none")
     table.add_row("dataset hash", result.dataset_hash)
