@@ -258,25 +258,25 @@ def latest_rows(rows: list[dict[str, str]]) -> dict[Cell, list[dict[str, str]]]:
 
 
 def peer_figures(path: Path) -> dict[Cell, str]:
-    """``bench/peers.py``'s final test MSE per peer model, by cell (only the cells it ran)."""
+    """``bench/peers.py``'s peers by cell (only the cell it ran: ETTh1 S at its horizon): each
+    peer's final test MSE and its lookback, which may differ from the cell's default lookback."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
     except ValueError:
         return {}
-    best: dict[Cell, dict[str, float]] = {}
-    for row in data.get("rows", []):
-        if row.get("side") != "peer" or not row.get("final"):
-            continue
-        cell = (row.get("dataset", "ETTh1"), row.get("features", "S"), int(row.get("horizon", 0)))
-        mse = _float(row.get("test_mse"))
-        if math.isfinite(mse):
-            best.setdefault(cell, {})[row.get("model", "?")] = mse
-    return {
-        cell: ", ".join(f"{m} {v:.4f}" for m, v in sorted(d.items(), key=lambda kv: kv[1]))
-        for cell, d in best.items()
+    protocol = data.get("protocol", {})
+    cell = ("ETTh1", "S", int(protocol.get("horizon", 0)))
+    peers = {
+        row["peer"]: _float(row.get("peer_mse"))
+        for row in data.get("summary", [])
+        if row.get("peer") and math.isfinite(_float(row.get("peer_mse")))
     }
+    if not peers:
+        return {}
+    text = ", ".join(f"{name} {mse:.4f}" for name, mse in sorted(peers.items(), key=lambda kv: kv[1]))
+    return {cell: f"{text} (L={protocol.get('lookback', '?')})"}
 
 
 def on_gpu(row: dict[str, str]) -> str:

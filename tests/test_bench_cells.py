@@ -68,6 +68,20 @@ def test_the_headline_is_the_champion_and_missing_cells_say_not_run():
     assert text.count("| not run |") == 31
 
 
+def test_peer_figures_come_from_the_peers_summary(tmp_path):
+    import json
+
+    path = tmp_path / "peers.json"
+    summary = [
+        {"peer": "PatchTST", "peer_mse": 0.056},
+        {"peer": "DLinear", "peer_mse": 0.0679},
+        {"peer": "RNN"},
+    ]
+    path.write_text(json.dumps({"protocol": {"lookback": 96, "horizon": 96}, "summary": summary}))
+    assert cells.peer_figures(path) == {("ETTh1", "S", 96): "PatchTST 0.0560, DLinear 0.0679 (L=96)"}
+    assert cells.peer_figures(tmp_path / "absent.json") == {}
+
+
 def test_parse_cell_names_what_is_wrong():
     assert cells.parse_cell("ETTm2:M:720") == ("ETTm2", "M", 720)
     for bad in ("ETTh1:S", "ETTx:S:96", "ETTh1:X:96", "ETTh1:S:h"):

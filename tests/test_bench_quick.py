@@ -209,3 +209,17 @@ def test_gpu_dry_run(tmp_path):
     ]
     assert all("error" not in r and finite(r["windows_per_s"]) for r in train)
     assert json.loads((out / "machine.json").read_text())["ett_dir"] == str(ROOT / "data")
+
+
+def test_peers(tmp_path):
+    """``bench/peers.py --quick``: ours on the peers' protocol (and the peers too where the peer
+    environment exists; CI does not build it: the suite does not depend on the peers)."""
+    out = tmp_path / "peers.json"
+    done = run_bench(tmp_path, python("peers.py", "--quick", "--out", out), timeout=400)
+    result = json.loads(out.read_text())
+    ours = [r for r in result["rows"] if r["side"] == "ours"]
+    assert ours and all(finite(r["test_mse"], r["test_mae"], r["fit_s"]) for r in ours)
+    assert result["protocol"]["n_test"] > 0
+    if not (ROOT / ".venv-peers" / "bin" / "python").exists():
+        assert "peers skipped" in done.stdout
+        assert not [r for r in result["rows"] if r["side"] == "peer"]
