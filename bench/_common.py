@@ -42,6 +42,21 @@ def ett_path(dataset: str) -> Path:
     return path
 
 
+def ett_protocol(dataset: str, features: str) -> dict[str, Any]:
+    """The ``data`` and ``split`` sections of the ETT protocol: the file, OT (``S``) or the seven
+    columns (``M``), the frequency and the published borders."""
+    freq = FREQ[dataset]
+    return {
+        "data": {
+            "path": str(ett_path(dataset)),
+            "time_column": "date",
+            "target": "OT" if features == "S" else list(ETT_COLUMNS),
+            "freq": freq,
+        },
+        "split": {"method": "borders", "borders": list(BORDERS[freq])},
+    }
+
+
 def ett_config(
     dataset: str,
     features: str,
@@ -58,15 +73,8 @@ def ett_config(
     """
     from forecasting.config import config_from_dict
 
-    freq = FREQ[dataset]
     raw = {
-        "data": {
-            "path": str(ett_path(dataset)),
-            "time_column": "date",
-            "target": "OT" if features == "S" else list(ETT_COLUMNS),
-            "freq": freq,
-        },
-        "split": {"method": "borders", "borders": list(BORDERS[freq])},
+        **ett_protocol(dataset, features),
         "window": {"lookback": lookback, "horizon": horizon, "stride": 1},
         "training": {"progress": False, **(training or {})},
     }

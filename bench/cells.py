@@ -46,13 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import (
-    BORDERS,
-    ETT_COLUMNS,
-    FREQ,
     RESULTS,
     ROOT,
     append_row,
-    ett_path,
+    ett_protocol,
     load_average,
     machine,
     read_rows,
@@ -133,16 +130,9 @@ def cell_config(cell: Cell, quick: bool = False, device: str = "cpu") -> dict[st
     with bf16 autocast (``bench/gpu.sh``), everything else as shipped.
     """
     dataset, features, horizon = cell
-    freq = FREQ[dataset]
     slug = f"{dataset}-{features}-{horizon}".lower()
     config: dict[str, Any] = {
-        "data": {
-            "path": str(ett_path(dataset)),
-            "time_column": "date",
-            "target": "OT" if features == "S" else list(ETT_COLUMNS),
-            "freq": freq,
-        },
-        "split": {"method": "borders", "borders": list(BORDERS[freq])},
+        **ett_protocol(dataset, features),
         "window": {"horizon": horizon},
         "models": [{"name": name} for name in FAMILIES],
         "tracking": {"experiment": f"cells-{slug}", "registered_model": f"cells-{slug}"},
