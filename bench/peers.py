@@ -491,25 +491,27 @@ def main_parent(args: argparse.Namespace) -> None:
         tmp = Path(name)
         np.save(tmp / "series.npy", z)
         (tmp / "protocol.json").write_text(json.dumps(protocol))
+
+        def run_worker(side: str, name: str) -> dict[str, Any] | None:
+            """One worker: spawned, its targets checked against the reference; None if it failed."""
+            result = spawn(side, name, args, tmp)
+            procs.append(result)
+            if "error" in result:
+                print(f"{side} {name} failed: {result['error']}", flush=True)
+                return None
+            y = np.load(tmp / f"y-{side}-{name}.npy", allow_pickle=False)
+            target_diff[f"{side}:{name}"] = check_targets(y_ref, y, f"{side} {name}")
+            print(f"{side} {name}: {len(result['rows'])} fits in {result['wall_s']:.0f} s", flush=True)
+            return result
+
         for family in args.families:
-            ours = spawn("ours", family, args, tmp)
-            procs.append(ours)
-            if "error" in ours:
-                print(f"ours {family} failed: {ours['error']}", flush=True)
+            ours = run_worker("ours", family)
+            if ours is None:
                 continue
-            y_ours = np.load(tmp / f"y-ours-{family}.npy", allow_pickle=False)
-            target_diff[f"ours:{family}"] = check_targets(y_ref, y_ours, f"ours {family}")
-            print(f"ours {family}: {len(ours['rows'])} fits in {ours['wall_s']:.0f} s", flush=True)
             for model in FAMILIES[family] if peers else []:
-                peer = spawn("peer", model, args, tmp)
-                procs.append(peer)
-                if "error" in peer:
-                    print(f"peer {model} failed: {peer['error']}", flush=True)
-                    continue
-                y_peer = np.load(tmp / f"y-peer-{model}.npy", allow_pickle=False)
-                target_diff[f"peer:{model}"] = check_targets(y_ref, y_peer, f"peer {model}")
-                print(f"peer {model}: {len(peer['rows'])} fits in {peer['wall_s']:.0f} s", flush=True)
-                summary.append(compare(ours, peer))
+                peer = run_worker("peer", model)
+                if peer is not None:
+                    summary.append(compare(ours, peer))
     print_report(procs, summary, args)
     worst = max(target_diff.values(), default=float("nan"))
     print(
