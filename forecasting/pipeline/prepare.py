@@ -99,12 +99,12 @@ def run_key(prepared: Prepared) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fit_data_scaler(rows: pd.DataFrame, data: IngestResult) -> Scaler:
+def fit_data_scaler(rows: pd.DataFrame, data: IngestResult, flat: list[str] | None = None) -> Scaler:
     """The scaler of ``data``'s columns fit on ``rows``: the target and past/future covariates per
     series; statics across series (scaled per series, a store's constant size would become 0).
     A split on which every series' target is constant leaves nothing to learn from:
-    ``ConstantSeriesError``."""
-    flat = flat_target_series(rows)
+    ``ConstantSeriesError``. ``flat``: ``flat_target_series(rows)``, when the caller has it."""
+    flat = flat_target_series(rows) if flat is None else flat
     if flat and len(flat) == rows[SERIES].nunique():
         raise ConstantSeriesError(
             f"series {format_rows(flat)}: the target is constant on the training split of every "
@@ -134,7 +134,8 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     cfg, choices = resolve_defaults(cfg, data)
     data, padded = pad_short_series(cfg, data)
     split = split_frame(data.frame, cfg.split, cfg.window)
-    scaler = fit_data_scaler(split.train, data)
+    flat = flat_target_series(split.train)
+    scaler = fit_data_scaler(split.train, data, flat)
     spec = DataSpec(
         lookback=int(cfg.window.lookback),
         horizon=cfg.window.horizon,
@@ -149,7 +150,6 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     )
     if len(padded):
         choices["padded_series"] = len(padded)
-    flat = flat_target_series(split.train)
     if flat:
         choices["flat_train_series"] = len(flat)
     return Prepared(
