@@ -320,6 +320,9 @@ class PredictConfig(_Section):
     model: str | None = None  # NAME, NAME@alias or NAME/version; default: registered_model@champion
     input: Path | None = None  # default: the training data
     output: Path = Path("outputs/forecast.csv")
+    # Series per chunk: each chunk is validated, forecast and written (a Parquet row group) in turn,
+    # and on Dask (orchestration.dask_address / dask_local_workers) is one task on a worker.
+    chunk_series: int = Field(10_000, ge=1)
 
 
 # --- hyper-parameter and architecture search -----------------------------------------------------

@@ -36,10 +36,12 @@ that need it.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import importlib.metadata
 import json
 import os
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
     DuplicateTimestampError,
+    InputValidationError,
     ModelIntegrityError,
     ModelLoadError,
     NonFiniteForecastError,
@@ -628,37 +631,85 @@ def _reason(err: OSError) -> str:
     return err.strerror or str(err) or type(err).__name__
 
 
-def write_table_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    """Write CSV or Parquet (by suffix) so that ``path`` is either the whole new file or untouched.
+class TableWriter:
+    """Write CSV or Parquet (by suffix) chunk by chunk, so that ``path`` ends up either the whole
+    new file or untouched.
 
-    The data goes to a hidden temporary file in the same folder, is flushed to disk and then
-    renamed over ``path`` (``os.replace`` is atomic within one file system). Missing folders are
-    created; any OS error (no permission, read-only, disk full) is an ``OutputPathError``.
+    The chunks go to a hidden temporary file in the same folder (a CSV chunk appended under one
+    header, a Parquet chunk as one row group); leaving the ``with`` block without an error flushes
+    it to disk and renames it over ``path`` (``os.replace`` is atomic within one file system), an
+    error removes it. Missing folders are created with the first chunk; any OS error (no permission, read-only, disk
+    full) is an ``OutputPathError``.
     """
-    path = Path(path)
-    fmt = _output_format(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputPathError(
-            f"output {str(path)!r}: cannot create its folder {str(path.parent)!r}: {_reason(err)}"
-        ) from None
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False, compression="gzip" if path.name.lower().endswith(".gz") else None)
-        else:
-            frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputPathError(f"output {str(path)!r} cannot be written: {_reason(err)}") from err
-        raise
-    return path
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.format = _output_format(self.path)
+        self.tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
+        self._files = contextlib.ExitStack()  # the open temporary file, closed on the way out
+        self._parquet: Any = None
+        self._csv: Any = None
+        self.chunks = 0
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.chunks == 0:  # the folder appears with the first chunk, never for a failed call
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                folder = str(self.path.parent)
+                raise OutputPathError(
+                    f"output {str(self.path)!r}: cannot create its folder {folder!r}: {_reason(err)}"
+                ) from None
+        try:
+            if self.format == "csv":
+                if self._csv is None:
+                    gz = self.path.name.lower().endswith(".gz")
+                    opener = gzip.open if gz else open
+                    self._csv = self._files.enter_context(opener(self.tmp, "wt", newline=""))
+                frame.to_csv(self._csv, index=False, header=self.chunks == 0)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if self._parquet is None:
+                    self._parquet = self._files.enter_context(pq.ParquetWriter(self.tmp, table.schema))
+                self._parquet.write_table(table.cast(self._parquet.schema), row_group_size=max(len(frame), 1))
+        except OSError as err:
+            raise OutputPathError(f"output {str(self.path)!r} cannot be written: {_reason(err)}") from err
+        self.chunks += 1
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
+        try:
+            self._files.close()
+            if err is None:
+                if self.chunks == 0:
+                    raise ValueError("TableWriter: nothing was written")
+                with open(self.tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(self.tmp, self.path)
+        except BaseException as failure:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink(missing_ok=True)
+            if isinstance(failure, OSError):
+                raise OutputPathError(
+                    f"output {str(self.path)!r} cannot be written: {_reason(failure)}"
+                ) from failure
+            raise
+        finally:
+            if err is not None:
+                with contextlib.suppress(OSError):
+                    self.tmp.unlink(missing_ok=True)
+
+
+def write_table_atomic(frame: pd.DataFrame, path: Path) -> Path:
+    """Write one frame as CSV or Parquet (by suffix) atomically (``TableWriter``)."""
+    with TableWriter(path) as writer:
+        writer.write(frame)
+    return Path(path)
 
 
 def batch_predict(
@@ -670,6 +721,9 @@ def batch_predict(
     model_name: str | None = None,
     model_version: str | int | None = None,
     run_id: str | None = None,
+    chunk_series: int | None = None,
+    dask_address: str | None = None,
+    dask_local_workers: int | None = None,
 ) -> pd.DataFrame:
     """Forecast every series of a CSV/Parquet file with an MLflow model logged by ``log_pyfunc``.
 
@@ -679,7 +733,16 @@ def batch_predict(
     The output (``series_id, t, yhat, model_name, model_version, run_id``) is written atomically
     as CSV or Parquet by ``output_path``'s suffix and returned. Unset identity fields default to
     what ``model_uri`` and the model's metadata tell (see ``model_identity``).
+
+    The series go in chunks of ``chunk_series`` (None: all at once), each validated, forecast and
+    written (a Parquet row group) in turn; with ``dask_address`` or ``dask_local_workers`` the
+    chunks are forecast on Dask workers (``forecasting.partition``), each loading the model once
+    from the tracking store this process uses. The file and the frame returned are the same
+    whatever the chunking. A validation error in one chunk of several is reported as validating
+    the whole file reports it (its row numbers are the file's).
     """
+    from forecasting.partition import chunk_map, from_ipc, series_chunks, to_ipc
+
     output_path = Path(output_path)
     check_output_path(output_path)  # a bad suffix or an unwritable folder fails before any work
     bundle, metadata = load_pyfunc_bundle(model_uri)
@@ -688,13 +751,82 @@ def batch_predict(
     # The training file's format says nothing about this file: detect it unless overridden.
     fmt = (data_cfg_overrides or {}).get("format", "auto")
     raw = read_table(input_path, fmt, text_columns=ids, columns=[*_configured(cfg), SERIES, TIME, TARGET])
-    forecasts = bundle.forecast(raw, data_cfg_overrides, source=str(input_path))
     uri_name, uri_version, uri_run = model_identity(model_uri, getattr(metadata, "run_id", None))
-    forecasts = forecasts.assign(
-        model_name=model_name if model_name is not None else uri_name,
-        model_version=str(model_version) if model_version is not None else uri_version,
-        run_id=run_id if run_id is not None else uri_run,
-    )[output_columns(forecasts)]
-    write_table_atomic(forecasts, output_path)
+    identity = {
+        "model_name": model_name if model_name is not None else uri_name,
+        "model_version": str(model_version) if model_version is not None else uri_version,
+        "run_id": run_id if run_id is not None else uri_run,
+    }
+    source = str(input_path)
+    key = _id_column_of(raw, cfg, data_cfg_overrides)
+    chunks = series_chunks(raw[key], chunk_series) if key and chunk_series else []
+    parts: list[pd.DataFrame] = []
+    try:
+        with TableWriter(output_path) as writer, chunk_map(dask_address, dask_local_workers) as run:
+            if len(chunks) <= 1 and not (dask_address or dask_local_workers):
+                results: Any = [bundle.forecast(raw, data_cfg_overrides, source=source)]
+            elif dask_address or dask_local_workers:
+                import mlflow
+
+                pieces = (to_ipc(raw.iloc[rows]) for rows in chunks or [slice(None)])
+                uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+                results = (
+                    from_ipc(part)
+                    for part in run(forecast_chunk, pieces, model_uri, *uris, data_cfg_overrides, source)
+                )
+            else:
+                results = (
+                    bundle.forecast(raw.iloc[rows], data_cfg_overrides, source=source) for rows in chunks
+                )
+            for forecasts in results:
+                forecasts = forecasts.assign(**identity)[output_columns(forecasts)]
+                writer.write(forecasts)
+                parts.append(forecasts)
+    except InputValidationError:
+        if len(chunks) > 1:  # name the offending rows as the whole file's validation does
+            bundle.canonical(raw, data_cfg_overrides, source=source)
+        raise
+    forecasts = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     forecasts.attrs["freq"] = bundle.freq  # the step between rows: the archive's origin and steps
     return forecasts
+
+
+def _id_column_of(raw: pd.DataFrame, cfg: DataConfig, overrides: dict[str, Any] | None) -> str | None:
+    """The column that names each row's series in ``raw``, as ``Bundle.canonical`` reads it; None
+    for one series or a wide table (whose series are columns: one chunk)."""
+    if not overrides and {SERIES, TIME, TARGET} <= {str(c) for c in raw.columns}:
+        return SERIES
+    if cfg.is_wide or cfg.id_column is None or cfg.id_column not in raw.columns:
+        return None
+    return cfg.id_column
+
+
+# The bundle a Dask worker process has loaded, by tracking store and model URI (one at a time).
+_WORKER_BUNDLE: dict[tuple[str, str, str], Bundle] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def forecast_chunk(
+    chunk: bytes,
+    model_uri: str,
+    tracking_uri: str,
+    registry_uri: str,
+    overrides: dict[str, Any] | None,
+    source: str,
+) -> bytes:
+    """A Dask task of ``batch_predict``: the forecasts (Arrow IPC) of one chunk of the input (Arrow
+    IPC), with the model loaded (and verified) once per worker process from the given store."""
+    key = (tracking_uri, registry_uri, model_uri)
+    with _WORKER_LOCK:
+        bundle = _WORKER_BUNDLE.get(key)
+        if bundle is None:
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(registry_uri)
+            bundle, _ = load_pyfunc_bundle(model_uri)
+            _WORKER_BUNDLE.clear()
+            _WORKER_BUNDLE[key] = bundle
+    from forecasting.partition import from_ipc, to_ipc
+
+    return to_ipc(bundle.forecast(from_ipc(chunk), overrides, source=source))

@@ -431,15 +431,20 @@ def test_batch_predict_failure_leaves_no_file(logged, history, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_atomic_write_failure_midway(tmp_path, monkeypatch, suffix):
-    frame = pd.DataFrame({"series_id": ["a"], "t": [pd.Timestamp("2024")], "yhat": [1.0]})
-    method = "to_csv" if suffix == ".csv" else "to_parquet"
+    import pyarrow.parquet as pq
 
-    def broken(self, path, *args, **kwargs):
-        Path(path).write_bytes(b"partial")
+    frame = pd.DataFrame({"series_id": ["a"], "t": [pd.Timestamp("2024")], "yhat": [1.0]})
+
+    def broken(self, where, *args, **kwargs):  # some bytes reach the file, then the disk is full
+        if hasattr(where, "write"):
+            where.write("partial")
         raise OSError("disk full")
 
     target = tmp_path / f"out{suffix}"
-    monkeypatch.setattr(pd.DataFrame, method, broken)
+    if suffix == ".csv":
+        monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
+    else:  # the writer has created the file when its first row group fails
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
     with pytest.raises(OutputPathError, match="disk full"):
         write_table_atomic(frame, target)
     assert list(tmp_path.iterdir()) == []

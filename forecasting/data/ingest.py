@@ -159,7 +159,10 @@ def read_table(
 
             schema_names = list(pq.read_schema(path).names)
             _check_duplicate_columns(schema_names, path, [*columns, *text_columns])
-            frame = pd.read_parquet(path)
+            selected = _parquet_columns(schema_names, [*columns, *text_columns])
+            frame = pd.read_parquet(path, columns=selected)
+            if selected is not None:
+                frame.attrs["columns_in_file"] = len(schema_names)
         except DuplicateColumnError:
             raise
         except Exception as err:  # pyarrow raises many unrelated types for a bad file
@@ -168,6 +171,16 @@ def read_table(
     if frame.empty:
         raise EmptyDataError(f"data file {str(path)!r} has a header but no data rows")
     return frame
+
+
+def _parquet_columns(names: list[str], wanted: Sequence[str]) -> list[str] | None:
+    """The columns of a Parquet file worth reading: the configured ones and any that differ from
+    one only in case (so that messages can name them), or every column when nothing is configured.
+    Parquet stores columns apart, so the others are never read (a wide file costs what it uses)."""
+    if not wanted:
+        return None
+    folded = {c.casefold() for c in wanted}
+    return [c for c in names if c in wanted or c.casefold() in folded] or names[:1]
 
 
 def _check_regular_file(path: Path) -> None:

@@ -7,8 +7,10 @@ every series, serially for a few series and in worker processes above ``parallel
 crosses a process boundary as a pickle: a worker is this module run as a program
 (``python -m forecasting.models.statistical``) that reads its series from an NPZ file (loaded with
 ``allow_pickle=False``), takes the fitter's *name* and its options as JSON on its command line, and
-writes its parameter rows to another NPZ file. Inside a daemonic process (a Dask or
-multiprocessing worker: the task runner is already parallel) the fit stays serial.
+writes its parameter rows to another NPZ file. Inside a daemonic process (a multiprocessing
+worker: the task runner is already parallel) the fit stays serial. Inside a task on a Dask worker
+(the training fan-out on a cluster) the chunks are tasks of that cluster instead, spread over its
+workers; the fitter travels by name there too, the series as float64 arrays.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ def fit_series(
     the number of workers.
     """
     fit_one = _fitter(family)
+    if len(ys) > parallel_above and n_jobs != 1:
+        on_dask = _fit_on_dask_cluster(family, ys, options)
+        if on_dask is not None:
+            return on_dask
     workers = min(n_jobs or available_cores(), len(ys))
     if workers <= 1 or len(ys) <= parallel_above or multiprocessing.current_process().daemon:
         return fit_chunk(fit_one, list(ys), options), 1
@@ -130,6 +136,41 @@ def fit_series(
             raise ForecastingError(f"{family}: a worker fitting series failed: {tail[0]}")
         parts = [_load_rows(folder / f"out-{k}.npz") for k in range(n_chunks)]
     return np.concatenate(parts), workers
+
+
+def _fit_on_dask_cluster(
+    family: str, ys: Sequence[np.ndarray], options: dict[str, Any]
+) -> tuple[np.ndarray, int] | None:
+    """Inside a task on a Dask worker (the training fan-out on ``orchestration.dask_address``):
+    the series' chunks fitted as tasks of the same cluster, spread over its workers (the task
+    gives its thread back while it waits); None elsewhere, or on a cluster of one worker. Each
+    chunk crosses as a flat float64 array and its offsets; the fitter travels by name."""
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):
+        return None
+    with worker_client() as client:
+        workers = len(client.scheduler_info().get("workers", {}))
+        if workers <= 1:
+            return None
+        n_chunks = min(len(ys), workers * _CHUNKS_PER_WORKER)
+        bounds = np.linspace(0, len(ys), n_chunks + 1).astype(int)
+        futures = []
+        for a, b in itertools.pairwise(bounds):
+            chunk = list(ys[a:b])
+            offsets = np.concatenate([[0], np.cumsum([len(y) for y in chunk])]).astype(np.int64)
+            futures.append(
+                client.submit(fit_packed, family, np.concatenate(chunk), offsets, options, pure=False)
+            )
+        parts = client.gather(futures)
+    return np.concatenate(parts), workers
+
+
+def fit_packed(family: str, y: np.ndarray, offsets: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    """The parameter rows of the series packed in ``y`` at ``offsets`` (one chunk of a Dask fit)."""
+    return fit_chunk(_fitter(family), [y[a:b] for a, b in itertools.pairwise(offsets)], options)
 
 
 def fit_chunk(fit_one: FitOne, ys: list[np.ndarray], options: dict[str, Any]) -> np.ndarray:

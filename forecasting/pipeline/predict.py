@@ -43,11 +43,31 @@ def batch_predict(
     tags = {"role": "prediction", "model_name": name, "model_version": version, "source_run_id": source_run}
     with tracker.run(f"predict {name} v{version} {source.name}", tags=tags) as run:
         start = time.perf_counter()
+        orch = cfg.orchestration
         forecasts = serving.batch_predict(
-            uri, source, output, model_name=name, model_version=version, run_id=source_run
+            uri,
+            source,
+            output,
+            model_name=name,
+            model_version=version,
+            run_id=source_run,
+            chunk_series=cfg.predict.chunk_series,
+            dask_address=orch.dask_address,
+            dask_local_workers=orch.dask_local_workers,
         )
         seconds = time.perf_counter() - start
-        run.log_params({"model_uri": uri, "input": str(source), "output": str(output)})
+        where = orch.dask_address or (
+            f"LocalCluster({orch.dask_local_workers})" if orch.dask_local_workers else "process"
+        )
+        run.log_params(
+            {
+                "model_uri": uri,
+                "input": str(source),
+                "output": str(output),
+                "chunk_series": cfg.predict.chunk_series,
+                "executor": where,
+            }
+        )
         run.log_metrics(
             {"n_series": forecasts[SERIES].nunique(), "rows": len(forecasts), "predict_seconds": seconds}
         )

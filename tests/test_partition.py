@@ -1,0 +1,237 @@
+"""Per-series work in chunks and on Dask: chunked batch prediction writes the same file as one
+pass (Parquet row groups, one per chunk), a bad row in a later chunk is named as the whole file
+names it and leaves nothing behind, Parquet is read column by column, and a real `dask scheduler`
+with two `dask worker` processes on loopback trains a pipeline and forecasts its chunks, giving
+the single process's forecasts to the last digit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from servers import free_port, stop
+from test_pipeline import make_config, raw_config
+
+from forecasting import serving
+from forecasting.config import config_from_dict, load_config
+from forecasting.data.ingest import read_table
+from forecasting.errors import NonNumericValueError
+from forecasting.partition import from_ipc, series_chunks, to_ipc
+
+MODELS = [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}]
+
+
+def test_series_chunks_follow_the_canonical_order_and_keep_file_order():
+    ids = pd.Series(["b", "a", "c", "a", "b", "d", "c"], dtype="str")
+    chunks = series_chunks(ids, 2)
+    assert [ids.iloc[c].tolist() for c in chunks] == [["a", "a", "b", "b"], ["c", "c", "d"]]
+    assert chunks[0].tolist() == [1, 3, 0, 4]  # rows of one series in file order
+    assert [len(c) for c in series_chunks(ids, 10)] == [7]
+    assert sum(len(c) for c in series_chunks(ids, 1)) == 7 and len(series_chunks(ids, 1)) == 4
+
+
+def test_arrow_ipc_round_trip_keeps_values_and_dtypes():
+    frame = pd.DataFrame(
+        {
+            "series_id": pd.array(["007", "x"], dtype="str"),
+            "t": pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00"]).tz_localize("UTC"),
+            "y": [1.5, np.nan],
+        }
+    )
+    back = from_ipc(to_ipc(frame))
+    pd.testing.assert_frame_equal(back, frame)
+
+
+def test_parquet_is_read_column_by_column(tmp_path):
+    frame = pd.DataFrame(
+        {"ts": ["2024-01-01"] * 3, "Sales": [1.0, 2, 3], "blob": ["x" * 100] * 3, "id": ["a"] * 3}
+    )
+    frame.to_parquet(tmp_path / "wide.parquet", index=False)
+    read = read_table(tmp_path / "wide.parquet", columns=["ts", "sales", "id"])
+    assert list(read.columns) == ["ts", "Sales", "id"]  # "Sales" kept: it differs only in case
+    assert read.attrs["columns_in_file"] == 4
+    assert list(read_table(tmp_path / "wide.parquet").columns) == ["ts", "Sales", "blob", "id"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A registered AR model over 3 synthetic series, and its input as CSV and Parquet."""
+    from forecasting.pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("chunks")
+    cfg = make_config(tmp, "chunks", MODELS)
+    run_pipeline(cfg)
+    uri = "models:/chunks-model@champion"
+    csv = tmp / "sales.csv"
+    frame = pd.read_csv(csv, dtype={"store": str})
+    frame.to_parquet(tmp / "sales.parquet", index=False)
+    return uri, tmp, csv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_chunked_prediction_writes_the_same_forecasts(trained, suffix):
+    uri, tmp, _ = trained
+    source = tmp / f"sales.{suffix}"
+    whole = serving.batch_predict(uri, source, tmp / f"whole.{suffix}")
+    chunked = serving.batch_predict(uri, source, tmp / f"chunked.{suffix}", chunk_series=1)
+    assert len(whole) == 3 * 12 and whole["series_id"].nunique() == 3
+    pd.testing.assert_frame_equal(chunked, whole)
+    read = pd.read_csv if suffix == "csv" else pd.read_parquet
+    pd.testing.assert_frame_equal(read(tmp / f"chunked.{suffix}"), read(tmp / f"whole.{suffix}"))
+    if suffix == "parquet":  # one row group per chunk: a reader can stream the file
+        assert pq.ParquetFile(tmp / "chunked.parquet").metadata.num_row_groups == 3
+        assert pq.ParquetFile(tmp / "whole.parquet").metadata.num_row_groups == 1
+    two = serving.batch_predict(uri, source, tmp / f"two.{suffix}", chunk_series=2)
+    pd.testing.assert_frame_equal(two, whole)
+
+
+@pytest.mark.slow
+def test_a_bad_row_in_a_later_chunk_is_named_as_the_whole_file_names_it(trained):
+    uri, tmp, csv = trained
+    frame = pd.read_csv(csv, dtype=str)
+    last = frame.index[frame["store"] == "store-2"][-5]
+    frame.loc[last, "sales"] = "n/a?"
+    bad = tmp / "bad.csv"
+    frame.to_csv(bad, index=False)
+    out = tmp / "bad-out.csv"
+    with pytest.raises(NonNumericValueError) as whole:
+        serving.batch_predict(uri, bad, out)
+    with pytest.raises(NonNumericValueError) as chunked:
+        serving.batch_predict(uri, bad, out, chunk_series=1)
+    assert str(chunked.value) == str(whole.value) and f"row {last} (series 'store-2'" in str(whole.value)
+    assert not out.exists() and not [p for p in tmp.iterdir() if p.name.startswith(".bad-out")]
+
+
+def test_prediction_chunk_setting_reaches_the_prediction(tmp_path):
+    """``predict.chunk_series`` is logged with the prediction run and sets the row groups."""
+    from mlflow import MlflowClient
+
+    from forecasting.pipeline import batch_predict, run_pipeline
+
+    raw = raw_config(tmp_path, "chunk-key", MODELS[:1], predict={"output": str(tmp_path / "f.parquet")})
+    raw["predict"]["chunk_series"] = 2
+    cfg = config_from_dict(raw)
+    run_pipeline(cfg)
+    out = batch_predict(cfg)
+    assert pq.ParquetFile(out["output"]).metadata.num_row_groups == 2  # 3 series in chunks of 2
+    params = MlflowClient().get_run(out["prediction_run_id"]).data.params
+    assert params["chunk_series"] == "2" and params["executor"] == "process"
+
+
+# --- a real Dask cluster on loopback -------------------------------------------------------------
+def _dask(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dask"), *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def dask_cluster(tmp_path, prefect_harness):
+    """`dask scheduler` and two `dask worker` processes (one thread each) on loopback."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
+        "PREFECT_HOME": str(tmp_path / "ph"),
+    }
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [
+        _dask(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            ":0",
+            env=env,
+            log=tmp_path / "scheduler.log",
+        )
+    ]
+    try:
+        for k in range(2):
+            procs.append(
+                _dask(
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--nworkers",
+                    "1",
+                    "--no-nanny",
+                    "--dashboard-address",
+                    ":0",
+                    "--name",
+                    f"w{k}",
+                    env=env,
+                    log=tmp_path / f"worker{k}.log",
+                )
+            )
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            yield address, client
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_cluster):
+    from distributed import get_task_stream
+
+    import flows.pipeline as fp
+    from forecasting.pipeline.predict import resolve_model
+    from forecasting.tracking import Tracker
+
+    address, client = dask_cluster
+    models = [*MODELS, {"name": "theta", "params": {"parallel_above": 1}}]  # its 3 series as tasks
+    raw = raw_config(tmp_path, "on-dask", models, orchestration={"dask_address": address})
+    raw["predict"]["chunk_series"] = 1
+    path = tmp_path / "on-dask.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with get_task_stream(client) as stream:
+        outcome = fp.forecast_pipeline(str(path))
+    assert {row["status"] for row in outcome["leaderboard"]} == {"FINISHED"}
+    ran = {}
+    for task in stream.data:
+        ran.setdefault(str(task["key"]).split("-")[0].strip("('\""), set()).add(task["worker"])
+    assert "fit_packed" in ran and "forecast_chunk" in ran, sorted(ran)  # theta's series, the chunks
+    on_dask = pd.read_parquet(outcome["prediction"]["output"])
+    assert len(on_dask) == 3 * 12
+    # every chunk ran on a worker: the workers loaded the model, this process did not
+    loaded = client.run(lambda: [key[2] for key in __import__("forecasting.serving").serving._WORKER_BUNDLE])
+    assert set(loaded) == {w for w in client.scheduler_info()["workers"]}
+    assert any(loaded.values()) and not serving._WORKER_BUNDLE
+    # the same model in this process, in one pass: the same forecasts to the last digit
+    cfg = load_config(path)
+    name, version, run_id, uri = resolve_model(
+        Tracker(cfg.tracking), f"{cfg.tracking.registered_model}@champion"
+    )
+    here = serving.batch_predict(
+        uri,
+        tmp_path / "sales.csv",
+        tmp_path / "here.parquet",
+        model_name=name,
+        model_version=version,
+        run_id=run_id,
+    )
+    pd.testing.assert_frame_equal(on_dask, pd.read_parquet(tmp_path / "here.parquet"))
+    assert np.array_equal(on_dask["yhat"].to_numpy(), here["yhat"].to_numpy())
+    assert pq.ParquetFile(outcome["prediction"]["output"]).metadata.num_row_groups == 3
