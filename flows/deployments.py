@@ -1,6 +1,7 @@
-"""Cron-scheduled deployments of the forecasting flows, served by `forecast serve`.
+"""Cron-scheduled deployments of the forecasting flows: served by `forecast serve` in its own
+process, or registered to a work pool by `forecast deploy` for ``prefect worker`` processes.
 
-The same deployments are declared in ``prefect.yaml`` for work-pool workers
+The demo config's deployments are also declared in ``prefect.yaml`` for work-pool workers
 (``prefect deploy --all`` then ``prefect worker start --pool forecasting``).
 
 Every deployment's entrypoint is the absolute path of the flow's file (``entrypoint_of``), and
@@ -13,12 +14,16 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect.schedules import Cron
 
 from flows.monitoring import monitor
 from flows.pipeline import batch_predict, forecast_pipeline, train
 from forecasting.config import Config, ScheduleSpec
+from forecasting.errors import ForecastingError
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 FLOWS = {
     "forecast_pipeline": forecast_pipeline,
@@ -26,6 +31,10 @@ FLOWS = {
     "batch_predict": batch_predict,
     "monitor": monitor,
 }
+
+
+class WorkPoolError(ForecastingError):
+    """The work pool to deploy to does not exist on the Prefect API."""
 
 
 def deployment_name(spec: ScheduleSpec) -> str:
@@ -60,3 +69,33 @@ def serve(config_path: Path, cfg: Config, limit: int | None = None) -> None:
 
     deployments = build_deployments(config_path, cfg)
     prefect_serve(*deployments, limit=limit, print_starting_message=True)
+
+
+def deploy(config_path: Path, cfg: Config, work_pool: str) -> list[UUID]:
+    """Register (or update) the deployments with the Prefect API for the workers of ``work_pool``;
+    returns their ids.
+
+    Nothing is built or pushed: a worker runs the flow from this checkout, at this path, on its own
+    disk. Each deployment's one pull step sets the flow run's working directory to the checkout
+    (``LocalStorage``, as ``prefect.yaml``'s pull step does); without a pull step Prefect would copy
+    the folder the deployment was built in into the flow run's directory first.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.runner.storage import LocalStorage
+    from prefect.settings import PREFECT_API_URL
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(work_pool)
+        except ObjectNotFound:
+            api = PREFECT_API_URL.value() or "the local ephemeral API"
+            raise WorkPoolError(
+                f"no work pool {work_pool!r} on the Prefect API at {api}; create it with "
+                f"`prefect work-pool create {work_pool} --type process`, or name another with --pool"
+            ) from None
+    ids = []
+    for deployment in build_deployments(config_path, cfg):
+        deployment.storage = LocalStorage(str(PROJECT_DIR))
+        ids.append(deployment.apply(work_pool_name=work_pool))
+    return ids

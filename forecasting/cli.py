@@ -841,6 +841,31 @@ def serve(
     serve_deployments(config, cfg, limit=limit)
 
 
+@app.command()
+def deploy(
+    config: Annotated[Path, typer.Argument(help="YAML config with orchestration.schedules.")],
+    pool: Annotated[str, typer.Option(help="Work pool whose workers run the flows.")] = "forecasting",
+) -> None:
+    """Register the config's cron-scheduled deployments to a work pool, for `prefect worker`."""
+    _setup_environment()
+    from forecasting.config import load_config
+    from forecasting.errors import ConfigError
+
+    cfg = load_config(config)
+    if not cfg.orchestration.schedules:
+        raise ConfigError(f"{config}: orchestration.schedules is empty; nothing to deploy")
+    from flows.deployments import deploy as deploy_deployments
+    from flows.deployments import deployment_name
+
+    deploy_deployments(config, cfg, work_pool=pool)
+    for s in cfg.orchestration.schedules:
+        console.print(
+            f"deployed {s.flow}/[bold]{deployment_name(s)}[/] to work pool {pool!r} "
+            f"on cron {s.cron!r} ({s.timezone})"
+        )
+    console.print(f"run them with: prefect worker start --pool {pool} --type process")
+
+
 def _fail(err: BaseException, code: int) -> int:
     if _state["debug"]:
         import traceback

@@ -178,3 +178,33 @@ def models_serve(
             yield base
         finally:
             stop(proc)
+
+
+@contextmanager
+def prefect_server(database_url: str, home: Path, log: Path) -> Iterator[str]:
+    """``prefect server start`` on 127.0.0.1 (every service, no UI) over ``database_url``
+    (``sqlite+aiosqlite:///...`` or ``postgresql+asyncpg://...``), with ``PREFECT_HOME`` at ``home``;
+    yields its API URL (``http://127.0.0.1:PORT/api``) and stops the server's process group."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
+    }
+    env.pop("PREFECT_API_URL", None)
+    cmd = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        try:
+            wait_http(f"{api}/health", timeout=120, proc=proc)
+        except (RuntimeError, TimeoutError) as err:
+            raise RuntimeError(f"{err}; server log:\n{log.read_text()[-3000:]}") from None
+        yield api
+    finally:
+        stop(proc)
