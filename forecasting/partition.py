@@ -73,14 +73,23 @@ def local_map(fn: Callable[..., Any], items: Iterable[Any], *args: Any) -> Itera
 def chunk_map(dask_address: str | None = None, dask_local_workers: int | None = None) -> Iterator[ChunkMap]:
     """A ``map(fn, items, *args)`` that yields ``fn(item, *args)`` in the order of ``items``: on the
     workers of the Dask scheduler at ``dask_address``, of a ``LocalCluster`` of
-    ``dask_local_workers`` processes started (and stopped) here, or in this process."""
+    ``dask_local_workers`` processes started (and stopped) here, or in this process. Called
+    from a task on a Dask worker (the flows run their tasks on the configured cluster), it uses
+    that worker's cluster."""
     if not dask_address and not dask_local_workers:
         yield local_map
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_worker, worker_client
 
     with contextlib.ExitStack() as stack:
-        if dask_address:
+        try:
+            get_worker()  # this call is itself a task on a worker (the flow's tasks on Dask)
+            inside = True
+        except ValueError:
+            inside = False
+        if inside:  # the cluster it runs on; its thread is given back while it waits
+            client = stack.enter_context(worker_client())
+        elif dask_address:
             client = stack.enter_context(Client(dask_address, set_as_default=False))
         else:
             cluster = stack.enter_context(
