@@ -122,7 +122,8 @@ class SplitConfig(_Section):
 
 class WindowConfig(_Section):
     """``lookback``: steps of history a model reads; ``auto`` (the default) reads the data
-    (``forecasting.pipeline.defaults``). ``stride``: step between training windows.
+    (``forecasting.pipeline.defaults``). ``stride``: step between training windows;
+    ``eval_stride``: between validation and test windows.
     ``pad_short``: a series too short for a window is padded at its start with its first value
     (by at most a lookback, so every scored target is a real row) instead of being refused, in a
     ``counts`` split and at prediction time."""
@@ -130,6 +131,10 @@ class WindowConfig(_Section):
     lookback: int | Literal["auto"] = "auto"
     horizon: int = Field(96, ge=1)
     stride: int = Field(1, ge=1, description="step between training windows")
+    # Step between the validation and test windows (early stopping's too), counted back from each
+    # period's end: 1 scores every origin (the ETT protocol); a horizon gives the competitions'
+    # non-overlapping origins, one per validation fold, and divides the cost of scoring by it.
+    eval_stride: int = Field(1, ge=1, description="step between validation and test windows")
     pad_short: bool = True
 
     @field_validator("lookback")

@@ -189,3 +189,33 @@ def test_validation_is_scored_per_fold_over_the_last_horizons(tmp_path):
     fold_mse = [metrics[f"val_fold{k}_mse"] for k in range(3)]
     weights = np.bincount(folds)  # every window has 4 finite targets
     assert metrics["val_mse"] == pytest.approx(np.average(fold_mse, weights=weights))
+
+
+def test_eval_stride_keeps_one_origin_per_fold_and_scores_fewer_windows(tmp_path):
+    """``window.eval_stride`` = the horizon: in a counts split the validation windows are the 3
+    non-overlapping horizons (one per fold), the test window the last horizon; the metrics are
+    those of the same model on exactly those windows of the stride-1 run."""
+    from forecasting.pipeline import fit_and_score
+
+    path = _csv(tmp_path, {"a": 200, "b": 150})
+    every = prepare(_config(path, split={"method": "counts"}, window={"lookback": 24, "horizon": 4}))
+    strided = prepare(
+        _config(path, split={"method": "counts"}, window={"lookback": 24, "horizon": 4, "eval_stride": 4})
+    )
+    windows = strided.windows(strided.val)
+    assert len(every.windows(every.val)) == 18 and len(windows) == 6
+    assert strided.validation_folds(windows).tolist() == [0, 1, 2] * 2
+    assert len(strided.windows(strided.test)) == 2  # one test origin per series, as before
+    _, all_metrics, _ = fit_and_score(every, ModelSpec(name="naive"))
+    _, few, _ = fit_and_score(strided, ModelSpec(name="naive"))
+    batch = windows.batch(np.arange(len(windows)))  # naive: the last input, repeated
+    err = (batch["target"] - batch["y"][:, -1:]) ** 2
+    for k in range(3):  # each fold's MSE is that of its one origin per series
+        assert few[f"val_fold{k}_mse"] == pytest.approx(err[k::3].mean(), rel=1e-5)
+    assert few["test_mse"] == pytest.approx(all_metrics["test_mse"])
+    assert few["val_mse"] != pytest.approx(all_metrics["val_mse"])
+    fractions = prepare(_config(path, window={"lookback": 24, "horizon": 4, "eval_stride": 3}))
+    base = prepare(_config(path, window={"lookback": 24, "horizon": 4}))
+    n, m = len(fractions.windows(fractions.val)), len(base.windows(base.val))
+    assert n == sum((k - 1) // 3 + 1 for k in np.bincount(base.windows(base.val).series))
+    assert m > 2.5 * n

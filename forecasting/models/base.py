@@ -71,7 +71,8 @@ class DataSpec:
     future: list[str] = field(default_factory=list)
     static: list[str] = field(default_factory=list)
     calendar: list[str] = field(default_factory=list)
-    stride: int = 1  # step between training windows (``window.stride``); scoring uses every window
+    stride: int = 1  # step between training windows (``window.stride``)
+    eval_stride: int = 1  # step between validation (early stopping) and test windows (``window.eval_stride``)
     pad_short: bool = False  # predict for a history shorter than the lookback by left padding it
     # Prediction intervals (``intervals``): central levels in percent and extra quantile levels.
     # A family with native quantiles (AR's analytic bands, a quantile head) produces these.
@@ -147,7 +148,7 @@ class Forecaster(ABC):
         val_w = None
         if val is not None:
             self._check_columns(val, "validation data")
-            val_w = self.make_windows(val)
+            val_w = self.make_windows(val, stride=self.spec.eval_stride)
         self.freq_ = _infer_freq(train)
         self.series_ = [str(s) for s in pd.unique(train[SERIES])]
         self._fit(train, train_w, val_w, list(callbacks))

@@ -67,7 +67,7 @@ class Prepared:
 
     def windows(self, frame: pd.DataFrame) -> Windows:
         arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.spec.calendar)
-        return Windows(arrays, self.spec.lookback, self.spec.horizon, stride=1)
+        return Windows(arrays, self.spec.lookback, self.spec.horizon, stride=self.spec.eval_stride)
 
     def validation_folds(self, windows: Windows) -> np.ndarray:
         """The fold (0..K-1, K = ``split.val_horizons``) of each validation window: the
@@ -79,7 +79,8 @@ class Prepared:
         if self.cfg.split.method == "counts":
             return np.minimum(rel // self.spec.horizon, K - 1)
         per_series = np.bincount(windows.series, minlength=windows.arrays.n_series)[windows.series]
-        return np.minimum(rel * K // np.maximum(per_series, 1), K - 1)
+        rank = np.arange(len(windows)) - np.searchsorted(windows.series, windows.series)  # within its series
+        return np.minimum(rank * K // np.maximum(per_series, 1), K - 1)
 
     def with_config(self, cfg: Config) -> Prepared:
         """This preparation (same data, split and window) for another run's ``cfg``: its models,
@@ -144,6 +145,7 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
         static=list(data.static),
         calendar=resolve_calendar(cfg.features.calendar, data.freq),
         stride=cfg.window.stride,
+        eval_stride=cfg.window.eval_stride,
         pad_short=cfg.window.pad_short,
         levels=list(cfg.intervals.levels),
         quantiles=list(cfg.intervals.quantiles),
