@@ -74,3 +74,15 @@ def test_quick_scale_run_measures_every_stage(tmp_path):
     forecast = pd.read_parquet(next((tmp_path / "w").glob("n200-*")) / "forecast.parquet")
     assert forecast["series_id"].nunique() == 200  # every series forecast, the short ones too
     assert (tmp_path / "scale.png").stat().st_size > 0
+
+
+def test_variant_config_sets_the_families_and_the_dask_cluster(tmp_path):
+    import yaml
+
+    path = scale.variant_config(tmp_path, scale.CONFIG, ["naive", "ar"], 2)
+    cfg = yaml.safe_load(path.read_text())
+    assert [m["name"] for m in cfg["models"]] == ["naive", "ar"]
+    assert cfg["orchestration"]["dask_local_workers"] == 2
+    assert Path(cfg["data"]["path"]).is_absolute()
+    same = yaml.safe_load(scale.variant_config(tmp_path, scale.CONFIG, None, None).read_text())
+    assert "orchestration" not in same and len(same["models"]) == 7
