@@ -66,6 +66,7 @@ def test_prepare_resolves_every_open_setting_and_says_so(tmp_path):
         "window.lookback": 48,
         "models.seasonal_naive.season_length": 24,
         "training.max_train_windows": EPOCH_WINDOWS,
+        "training.max_val_windows": EPOCH_WINDOWS,
     }
     assert prepared.cfg.models[1].params == {"segment_len": 12}  # the config's own choice stays
     given = _config(path, window={"lookback": 30, "horizon": 24}, training={"max_train_windows": 100})

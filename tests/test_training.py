@@ -206,6 +206,26 @@ def test_max_steps_and_max_train_windows(sine_frame: pd.DataFrame) -> None:
     assert steps_per_epoch(len(w), cfg(max_train_windows=97, batch_size=32)) == 3  # a lone window is dropped
 
 
+def test_max_val_windows_scores_one_fixed_sample(sine_frame: pd.DataFrame) -> None:
+    """Early stopping's validation loss is the loss on one seeded sample of the validation windows,
+    the same every epoch: with the best weights restored, the sample's loss is the best epoch's."""
+    from forecasting.training.loop import validation_sample
+
+    w = windows(sine_frame)  # 1587 windows
+    settings = cfg(max_val_windows=40, epochs=3, max_train_windows=64, batch_size=32)
+    sample = validation_sample(len(w), settings)
+    assert len(sample) == 40 and np.all(np.diff(sample) > 0)
+    assert np.array_equal(sample, validation_sample(len(w), settings))
+    assert len(np.unique(w.series[sample])) == 3  # drawn across every series
+    assert validation_sample(len(w), cfg(max_val_windows=5000)) is None
+    net = TinyNet()
+    result = train(net, w, w, settings)
+    losses = [h["val_loss"] for h in result.history]
+    mse = lambda yhat, y, reduction="mean": nn.functional.mse_loss(yhat, y, reduction=reduction)  # noqa: E731
+    assert evaluate(net, w, mse, torch.device("cpu"), sample=sample) == pytest.approx(min(losses), rel=1e-5)
+    assert evaluate(net, w, mse, torch.device("cpu")) != pytest.approx(min(losses), rel=1e-5)
+
+
 def test_callbacks_and_history(train_val: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     calls = []
     m = lstm(cfg(epochs=3)).fit(*train_val, callbacks=[lambda e, m: calls.append((e, m))])

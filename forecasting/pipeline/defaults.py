@@ -11,7 +11,8 @@ data's frequency, the horizon and the series' lengths, before anything trains.
   is a moving average over one season (DLinear's 25 for hourly data); a ``tcn`` segment or a
   ``transformer`` patch longer than the lookback allows shrinks to fit it.
 - ``training.max_train_windows``: an epoch draws at most ``EPOCH_WINDOWS`` windows (a fresh random
-  sample each epoch), so 400 series do not cost 400 times one series.
+  sample each epoch), so 400 series do not cost 400 times one series; ``max_val_windows``: early
+  stopping scores at most as many validation windows (one fixed sample), for the same reason.
 
 ``resolve_defaults`` returns the concrete config and the choices it made; the pipeline logs the
 choices as ``defaults.*`` params and ``forecast validate`` prints them. A setting the config
@@ -91,8 +92,9 @@ def resolve_defaults(cfg: Config, data: IngestResult) -> tuple[Config, dict[str,
         choices.update({f"models.{spec.run_name}.{k}": v for k, v in extra.items()})
         models.append(spec.model_copy(update={"params": {**spec.params, **extra}}) if extra else spec)
     training = cfg.training
-    if "max_train_windows" not in training.model_fields_set:
-        training = training.model_copy(update={"max_train_windows": EPOCH_WINDOWS})
-        choices["training.max_train_windows"] = EPOCH_WINDOWS
+    for key in ("max_train_windows", "max_val_windows"):
+        if key not in training.model_fields_set:
+            training = training.model_copy(update={key: EPOCH_WINDOWS})
+            choices[f"training.{key}"] = EPOCH_WINDOWS
     resolved = cfg.model_copy(update={"window": window, "models": models, "training": training})
     return resolved, choices

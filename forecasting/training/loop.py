@@ -177,15 +177,32 @@ def steps_per_epoch(n_windows: int, cfg: TrainingConfig) -> int:
     return full + (rest > 1 or (rest == 1 and full == 0))
 
 
+def validation_sample(n_windows: int, cfg: TrainingConfig) -> np.ndarray | None:
+    """The validation windows early stopping scores: None (every one) when there are at most
+    ``max_val_windows``, else a sorted sample of that many, seeded by ``cfg.seed``."""
+    if cfg.max_val_windows is None or n_windows <= cfg.max_val_windows:
+        return None
+    rng = np.random.default_rng([cfg.seed, 1])  # its own stream: the training order is untouched
+    return np.sort(rng.choice(n_windows, cfg.max_val_windows, replace=False))
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, windows: Windows, loss_fn: LossFn, device: torch.device, amp: bool = False
+    model: nn.Module,
+    windows: Windows,
+    loss_fn: LossFn,
+    device: torch.device,
+    amp: bool = False,
+    sample: np.ndarray | None = None,
 ) -> float:
-    """Mean loss over every window (per forecast value), in eval mode."""
+    """Mean loss over every window (or the windows in ``sample``; per forecast value), in eval
+    mode."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for idx in windows.iter_batches(EVAL_BATCH):
+    order = np.arange(len(windows)) if sample is None else sample
+    for start in range(0, len(order), EVAL_BATCH):
+        idx = order[start : start + EVAL_BATCH]
         batch = to_tensors(windows.batch(idx), device)
         with autocast(device, amp):
             yhat = model(batch)  # (B, H), or (B, H, Q)
@@ -225,6 +242,7 @@ def train(
     loss_fn = loss_function(cfg, taus)
     use_amp = cfg.amp and device.type == "cuda"
     has_val = val_windows is not None and len(val_windows) > 0
+    val_sample = validation_sample(len(val_windows), cfg) if has_val else None
     rng = np.random.default_rng(cfg.seed)
 
     total_steps = cfg.epochs * steps_per_epoch(len(train_windows), cfg)
@@ -278,7 +296,7 @@ def train(
                 progress.step(loss_value)
 
             train_loss = loss_sum / max(n_sum, 1)
-            val_loss = evaluate(model, val_windows, loss_fn, device, use_amp) if has_val else None
+            val_loss = evaluate(model, val_windows, loss_fn, device, use_amp, val_sample) if has_val else None
             if val_loss is not None and not math.isfinite(val_loss):
                 raise TrainingDivergedError(
                     f"{name}: the validation loss is non-finite after epoch {epoch}; check the "

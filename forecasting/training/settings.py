@@ -41,6 +41,9 @@ class TrainingConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     amp: bool = False  # bf16 autocast on CUDA
     max_train_windows: int | None = Field(None, ge=1)  # subsample windows per epoch
+    # Early stopping's validation loss on at most this many windows: one seeded sample, the same
+    # every epoch (so epochs compare), drawn across every series when there are more.
+    max_val_windows: int | None = Field(None, ge=1)
     progress: bool = True
     # Checkpoint after every epoch into this folder (one file per family); with ``resume`` a run
     # continues from the checkpoint it finds there (and starts afresh when there is none).
