@@ -220,3 +220,34 @@ def test_eval_stride_keeps_one_origin_per_fold_and_scores_fewer_windows(tmp_path
     n, m = len(fractions.windows(fractions.val)), len(base.windows(base.val))
     assert n == sum((k - 1) // 3 + 1 for k in np.bincount(base.windows(base.val).series))
     assert m > 2.5 * n
+
+
+def test_the_gate_scores_each_series_inside_its_own_validation_period(tmp_path):
+    """Series of different lengths (a counts split): every gate origin of every series lies in
+    that series' validation period, and forecasting from a lookback of history before each origin
+    scores exactly what forecasting from all of it does."""
+    from forecasting import serving
+    from forecasting.pipeline import run_pipeline
+    from forecasting.pipeline.select import gate_origins, gate_score, lookback_of
+
+    path = _csv(tmp_path, {"a": 260, "b": 150, "c": 200})
+    raw = {"split": {"method": "counts"}, "window": {"lookback": 24, "horizon": 4}}
+    models = [{"name": "ar", "params": {"max_lag": 6}}, {"name": "linear"}]
+    cfg = _config(path, models=models, training={"epochs": 1, "progress": False}, **raw)
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"experiment": "gate-len"})})
+    prepared = prepare(cfg)
+    origins = gate_origins(prepared)
+    b = prepared.split.borders
+    assert origins.shape[1] == 3
+    assert ((origins >= b["train_end"].to_numpy()) & (origins + 4 <= b["val_end"].to_numpy())).all()
+    assert (origins[:, 0] - b["train_end"].iloc[0] == origins[:, 1] - b["train_end"].iloc[1]).all()
+    result = run_pipeline(cfg)
+    for r in result.results:
+        model = serving.load_pyfunc(r.model_uri)
+        assert lookback_of(model) == 24
+        full = gate_score(model.predict, prepared, origins)
+        assert gate_score(model.predict, prepared, origins, 24) == pytest.approx(full, rel=1e-9)
+    best = min((r for r in result.results if r.model_uri), key=lambda r: r.metrics["val_mse"])
+    assert result.decision.model == best.name
+    score = gate_score(serving.load_pyfunc(best.model_uri).predict, prepared, origins)
+    assert result.decision.candidate_score == pytest.approx(score)

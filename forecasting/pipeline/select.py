@@ -29,35 +29,55 @@ class ChampionDecision:
     selection_value: float
 
 
-def gate_origins(prepared: Prepared, max_origins: int = 12) -> list[int]:
-    """Positions (within each series) of the validation forecast origins used by the gate."""
-    b = prepared.split.borders.iloc[0]
+def gate_origins(prepared: Prepared, max_origins: int = 12) -> np.ndarray:
+    """The validation forecast origins the gate scores: (K, S) row positions, row ``k`` the k-th
+    origin of every series (in the order of ``prepared.split.borders``).
+
+    Each series' own validation period holds its origins, spread evenly from its first origin
+    (the validation border) to its last full horizon, so no origin of any series falls in its
+    training or test rows, whatever the series' lengths.
+    """
+    b = prepared.split.borders
     H = prepared.spec.horizon
-    first, last = int(b["train_end"]), int(b["val_end"]) - H
-    if last < first:
-        return [first]
-    return sorted(set(np.linspace(first, last, num=max_origins).astype(int).tolist()))
+    first = b["train_end"].to_numpy(np.int64)
+    last = np.maximum(b["val_end"].to_numpy(np.int64) - H, first)
+    origins = np.linspace(first, last, num=max_origins, axis=0).astype(np.int64)  # (K, S)
+    return np.unique(origins, axis=0)  # a short validation period repeats origins: once each
 
 
-def gate_score(predict: Any, prepared: Prepared, origins: list[int]) -> float:
-    """MSE (original units) of a pyfunc-like ``predict(frame)`` over the same validation origins."""
+def gate_score(predict: Any, prepared: Prepared, origins: np.ndarray, history: int | None = None) -> float:
+    """MSE (original units) of a pyfunc-like ``predict(frame)`` over the validation ``origins``
+    (``gate_origins``). ``history``: rows before each origin to hand over (the longest lookback
+    of the compared models; None: every row), so each call forecasts from what the models read."""
     frame = prepared.data.frame
     H = prepared.spec.horizon
+    codes, uniques = pd.factorize(frame[SERIES], sort=False)
+    column = prepared.split.borders.index.get_indexer(uniques)[codes]  # each row's series' column
     pos = frame.groupby(SERIES, sort=False).cumcount().to_numpy()
     errors = []
-    for origin in origins:
-        # All history before the origin: the incumbent may need a longer lookback than L.
-        history = frame[pos < origin]
+    for row in np.atleast_2d(origins):
+        at = row[column]  # (rows,) the origin of each row's series
+        before = (pos < at) if history is None else (pos < at) & (pos >= at - history)
+        ahead = (pos >= at) & (pos < at + H)
+        past = frame[before]
         if prepared.spec.future:
-            future = frame[(pos >= origin) & (pos < origin + H)].copy()
+            future = frame[ahead].copy()
             future[TARGET] = np.nan
-            history = pd.concat([history, future], ignore_index=True)
-        truth = frame[(pos >= origin) & (pos < origin + H)][[SERIES, TIME, TARGET]]
-        forecast = predict(history.reset_index(drop=True))
+            past = pd.concat([past, future], ignore_index=True)
+        truth = frame[ahead][[SERIES, TIME, TARGET]]
+        forecast = predict(past.reset_index(drop=True))
         merged = truth.merge(forecast[[SERIES, TIME, "yhat"]], on=[SERIES, TIME], how="left")
         errors.append((merged["yhat"].to_numpy(float) - merged[TARGET].to_numpy(float)) ** 2)
     err = np.concatenate(errors)
     return float(np.mean(err)) if np.isfinite(err).all() else float("inf")
+
+
+def lookback_of(pyfunc: Any) -> int | None:
+    """The lookback of a forecasting pyfunc (its bundle's), or None when it does not say."""
+    try:
+        return int(pyfunc.get_raw_model().lookback)
+    except Exception:
+        return None
 
 
 def best_result(results: list[ModelResult], metric: str) -> ModelResult:
@@ -143,14 +163,21 @@ def select_champion(
         tracker.tag_version(version, {"decision": "rejected: non-finite smoke-test forecast"})
         raise TrackingError(f"version {version} of {tracker.cfg.registered_model} failed its smoke test")
     evaluated = serving.load_pyfunc(best.model_uri) if refit is not None else candidate
-    cand_score = gate_score(evaluated.predict, prepared, origins)
     incumbent = tracker.alias_version("champion")
+    rival = None
+    if incumbent is not None:
+        try:
+            rival = serving.load_pyfunc(_evaluated_uri(tracker, incumbent))
+        except Exception:
+            rival = None
+    # Both models forecast from the same rows: as many before each origin as the longer lookback.
+    lookbacks = [lookback_of(m) for m in (evaluated, rival) if m is not None]
+    history = None if None in lookbacks else max(lookbacks)
+    cand_score = gate_score(evaluated.predict, prepared, origins, history)
     inc_score = None
     if incumbent is not None:
         try:
-            inc_score = gate_score(
-                serving.load_pyfunc(_evaluated_uri(tracker, incumbent)).predict, prepared, origins
-            )
+            inc_score = gate_score(rival.predict, prepared, origins, history) if rival else float("inf")
         except Exception:
             inc_score = float("inf")
     wins = incumbent is None or cand_score < inc_score
