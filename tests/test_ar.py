@@ -180,3 +180,36 @@ def test_a_series_too_short_for_its_own_fit_takes_the_pooled_coefficients(ar2_fr
     short_forecast = forecast.loc[forecast["series_id"] == "short", "yhat"].to_numpy()
     assert np.isfinite(short_forecast).all()
     assert np.abs(short_forecast).max() < 10 * np.abs(tail).max()
+
+
+def test_an_explosive_fit_forecasts_with_the_pooled_coefficients(rng: np.random.Generator) -> None:
+    """Three stable AR(1) series and one growing 4 % a step: with ``stable`` (the default) the
+    growing series' explosive fit is replaced by the pooled one and its forecast stays bounded."""
+    from forecasting.models.ar import explosive, spectral_radius
+
+    frames = []
+    for k in range(3):
+        y = np.zeros(200)
+        for t in range(1, 200):
+            y[t] = 0.6 * y[t - 1] + rng.standard_normal()
+        frames.append(make_frame(y, f"s{k}"))
+    growing = np.zeros(200)
+    growing[0] = 1.0
+    for t in range(1, 200):
+        growing[t] = 1.04 * growing[t - 1] + 0.1 * rng.standard_normal()
+    frames.append(make_frame(growing / 1e3, "boom"))
+    frame = pd.concat(frames, ignore_index=True)
+    settings = dict(ic="fixed", lags=1, max_lag=1)
+    plain = AR(ARSettings(**settings, stable=False), spec=SPEC).fit(frame)
+    stable = AR(ARSettings(**settings), spec=SPEC).fit(frame)
+    assert spectral_radius(plain.coef_[:, 1:2]).round(2).tolist()[3] == pytest.approx(1.04, abs=0.01)
+    assert explosive(plain.coef_[:, 1:2], np.full(4, 200)).tolist() == [False, False, False, True]
+    assert stable.explosive_series_ == 1 and plain.explosive_series_ == 0
+    np.testing.assert_array_equal(stable.coef_[3], stable.pooled_coef_)
+    np.testing.assert_array_equal(stable.coef_[:3], plain.coef_[:3])  # the stable fits are kept
+    assert spectral_radius(stable.coef_[3:, 1:2])[0] < 1
+    boom = plain.predict(frame)
+    calm = stable.predict(frame)
+    last = growing[-1] / 1e3
+    assert boom[boom.series_id == "boom"].yhat.iloc[-1] > 1.5 * last  # 1.04 ** 12 = 1.6
+    assert calm[calm.series_id == "boom"].yhat.abs().max() < 1.1 * abs(last)

@@ -6,7 +6,9 @@ Each training series gets its own coefficients; the order p is chosen per series
 ``max_lag`` (statsmodels' ``ar_select_order``: every order is fitted on the common sample that holds
 back ``max_lag`` rows, the chosen order is then refitted holding back only ``p`` rows), or fixed.
 A pooled fit on all series together (one intercept, one set of lags, no lag crossing a series
-boundary) forecasts series the model has not seen.
+boundary) forecasts series the model has not seen, and (``stable``) series whose own fit is
+explosive: AIC on a short noisy series can pick a high order whose recursion grows geometrically
+over the horizon (``explosive``).
 
 Two solvers give the same coefficients (to ~1e-10 on well-conditioned data):
 
@@ -32,7 +34,6 @@ x_Cf]``; lags beyond a series' order are 0.
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class ARSettings:
     lags: int | None = Field(None, ge=0)  # the order when ic is "fixed" (None: max_lag)
     solver: Literal["auto", "statsmodels", "batched"] = "auto"
     batched_above: int = Field(32, ge=0)  # solver "auto": batched when more series than this
+    # A series whose own fit is explosive (``explosive``) forecasts with the pooled coefficients.
+    stable: bool = True
 
     @model_validator(mode="after")
     def _lags_need_fixed(self) -> ARSettings:
@@ -377,13 +380,40 @@ def forecast_variance(lag_coef: np.ndarray, sigma2: np.ndarray, horizon: int) ->
 
 
 # --- the model -------------------------------------------------------------------------------------
+def spectral_radius(lags: np.ndarray) -> np.ndarray:
+    """The largest root modulus of each AR lag polynomial (S, P) -> (S,): the spectral radius of
+    its companion matrix (0 for an order-0 fit). Above 1 the recursive forecast grows
+    geometrically, by a factor of the radius per step."""
+    used = int(np.flatnonzero(np.any(lags != 0, axis=0)).max(initial=-1)) + 1  # the highest lag in use
+    if used == 0:
+        return np.zeros(len(lags))
+    companion = np.zeros((len(lags), used, used))
+    companion[:, 0, :] = lags[:, :used]
+    companion[:, 1:, :-1] = np.eye(used - 1)
+    return np.abs(np.linalg.eigvals(companion)).max(axis=1)
+
+
+def explosive(lags: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Fits (S, P) whose recursion is explosive (S,) bool: spectral radius above 1 by more than a
+    unit root's estimate strays on ``rows`` observations. A unit root is estimated at rate 1/n
+    (Dickey-Fuller: n (rho - 1) stays within about 2 for a true random walk), so a radius over
+    1 + 2/n is a fit that is explosive, not a random walk estimated with noise."""
+    return spectral_radius(lags) > 1 + 2 / np.maximum(np.asarray(rows, dtype=np.float64), 1)
+
+
 def leading_runs(y: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Rows at the start of each series equal to its first value (S,): 1 for most series, more
     after left padding (``forecasting.data.padding``) or before a series took off."""
-    runs = np.zeros(len(offsets) - 1, dtype=np.int64)
-    for i, (lo, hi) in enumerate(itertools.pairwise(offsets)):
-        differ = np.flatnonzero(y[lo:hi] != y[lo])
-        runs[i] = differ[0] if differ.size else hi - lo
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    runs = lengths.copy()
+    full = lengths > 0
+    if not full.any():
+        return runs
+    first = np.repeat(y[starts[full]], lengths[full])  # each row's series' first value
+    rows = np.arange(len(y))
+    where = np.where(y != first, rows, len(y))  # rows that differ from it, else past the end
+    differ = np.minimum.reduceat(where, starts[full])  # (S,) the first such row of each series
+    runs[full] = np.where(differ < offsets[1:][full], differ - starts[full], lengths[full])
     return runs
 
 
@@ -405,6 +435,7 @@ class AR(Forecaster):
     name = "ar"
     Settings = ARSettings
     pooled_series_: int = 0  # series too short for their own fit, forecast with the pooled model
+    explosive_series_: int = 0  # series whose own fit was explosive, forecast with the pooled model
     # Residual variance per series (S,) and of the pooled fit; None for a model saved without them.
     sigma2_: np.ndarray | None = None
     pooled_sigma2_: float | None = None
@@ -436,6 +467,20 @@ class AR(Forecaster):
         self.sigma2_[own] = fit.sigma2
         self.pooled_series_ = int((~own).sum())
         self.solver_ = "batched" if batched else "statsmodels"
+        if s.stable:
+            self._replace_explosive(own, np.diff(offsets), max_lag)
+
+    def _replace_explosive(self, own: np.ndarray, rows: np.ndarray, max_lag: int) -> None:
+        """Series whose own fit is explosive take the pooled coefficients (when those are not)."""
+        lags = self.coef_[:, 1 : 1 + max_lag]
+        pooled_lags = self.pooled_coef_[None, 1 : 1 + max_lag]
+        if explosive(pooled_lags, rows.sum(keepdims=True))[0]:
+            return
+        bad = own & explosive(lags, rows)
+        self.coef_[bad] = self.pooled_coef_
+        self.order_[bad] = self.pooled_order_
+        self.sigma2_[bad] = self.pooled_sigma2_
+        self.explosive_series_ = int(bad.sum())
 
     def _predict_windows(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         table = np.vstack([self.coef_, self.pooled_coef_[None, :]])
