@@ -638,8 +638,8 @@ class TableWriter:
     The chunks go to a hidden temporary file in the same folder (a CSV chunk appended under one
     header, a Parquet chunk as one row group); leaving the ``with`` block without an error flushes
     it to disk and renames it over ``path`` (``os.replace`` is atomic within one file system), an
-    error removes it. Missing folders are created with the first chunk; any OS error (no permission, read-only, disk
-    full) is an ``OutputPathError``.
+    error removes it. Missing folders are created with the first chunk; any OS error (no
+    permission, read-only, disk full) is an ``OutputPathError``.
     """
 
     def __init__(self, path: str | Path):
