@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -489,7 +490,7 @@ def _row_labels(
     labels = []
     for k, i in enumerate(idx[:5]):
         parts = []
-        if isinstance(series, np.ndarray):
+        if isinstance(series, np.ndarray | RowSeries):
             parts.append(f"series {series[i]!r}")
         if t is not None:
             parts.append(f"t={pd.Timestamp(t[k])}")
@@ -511,18 +512,43 @@ def _describe_cell(value: object) -> str:
     return f"text of {len(value)} character{'' if len(value) == 1 else 's'}"
 
 
-def _series_ids(col: pd.Series, name: str, rows: pd.Series) -> np.ndarray:
-    """The id column as text; empty ids are an error."""
-    col = col.reset_index(drop=True)
-    text = col.astype("string")
-    blank = (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool, na_value=True)
-    if blank.any():
+class RowSeries:
+    """The series id (text) of every row, held as a code per row into the distinct ids: a table of
+    100,000 series and 50 million rows keeps 50 million integers, not 50 million strings.
+    ``ids[i]`` is row ``i``'s id (messages index it as they would an array of ids)."""
+
+    def __init__(self, codes: np.ndarray, names: np.ndarray):
+        self.codes = codes
+        self.names = names  # (S,) object array of str
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.names[self.codes[i]]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def to_strings(self) -> Any:
+        """Every row's id as a pandas ``str`` array (gathered by Arrow, no Python string per row)."""
+        import pyarrow as pa
+
+        return pd.array(pa.array(self.names, type=pa.string()).take(pa.array(self.codes)), dtype="str")
+
+
+def _series_ids(col: pd.Series, name: str, rows: pd.Series) -> RowSeries:
+    """The id column as text, per row; empty ids are an error. Distinct values with the same text
+    (``7`` and ``"7"``) are one series."""
+    codes, uniques = pd.factorize(col.reset_index(drop=True), sort=False)  # a categorical: its codes
+    text = pd.Index(uniques).astype("string")
+    blank_id = (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool, na_value=True)
+    blank = (codes < 0) | (blank_id[codes] if blank_id.any() else False)
+    if np.any(blank):
         bad = np.flatnonzero(blank)
         raise MissingValueError(
             f"column {name!r} (the series id) is empty in {bad.size} row(s): "
             f"{listing(_row_labels(rows, bad), bad.size)}; give every row its series id"
         )
-    return text.to_numpy(dtype=object)
+    same, names = pd.factorize(text.to_numpy(dtype=object), sort=False)
+    return RowSeries(same[codes].astype(np.int64), np.asarray(names, dtype=object))
 
 
 # --- timestamps --------------------------------------------------------------------------------
@@ -707,7 +733,7 @@ def _to_numeric(
     col = col.reset_index(drop=True)
     rows = pd.Series(np.asarray(rows))
     where = f"column {name!r}" + (f" of series {series!r}" if isinstance(series, str) else "")
-    each = series if isinstance(series, np.ndarray) else None
+    each = series if isinstance(series, np.ndarray | RowSeries) else None
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.astype(object)
     kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else ""
@@ -779,7 +805,7 @@ def _coerce_numbers(col: pd.Series) -> np.ndarray:
 
 # --- the canonical frame -----------------------------------------------------------------------
 def _build_canonical(
-    cfg: DataConfig, t: pd.Series, values: dict[str, np.ndarray], ids: np.ndarray | None
+    cfg: DataConfig, t: pd.Series, values: dict[str, np.ndarray], ids: RowSeries | None
 ) -> pd.DataFrame:
     """Stack the parsed columns into (series_id, t, y, covariates..., _row), in input order."""
     n = len(t)
@@ -792,7 +818,7 @@ def _build_canonical(
         y = np.concatenate([values[c] for c in cfg.targets])
         covs = {c: np.tile(values[c], k) for c in cfg.covariates}
     else:
-        series = ids if ids is not None else np.full(n, cfg.targets[0], dtype=object)
+        series = ids.to_strings() if ids is not None else np.full(n, cfg.targets[0], dtype=object)
         y = values[cfg.targets[0]]
         covs = {c: values[c] for c in cfg.covariates}
     times = pd.Series(tu.view("datetime64[us]"))
@@ -941,7 +967,7 @@ def _check_constant(canon: pd.DataFrame, cfg: DataConfig) -> None:
         return
     y = canon[TARGET].to_numpy(dtype=np.float64)
     lengths = np.diff(np.r_[starts, len(canon)])
-    ids = canon[SERIES].to_numpy()[starts]
+    ids = canon[SERIES].take(starts).to_numpy()  # the first row's id of each series, not every row's
     single = np.flatnonzero(lengths < 2)
     if single.size:
         raise SeriesTooShortError(
