@@ -10,12 +10,13 @@ config, and nothing pickled::
     model/         the model's own ``Forecaster.save`` output (JSON + the family's state files)
 
 ``Bundle.forecast`` validates a history frame exactly as training validated its data (same named
-errors), scales it with the bundled scaler (the target of a series unseen in training is scaled
-with its own history, its statics with the cross-series statistics), forecasts and returns
-``series_id, t, yhat`` in the original units, every value finite (``NonFiniteForecastError``
-otherwise), and after ``yhat`` the interval bounds and quantiles of a calibrated model
-(``yhat_lo_80``, ``yhat_hi_80``, ... ``q0.1`` ...; ``forecasting.evaluation.intervals``), in the
-same units. The pyfunc, batch prediction and ``forecast predict`` all forecast through it.
+errors; only a series constant over its history is fine, a quiet spell to forecast from), scales
+it with the bundled scaler (the target of a series unseen in training is scaled with its own
+history, its statics with the cross-series statistics), forecasts and returns ``series_id, t,
+yhat`` in the original units, every value finite (``NonFiniteForecastError`` otherwise), and
+after ``yhat`` the interval bounds and quantiles of a calibrated model (``yhat_lo_80``,
+``yhat_hi_80``, ... ``q0.1`` ...; ``forecasting.evaluation.intervals``), in the same units.
+The pyfunc, batch prediction and ``forecast predict`` all forecast through it.
 
 The MLflow model holds data only: the bundle (``data/bundle/``), the ``MLmodel``, the environment
 files and the input example; no script, no ``code/`` folder, no pickle. Its ``loader_module`` is
@@ -298,7 +299,7 @@ def _canonical_with_future(raw: pd.DataFrame, cfg: DataConfig, source: str) -> p
     # Rows of an empty id have NaN keys here and stay "observed": prepare_frame names them.
     last_observed = t.where(~blank).groupby(keys).transform("max")
     future = (t > last_observed).to_numpy(dtype=bool)
-    canon = prepare_frame(raw[~future], cfg, source=source).frame
+    canon = prepare_frame(raw[~future], cfg, source=source, history=True).frame
     future_cols = cfg.covariates_with("future")
     if not future.any() or not future_cols:
         return canon  # future rows carry nothing the model uses

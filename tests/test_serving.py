@@ -493,6 +493,20 @@ def test_a_non_finite_forecast_is_never_written_or_served(logged, history, tmp_p
     assert not out.parent.exists()
 
 
+def test_a_history_constant_over_its_rows_is_forecast(bundle, history):
+    """A quiet spell (the last rows of an intermittent series all equal) is a history to forecast
+    from, not a constant series to refuse: naive repeats the constant, the other series as before."""
+    quiet = history.copy()
+    observed = quiet["y"].notna() & (quiet["series_id"] == "s1")
+    quiet.loc[observed, "y"] = 0.0
+    out = bundle.forecast(quiet)
+    assert out[out.series_id == "s1"].yhat.to_numpy() == pytest.approx(0.0, abs=1e-5)  # float32
+    pd.testing.assert_frame_equal(
+        out[out.series_id != "s1"].reset_index(drop=True),
+        bundle.forecast(history).pipe(lambda f: f[f.series_id != "s1"]).reset_index(drop=True),
+    )
+
+
 def test_a_history_ending_in_1e308_is_refused_at_validation(logged, bundle, history):
     huge = history.copy()
     huge.loc[huge.index[huge.y.notna()][-1], "y"] = 1e308  # s1's last observed value

@@ -380,11 +380,16 @@ def _check_duplicate_columns(header: list[str], path: Path | str, configured: Se
 
 
 # --- validation and canonicalisation ---------------------------------------------------------
-def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -> IngestResult:
+def prepare_frame(
+    raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data", history: bool = False
+) -> IngestResult:
     """Validate a raw table against the config and return the canonical frame.
 
     Raises only ``InputValidationError`` subclasses for bad data. Repairs happen only where
     ``cfg.repair`` allows them, and each is counted in the report. ``raw`` is not modified.
+    ``history``: the table is a history to forecast from, not data to learn from: a series
+    constant over it is fine (a quiet spell of intermittent demand; its scale comes from
+    training, or from the training panel's typical spread for a new series).
     """
     if len(raw) == 0 or len(raw.columns) == 0:
         raise EmptyDataError(f"{source} has no data rows")
@@ -414,7 +419,7 @@ def prepare_frame(raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data") -
     step = infer_step(canon, cfg.freq, cfg.time_column)
     canon = check_and_repair_grid(canon, step, cfg, report)
     _check_static(canon, cfg)
-    _check_constant(canon, cfg)
+    _check_constant(canon, cfg, flat_ok=history)
     canon = canon.drop(columns=ROW).reset_index(drop=True)
     return IngestResult(
         frame=canon,
@@ -961,7 +966,7 @@ def _check_static(canon: pd.DataFrame, cfg: DataConfig) -> None:
             )
 
 
-def _check_constant(canon: pd.DataFrame, cfg: DataConfig) -> None:
+def _check_constant(canon: pd.DataFrame, cfg: DataConfig, flat_ok: bool = False) -> None:
     _, starts = series_codes(canon)
     if len(starts) == 0:
         return
@@ -975,6 +980,8 @@ def _check_constant(canon: pd.DataFrame, cfg: DataConfig) -> None:
             f"{'has' if single.size == 1 else 'have'} a single row; a series needs at least two "
             "rows (and enough for the lookback and horizon): drop it"
         )
+    if flat_ok:
+        return
     spread = np.maximum.reduceat(y, starts) - np.minimum.reduceat(y, starts)
     flat = np.flatnonzero(spread == 0)
     if flat.size:
