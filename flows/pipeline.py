@@ -183,22 +183,36 @@ def _train_models(cfg: Config) -> lib.TrainModels:
     """The pipeline's fan-out: one Prefect task per model on the configured runner, inside one
     ``train-models`` subflow (the pipeline body decides which models train in which order)."""
     threads = _threads_per_task(cfg)
+    runner = task_runner_for(cfg)  # here, so that a missing prefect-dask fails before any MLflow run
 
     def submit(jobs: list[lib.TrainJob]) -> list[lib.ModelResult]:
         futures = [train_task.submit(job, threads) for job in jobs]
         return [f.result() for f in futures]
 
-    @flow(
-        name="train-models", task_runner=task_runner_for(cfg), persist_result=False, result_serializer="json"
-    )
     def train_models(
         prepared: lib.Prepared, parent_run_id: str, tags: dict[str, str]
     ) -> list[lib.ModelResult]:
-        results = lib.train_all(prepared, parent_run_id, submit, tags)
-        failed = [r for r in results if r.status != "FINISHED"]
-        if failed:
-            get_run_logger().warning("models failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed))
-        return results
+        # The data reaches the subflow in its closure, not as a flow parameter: Prefect
+        # JSON-encodes a flow run's parameters for the API, which for ``Prepared`` meant a deep
+        # copy of every frame and an encoding cell by cell that fails in the end (the UI showed
+        # "<Prepared>"): ~0.1 s per pipeline run on 1,000 rows, ~5 s on 100,000
+        # (bench/BENCHMARKS.md, "Orchestration cost").
+        @flow(
+            name="train-models",
+            task_runner=runner,
+            persist_result=False,
+            result_serializer="json",
+        )
+        def train_models_flow(parent_run_id: str, tags: dict[str, str]) -> list[lib.ModelResult]:
+            results = lib.train_all(prepared, parent_run_id, submit, tags)
+            failed = [r for r in results if r.status != "FINISHED"]
+            if failed:
+                get_run_logger().warning(
+                    "models failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed)
+                )
+            return results
+
+        return train_models_flow(parent_run_id, tags)
 
     return train_models
 
