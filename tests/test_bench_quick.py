@@ -30,6 +30,7 @@ import ar_batched  # noqa: E402
 import deep_etth1  # noqa: E402
 import demo_timing  # noqa: E402
 import intervals  # noqa: E402
+import orchestration  # noqa: E402
 import speed  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -146,6 +147,31 @@ def test_intervals(tmp_path):
         assert finite(float(r["test_msis"]), float(r["test_wql"]), float(r["test_mse"]))
     assert "Targets (test coverage" in printed and "demo pipeline, no intervals:" in printed
     assert "ratio " in printed
+
+
+def test_orchestration(tmp_path):
+    """``bench/orchestration.py --quick``: the pipeline flow on Prefect's ephemeral API and the same
+    work without Prefect at N = 1 and 2 models, the lines fitted over N, the first runs of the
+    process, and MLflow's logging of one model run."""
+    out = tmp_path / "orchestration.csv"
+    printed = run_bench(tmp_path, python("orchestration.py", "--quick", "--out", out)).stdout
+    rows = read_csv(out)
+    assert {"api", "what", "n_models", "seconds", "samples", "load1_median", "commit", "cpu", "date"} <= set(
+        rows[0]
+    )
+    assert {r["api"] for r in rows} == {"ephemeral", orchestration.NO_PREFECT}  # MLflow's: no Prefect
+    measured = {(r["what"], r["n_models"]) for r in rows}
+    for n in orchestration.QUICK["models"]:
+        for what in ("flow run", "plain run", "orchestration (flow - plain)"):
+            assert (what, str(n)) in measured
+    whats = {r["what"] for r in rows}
+    for kind in ("flow", "plain", "orchestration"):
+        assert {f"fixed cost ({kind})", f"per model ({kind})"} <= whats
+    assert {"first flow run in the process", "local API start (beside the imports)"} <= whats
+    logging = {r["what"] for r in rows if r["api"] == orchestration.NO_PREFECT}
+    assert {"mlflow log: model run, logging only", "mlflow log: pyfunc model"} <= logging
+    assert all(finite(float(r["seconds"])) for r in rows)
+    assert "### Orchestration cost" in printed and "| ephemeral | flow run | 1 |" in printed
 
 
 def test_speed(tmp_path):
