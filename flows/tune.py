@@ -54,10 +54,15 @@ def tune(
     tuning.check_search(cfg)  # a bad search section fails before ingest and before any run
     runner, threads = _runner_and_threads(cfg)
 
-    @flow(name="tune-trials", task_runner=runner, persist_result=False, result_serializer="json")
     def fan_out(jobs: list[tuning.WorkerJob]) -> list[tuning.WorkerReport]:
-        futures = [worker_task.submit(job, threads) for job in jobs]
-        return [f.result() for f in futures]
+        # The jobs (they carry the data set) reach the subflow in its closure: Prefect would
+        # JSON-encode a flow parameter for the API, a deep copy of every frame (see flows/pipeline.py).
+        @flow(name="tune-trials", task_runner=runner, persist_result=False, result_serializer="json")
+        def tune_trials(workers: int) -> list[tuning.WorkerReport]:
+            futures = [worker_task.submit(job, threads) for job in jobs]
+            return [f.result() for f in futures]
+
+        return tune_trials(len(jobs))
 
     result = tuning.tune(
         cfg,
