@@ -1,9 +1,10 @@
 """Per-series work in chunks of series: in this process, or spread over a Dask cluster.
 
-Batch prediction splits its input by series into chunks of ``predict.chunk_series`` series, in
-the order of the series' ids (the canonical order, so the chunks' forecasts concatenate to the
-forecast of the whole file). Each chunk is read, validated, forecast and written before the next
-is needed, so memory holds a few chunks, not the whole file's windows and forecasts.
+Batch prediction reads its input, then splits it by series into chunks of
+``predict.chunk_series`` series, in the order of the series' ids (the canonical order, so the
+chunks' forecasts concatenate to the forecast of the whole file). Each chunk is validated,
+forecast and written (a Parquet row group) before the next, so memory holds the input, one
+chunk's canonical frame and windows, and the forecasts, not the whole file's windows.
 
 With ``orchestration.dask_address`` (a running ``dask scheduler``) or ``dask_local_workers`` (a
 ``LocalCluster`` started for the call), every chunk is a task on the cluster's workers. Only
@@ -26,6 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from forecasting.errors import ForecastingError, InputValidationError
+
 IN_FLIGHT_PER_WORKER = 2  # chunks sent to a worker before the first comes back
 
 
@@ -45,8 +48,16 @@ def series_chunks(ids: pd.Series, size: int) -> list[np.ndarray]:
 
 # --- bytes across a process boundary ------------------------------------------------------------
 def to_ipc(frame: pd.DataFrame) -> bytes:
-    """A frame as an Arrow IPC stream (columns, dtypes and time zones kept; no pickle)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    """A frame as an Arrow IPC stream (columns, dtypes and time zones kept; no pickle). A column
+    of mixed Python objects (a wide CSV read in blocks can give numbers and text in one column)
+    goes as text, each value as ``str`` gives it and missing ones missing, for validation to read
+    exactly as it reads the file."""
+    mixed = {
+        c: frame[c].map(lambda v: None if pd.isna(v) else str(v))
+        for c in frame.columns
+        if frame[c].dtype == object
+    }
+    table = pa.Table.from_pandas(frame.assign(**mixed) if mixed else frame, preserve_index=False)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -79,7 +90,12 @@ def chunk_map(dask_address: str | None = None, dask_local_workers: int | None = 
     if not dask_address and not dask_local_workers:
         yield local_map
         return
-    from distributed import Client, LocalCluster, get_worker, worker_client
+    try:
+        from distributed import Client, LocalCluster, get_worker, worker_client
+    except ImportError:
+        raise InputValidationError(
+            "orchestration asks for Dask but dask.distributed is not installed: pip install '.[dask]'"
+        ) from None
 
     with contextlib.ExitStack() as stack:
         try:
@@ -90,7 +106,12 @@ def chunk_map(dask_address: str | None = None, dask_local_workers: int | None = 
         if inside:  # the cluster it runs on; its thread is given back while it waits
             client = stack.enter_context(worker_client())
         elif dask_address:
-            client = stack.enter_context(Client(dask_address, set_as_default=False))
+            try:
+                client = stack.enter_context(Client(dask_address, set_as_default=False))
+            except (OSError, TimeoutError) as err:
+                raise ForecastingError(
+                    f"cannot reach the Dask scheduler at orchestration.dask_address {dask_address!r}: {err}"
+                ) from None
         else:
             cluster = stack.enter_context(
                 LocalCluster(n_workers=dask_local_workers, threads_per_worker=1, processes=True)

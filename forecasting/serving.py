@@ -67,7 +67,7 @@ from forecasting.data.schema import SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
     DuplicateTimestampError,
-    InputValidationError,
+    ForecastingError,
     ModelIntegrityError,
     ModelLoadError,
     NonFiniteForecastError,
@@ -762,18 +762,23 @@ def batch_predict(
     key = _id_column_of(raw, cfg, data_cfg_overrides)
     chunks = series_chunks(raw[key], chunk_series) if key and chunk_series else []
     parts: list[pd.DataFrame] = []
+    on_dask = len(chunks) > 1 and bool(dask_address or dask_local_workers)  # one chunk: here
     try:
-        with TableWriter(output_path) as writer, chunk_map(dask_address, dask_local_workers) as run:
-            if len(chunks) <= 1 and not (dask_address or dask_local_workers):
+        with (
+            TableWriter(output_path) as writer,
+            chunk_map(dask_address if on_dask else None, dask_local_workers if on_dask else None) as run,
+        ):
+            if len(chunks) <= 1:
                 results: Any = [bundle.forecast(raw, data_cfg_overrides, source=source)]
-            elif dask_address or dask_local_workers:
+            elif on_dask:
                 import mlflow
 
-                pieces = (to_ipc(raw.iloc[rows]) for rows in chunks or [slice(None)])
+                pieces = (to_ipc(raw.iloc[rows]) for rows in chunks)
                 uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+                pinned = _pinned_uri(model_uri)  # every worker loads the same version
                 results = (
                     from_ipc(part)
-                    for part in run(forecast_chunk, pieces, model_uri, *uris, data_cfg_overrides, source)
+                    for part in run(forecast_chunk, pieces, pinned, *uris, data_cfg_overrides, source)
                 )
             else:
                 results = (
@@ -783,13 +788,27 @@ def batch_predict(
                 forecasts = forecasts.assign(**identity)[output_columns(forecasts)]
                 writer.write(forecasts)
                 parts.append(forecasts)
-    except InputValidationError:
-        if len(chunks) > 1:  # name the offending rows as the whole file's validation does
+    except ForecastingError as err:
+        # One chunk of several failed: a bad cell in any chunk is reported as the whole file's
+        # validation reports it (its first offending rows, the file's row numbers), whatever
+        # failed first; a file that cannot be written is reported as it is.
+        if len(chunks) > 1 and not isinstance(err, OutputPathError):
             bundle.canonical(raw, data_cfg_overrides, source=source)
         raise
     forecasts = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     forecasts.attrs["freq"] = bundle.freq  # the step between rows: the archive's origin and steps
     return forecasts
+
+
+def _pinned_uri(model_uri: str) -> str:
+    """``models:/NAME@alias`` as ``models:/NAME/VERSION`` (the version the alias holds now), so that
+    every Dask worker loads the one version; any other URI as given."""
+    if not model_uri.startswith("models:/") or "@" not in model_uri:
+        return model_uri
+    from mlflow import MlflowClient
+
+    name, alias = model_uri.removeprefix("models:/").split("@", 1)
+    return f"models:/{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
 
 
 def _id_column_of(raw: pd.DataFrame, cfg: DataConfig, overrides: dict[str, Any] | None) -> str | None:

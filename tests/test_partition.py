@@ -37,6 +37,17 @@ def test_series_chunks_follow_the_canonical_order_and_keep_file_order():
     assert sum(len(c) for c in series_chunks(ids, 1)) == 7 and len(series_chunks(ids, 1)) == 4
 
 
+def test_a_column_of_numbers_and_text_goes_as_text():
+    """A wide CSV read in blocks can give a column of floats and strings: it crosses as text."""
+    frame = pd.DataFrame({"y": pd.array([20.184781744560667, "oops", None, np.nan, pd.NA], dtype=object)})
+    back = from_ipc(to_ipc(frame))
+    assert (
+        back["y"].tolist()[:2] == ["20.184781744560667", "oops"]
+        and back["y"].isna().tolist()[2:] == [True] * 3
+    )
+    assert float(back["y"][0]) == 20.184781744560667
+
+
 def test_arrow_ipc_round_trip_keeps_values_and_dtypes():
     frame = pd.DataFrame(
         {
@@ -217,8 +228,10 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     assert len(on_dask) == 3 * 12
     # every chunk ran on a worker: the workers loaded the model, this process did not
     loaded = client.run(lambda: [key[2] for key in __import__("forecasting.serving").serving._WORKER_BUNDLE])
-    assert set(loaded) == {w for w in client.scheduler_info()["workers"]}
-    assert any(loaded.values()) and not serving._WORKER_BUNDLE
+    workers = set(client.scheduler_info()["workers"])
+    assert ran["forecast_chunk"] <= workers and ran["fit_packed"] <= workers
+    assert {w for w, models in loaded.items() if models} == ran["forecast_chunk"]
+    assert not serving._WORKER_BUNDLE
     # the same model in this process, in one pass: the same forecasts to the last digit
     cfg = load_config(path)
     name, version, run_id, uri = resolve_model(

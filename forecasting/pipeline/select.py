@@ -35,7 +35,8 @@ def gate_origins(prepared: Prepared, max_origins: int = 12) -> np.ndarray:
 
     Each series' own validation period holds its origins, spread evenly from its first origin
     (the validation border) to its last full horizon, so no origin of any series falls in its
-    training or test rows, whatever the series' lengths.
+    training or test rows, whatever the series' lengths. (A validation period shorter than a
+    horizon, which the split refuses, would score its one origin partly on test rows.)
     """
     b = prepared.split.borders
     H = prepared.spec.horizon
