@@ -826,6 +826,12 @@ _WORKER_BUNDLE: dict[tuple[str, str, str], Bundle] = {}
 _WORKER_LOCK = threading.Lock()
 
 
+def loaded_models() -> list[str]:
+    """The model URIs this process holds for ``forecast_chunk`` (a Dask worker's cache)."""
+    with _WORKER_LOCK:
+        return [key[2] for key in _WORKER_BUNDLE]
+
+
 def forecast_chunk(
     chunk: bytes,
     model_uri: str,

@@ -227,11 +227,11 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     on_dask = pd.read_parquet(outcome["prediction"]["output"])
     assert len(on_dask) == 3 * 12
     # every chunk ran on a worker: the workers loaded the model, this process did not
-    loaded = client.run(lambda: [key[2] for key in __import__("forecasting.serving").serving._WORKER_BUNDLE])
+    loaded = client.run(serving.loaded_models)  # a function of the package, by name: no code shipped
     workers = set(client.scheduler_info()["workers"])
     assert ran["forecast_chunk"] <= workers and ran["fit_packed"] <= workers
     assert {w for w, models in loaded.items() if models} == ran["forecast_chunk"]
-    assert not serving._WORKER_BUNDLE
+    assert not serving.loaded_models()
     # the same model in this process, in one pass: the same forecasts to the last digit
     cfg = load_config(path)
     name, version, run_id, uri = resolve_model(

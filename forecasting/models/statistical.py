@@ -10,7 +10,9 @@ crosses a process boundary as a pickle: a worker is this module run as a program
 writes its parameter rows to another NPZ file. Inside a daemonic process (a multiprocessing
 worker: the task runner is already parallel) the fit stays serial. Inside a task on a Dask worker
 (the training fan-out on a cluster) the chunks are tasks of that cluster instead, spread over its
-workers; the fitter travels by name there too, the series as float64 arrays.
+workers; the fitter travels by name there too, the series as float64 arrays. (Dask's own protocol
+names the task function by a pickled reference, as for every Dask task: a Dask cluster is a
+trusted one; see docs/scaling-out.md.)
 """
 
 from __future__ import annotations
