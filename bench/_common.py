@@ -208,6 +208,24 @@ def published_label(row: tuple[str, int | None, float, float, str] | None) -> st
 
 
 # --- machine facts ----------------------------------------------------------------------------------
+def quiet_env(prefect_home: Path, **extra: str) -> dict[str, str]:
+    """This environment for a measured child process: its own Prefect home, no telemetry, no
+    progress bars, matplotlib off-screen, MLflow's warnings only; ``extra`` on top."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        MLFLOW_LOGGING_LEVEL="WARNING",
+        DO_NOT_TRACK="1",
+        MPLBACKEND="Agg",
+    )
+    env.update(extra)
+    return env
+
+
 def load_average() -> str:
     """``uptime``'s 1/5/15-minute load averages, e.g. ``0.52 0.61 0.70``."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())

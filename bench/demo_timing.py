@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, ROOT, load_average, machine
+from _common import RESULTS, ROOT, load_average, machine, quiet_env
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 FORECAST = Path(sys.executable).with_name("forecast")
@@ -68,20 +68,11 @@ def write_quick_config(folder: Path) -> Path:
 def env_for(tmp: Path) -> dict[str, str]:
     """The CLI's embedded defaults, with both stores in ``tmp``."""
     (tmp / "mlruns").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
+    return quiet_env(
+        tmp / "prefect",
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
-        PREFECT_HOME=str(tmp / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="1",
         PREFECT_LOGGING_LEVEL="WARNING",
-        MPLBACKEND="Agg",
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-        MLFLOW_LOGGING_LEVEL="WARNING",
     )
-    return env
 
 
 IMPORTS = """

@@ -65,7 +65,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS, append_row, load1, load_average, machine
+from _common import RESULTS, append_row, load1, load_average, machine, quiet_env
 
 APIS = ("ephemeral", "server")
 NO_PREFECT = "none"  # the worker that times MLflow's logging, without Prefect
@@ -346,20 +346,9 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 # --- the driver -----------------------------------------------------------------------------------
 def bench_env(folder: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = quiet_env(folder / "prefect", TMPDIR=str(folder / "tmp"))
     env.pop("PREFECT_API_URL", None)
     env.pop("PREFECT_LOGGING_LEVEL", None)  # Prefect's default (INFO), as `forecast run` leaves it
-    env.update(
-        PREFECT_HOME=str(folder / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-        MLFLOW_LOGGING_LEVEL="WARNING",
-        DO_NOT_TRACK="1",
-        MPLBACKEND="Agg",
-        TMPDIR=str(folder / "tmp"),
-    )
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
     return env
 
