@@ -75,11 +75,7 @@ def validate(
     split = prepared.split
     summary = result.summary()
     summary["path"] = str(cfg.data.path)
-    summary["split_rows"] = {
-        "train": len(split.train),
-        "val": len(split.val),
-        "test": len(split.test),
-    }
+    summary["split_rows"] = dict(split.rows)
     summary["defaults"] = prepared.choices
     summary["padded_series"] = {str(k): int(v) for k, v in prepared.padded.items()}
     if as_json:

@@ -254,7 +254,14 @@ def test_other_families_ignore_the_calendar(name: str, params: dict) -> None:
         np.testing.assert_array_equal(dated.coef_, plain.coef_)
     w_plain, w_dated = plain.make_windows(frame), dated.make_windows(frame)
     idx = np.arange(len(w_plain))
-    assert w_dated.batch(idx)["x_future"].shape[-1] == 1 + 4
+    # Their windows compute and hold no calendar column (the networks' carry 2 per feature).
+    assert dated.window_calendar == [] and w_dated.batch(idx)["x_future"].shape[-1] == 1
+    assert w_dated.arrays.x_past.nbytes == w_plain.arrays.x_past.nbytes
+    network = build_model(ModelSpec(name="linear"), DataSpec(L, H, future=["planned"], calendar=DAILY))
+    assert network.window_calendar == DAILY and network.make_windows(frame).arrays.x_past.shape[1] == 1 + 4
+    history = frame.assign(y=frame["y"].where(frame.groupby("series_id").cumcount(ascending=False) >= H))
+    batch, _, _ = dated.prediction_batch(history)  # the horizon's rows carry only the covariate
+    assert batch["x_future"].shape[-1] == 1 and batch["x_past"].shape[-1] == 1
     np.testing.assert_array_equal(
         dated.predict_windows(w_dated.batch(idx)), plain.predict_windows(w_plain.batch(idx))
     )

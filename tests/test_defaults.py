@@ -251,3 +251,29 @@ def test_the_gate_scores_each_series_inside_its_own_validation_period(tmp_path):
     assert result.decision.model == best.name
     score = gate_score(serving.load_pyfunc(best.model_uri).predict, prepared, origins)
     assert result.decision.candidate_score == pytest.approx(score)
+
+
+def test_a_pipeline_run_holds_series_ids_as_a_categorical_in_every_frame(tmp_path):
+    """The canonical frame and the scaled segments keep a code per row, not a string: the same ids
+    in the same order as ingest gave, in less memory; what reaches a user or a model signature
+    (the input example) carries them as text again."""
+    from forecasting.data.ingest import ingest
+    from forecasting.data.schema import categorical_ids, string_ids
+    from forecasting.pipeline.prepare import input_example
+
+    lengths = {f"store-{k:03d}": 200 + k for k in range(30)}
+    cfg = _config(_csv(tmp_path, lengths), window={"horizon": 12, "lookback": 24})
+    text = ingest(cfg.data).frame
+    prepared = prepare(cfg)
+    for frame in (prepared.data.frame, prepared.train, prepared.val, prepared.test):
+        assert isinstance(frame["series_id"].dtype, pd.CategoricalDtype)
+        assert list(pd.unique(frame["series_id"])) == list(lengths)
+    assert prepared.data.frame["series_id"].astype(str).tolist() == text["series_id"].tolist()
+    assert list(prepared.split.borders.index) == list(lengths)
+    ids_bytes = lambda f: f["series_id"].memory_usage(deep=True, index=False)  # noqa: E731
+    assert ids_bytes(prepared.data.frame) * 2 < ids_bytes(text)
+    example = input_example(prepared)
+    assert not isinstance(example["series_id"].dtype, pd.CategoricalDtype)
+    assert example["series_id"].iloc[0] == "store-000"
+    # The two conversions are inverses and leave other columns alone.
+    pd.testing.assert_frame_equal(string_ids(categorical_ids(text)), text)

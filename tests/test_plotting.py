@@ -376,3 +376,22 @@ def test_a_pipeline_run_logs_the_comparison_and_the_leaderboard(prepared_and_sco
     (ax,) = parent.figures["plots/leaderboard.png"].axes
     assert [t.get_text() for t in ax.get_yticklabels()] == list(board.model)
     np.testing.assert_allclose([b.get_width() for b in ax.patches], board.val_mse)
+
+
+def test_a_result_keeps_the_test_forecasts_of_a_sample_of_series_for_the_comparison():
+    """What a model's result holds for the run's comparison plot does not grow with the series:
+    at most ``k`` series, evenly spread over them, the same ones for every model."""
+    from forecasting.pipeline.train import plot_sample
+
+    ids = [f"s{k:03d}" for k in range(250)]
+    a, b = pred_frame(ids, windows=2), pred_frame(ids, windows=2, offset=3.0)
+    kept_a, kept_b = plot_sample(a, k=10), plot_sample(b, k=10)
+    chosen = list(pd.unique(kept_a["series_id"]))
+    assert chosen == list(pd.unique(kept_b["series_id"]))
+    assert chosen[0] == "s000" and chosen[-1] == "s249" and len(chosen) == 10
+    assert len(kept_a) == 10 * 2 * H
+    pd.testing.assert_frame_equal(kept_a, a[a["series_id"].isin(chosen)].reset_index(drop=True))
+    few = pred_frame(ids[:5])
+    assert plot_sample(few, k=10) is few  # every series when there are no more than k
+    fig = comparison_plot({"a": kept_a, "b": kept_b}, history_frame(ids, periods=120))
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2

@@ -11,7 +11,7 @@ from conftest import ETTH1, make_frame
 
 from forecasting.config import DataConfig, SplitConfig, WindowConfig
 from forecasting.data.ingest import ingest
-from forecasting.data.splits import split_borders, split_frame
+from forecasting.data.splits import plan_split, split_borders, split_frame
 from forecasting.data.windows import Windows, to_arrays, window_starts
 from forecasting.errors import SeriesTooShortError
 
@@ -90,6 +90,24 @@ def test_count_split_keeps_the_same_periods_from_the_end_of_every_series():
     assert wider.borders.loc["short"].tolist() == [41, 54, 80]
     with pytest.raises(SeriesTooShortError, match=r"1 series too short .*3 validation and 1 test .*'short' "):
         split_frame(frame, SplitConfig(method="counts"), WindowConfig(lookback=16, horizon=13))
+
+
+def test_a_split_plan_cuts_where_the_split_does_and_holds_no_rows():
+    """What a pipeline keeps of its split: the borders and row counts, and per segment a mask of
+    the frame's rows (the segments are cut, scaled and dropped one at a time)."""
+    frame = pd.concat(
+        [make_frame(np.arange(300.0), series_id="long"), make_frame(np.arange(80.0), series_id="short")],
+        ignore_index=True,
+    )
+    window = WindowConfig(lookback=13, horizon=13)
+    plan, masks = plan_split(frame, SplitConfig(method="counts"), window)
+    split = split_frame(frame, SplitConfig(method="counts"), window)
+    pd.testing.assert_frame_equal(plan.borders, split.borders)
+    assert plan.rows == {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+    assert plan.rows == {"train": 248 + 28, "val": 2 * (13 + 39), "test": 2 * (13 + 13)}
+    for name in ("train", "val", "test"):
+        pd.testing.assert_frame_equal(frame[masks[name]].reset_index(drop=True), getattr(split, name))
+    assert not any(isinstance(v, pd.DataFrame) for v in vars(plan).values() if v is not plan.borders)
 
 
 def test_first_val_and_test_windows_target_the_borders(etth1_ot):
@@ -193,6 +211,10 @@ def test_windows_are_views_not_copies(etth1_ot):
     assert peak < one_copy / 4  # a few (N,) index arrays, nothing of size N x L
     assert np.shares_memory(w._y, arrays.y) and w._y.base is not None
     assert np.shares_memory(w._xp, arrays.x_past) and np.shares_memory(w._xf, arrays.x_future)
+    # The future-known columns are x_past's last ones: one copy serves both.
+    assert np.shares_memory(arrays.x_future, arrays.x_past)
+    np.testing.assert_array_equal(arrays.x_future, arrays.x_past[:, 1:])
+    np.testing.assert_array_equal(arrays.x_future[:, 0], covariates["f"].to_numpy(np.float32))
     for name, value in vars(w).items():
         if isinstance(value, np.ndarray) and value.base is None:  # an array of its own
             assert value.nbytes < one_copy / 10, name

@@ -77,7 +77,7 @@ class Scaler:
         """Scale ``columns`` of a canonical frame; NaN (future rows without y) stays NaN."""
         codes, uniques = _factorize(frame[SERIES])
         mean, std = self._stats_for(frame, unseen, uniques)
-        out = frame.copy()
+        out = frame.copy(deep=False)  # ids, times and unscaled columns shared (copy-on-write)
         rows = _stat_rows(mean, codes, uniques)
         m = mean[self.columns].to_numpy()[rows]
         s = std[self.columns].to_numpy()[rows]

@@ -100,21 +100,49 @@ def _rows_needed(split: SplitConfig, window: WindowConfig) -> int:
     return int(n[np.argmax(ok)]) if ok.any() else hi
 
 
-def split_frame(frame: pd.DataFrame, split: SplitConfig, window: WindowConfig) -> Split:
-    """Cut every series of a canonical frame at its borders (vectorised over series)."""
+@dataclass(frozen=True)
+class SplitPlan:
+    """Where every series of a frame is cut, without the segments themselves: what a pipeline
+    keeps once the segments are scaled (a second, unscaled copy of every row is not needed)."""
+
+    borders: pd.DataFrame  # per series: train_end, val_end, test_end (row positions in the series)
+    lookback: int
+    rows: dict[str, int]  # rows of each segment: train, val, test (val/test with their lookback)
+
+
+def plan_split(
+    frame: pd.DataFrame, split: SplitConfig, window: WindowConfig
+) -> tuple[SplitPlan, dict[str, np.ndarray]]:
+    """The borders of every series of a canonical frame and, per segment, a boolean mask of the
+    frame's rows it holds (vectorised over series)."""
     lengths = frame.groupby(SERIES, sort=False).size()
     borders = split_borders(lengths, split, window)
     pos = frame.groupby(SERIES, sort=False).cumcount().to_numpy()
     per_row = borders.loc[frame[SERIES]].to_numpy()
     train_end, val_end, test_end = per_row[:, 0], per_row[:, 1], per_row[:, 2]
+    del per_row
     lb = window.lookback
-    train = frame[pos < train_end]
-    val = frame[(pos >= train_end - lb) & (pos < val_end)]
-    test = frame[(pos >= val_end - lb) & (pos < test_end)]
+    masks = {
+        "train": pos < train_end,
+        "val": (pos >= train_end - lb) & (pos < val_end),
+        "test": (pos >= val_end - lb) & (pos < test_end),
+    }
+    rows = {name: int(mask.sum()) for name, mask in masks.items()}
+    return SplitPlan(borders=borders, lookback=lb, rows=rows), masks
+
+
+def segment(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """The rows of ``frame`` a ``plan_split`` mask selects, indexed from 0."""
+    return frame[mask].reset_index(drop=True)
+
+
+def split_frame(frame: pd.DataFrame, split: SplitConfig, window: WindowConfig) -> Split:
+    """Cut every series of a canonical frame at its borders (vectorised over series)."""
+    plan, masks = plan_split(frame, split, window)
     return Split(
-        train=train.reset_index(drop=True),
-        val=val.reset_index(drop=True),
-        test=test.reset_index(drop=True),
-        borders=borders,
-        lookback=lb,
+        train=segment(frame, masks["train"]),
+        val=segment(frame, masks["val"]),
+        test=segment(frame, masks["test"]),
+        borders=plan.borders,
+        lookback=plan.lookback,
     )

@@ -30,7 +30,8 @@ class SeriesArrays:
     t: np.ndarray  # (T,) datetime64
     y: np.ndarray  # (T,) float32
     x_past: np.ndarray  # (T, Cp + Cf + 2k) float32: every covariate known up to the present
-    x_future: np.ndarray  # (T, Cf + 2k) float32: the future-known covariates, calendar (k features) last
+    x_future: np.ndarray  # (T, Cf + 2k) float32: the future-known covariates, calendar (k features)
+    # last; a view of x_past's last columns (no second copy)
     static: np.ndarray  # (S, Cs) float32
 
     @property
@@ -60,10 +61,10 @@ def to_arrays(
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     first_rows = offsets[:-1]
     values = lambda cols: frame[cols].to_numpy(dtype=np.float32).reshape(len(frame), len(cols))  # noqa: E731
-    x_past, x_future = values(past + future), values(future)
+    x_past = values(past + future)
     if calendar:
-        cal = calendar_features(frame[TIME], list(calendar))  # (T, 2k)
-        x_past, x_future = np.hstack([x_past, cal]), np.hstack([x_future, cal])
+        x_past = np.hstack([x_past, calendar_features(frame[TIME], list(calendar))])  # (T, Cp+Cf+2k)
+    x_future = x_past[:, len(past) :]  # a view: the future-known columns are x_past's last ones
     return SeriesArrays(
         series_ids=np.asarray(uniques, dtype=object),
         offsets=offsets,

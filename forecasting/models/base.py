@@ -106,6 +106,10 @@ class Forecaster(ABC):
     # when all its members can, so it sets this per instance)
     handles_unseen_series: bool = True
     uses_training_loop: ClassVar[bool] = False  # trained by ``forecasting.training`` (reads ``training``)
+    # Does it read the calendar features (``spec.calendar``)? The networks do (and an ensemble,
+    # whose windows feed its members); the statistical families do not, and their windows skip
+    # computing and holding them (two float32 columns per feature and row).
+    reads_calendar: ClassVar[bool] = False
 
     # Fitted attributes (scikit-learn style: set by fit/load, read-only defaults until then).
     fitted_: bool = False
@@ -267,8 +271,14 @@ class Forecaster(ABC):
         return model
 
     # --- helpers shared by every family -------------------------------------------------------
+    @property
+    def window_calendar(self) -> list[str]:
+        """The calendar features this model's windows carry: ``spec.calendar`` for a family that
+        reads them, none for one that does not."""
+        return list(self.spec.calendar) if self.reads_calendar else []
+
     def make_windows(self, frame: pd.DataFrame, stride: int = 1) -> Windows:
-        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.spec.calendar)
+        arrays = to_arrays(frame, self.spec.past, self.spec.future, self.spec.static, self.window_calendar)
         return Windows(arrays, self.spec.lookback, self.spec.horizon, stride)
 
     def prediction_batch(self, history: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -313,12 +323,13 @@ class Forecaster(ABC):
         times = np.stack([(t_last + k * offset).to_numpy() for k in range(1, H + 1)], axis=1)
         ids = np.asarray(list(uniques), dtype=object)
         x_future = np.zeros((len(ids), H, 0), np.float32)
-        if self.spec.calendar:
+        calendar = self.window_calendar
+        if calendar:
             t_ctx = pd.DatetimeIndex(history[TIME]).take(source.reshape(-1))  # (S * L,)
             past = np.concatenate(
-                [past, calendar_features(t_ctx, self.spec.calendar).reshape(len(ids), L, -1)], axis=-1
+                [past, calendar_features(t_ctx, calendar).reshape(len(ids), L, -1)], axis=-1
             )  # (S, L, P + 2k)
-            x_future = calendar_features(times, self.spec.calendar)  # (S, H, 2k)
+            x_future = calendar_features(times, calendar)  # (S, H, 2k)
         batch = {
             "y": ctx_y.astype(np.float32),
             "x_past": past,
@@ -333,6 +344,7 @@ class Forecaster(ABC):
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         L, H = self.spec.lookback, self.spec.horizon
         offset = to_offset(self.freq_)
+        calendar = self.window_calendar
         ys, xps, xfs, sts, times, ids = [], [], [], [], [], []
         for sid, part in history.groupby(SERIES, sort=False):
             observed = np.flatnonzero(part[TARGET].notna().to_numpy())
@@ -366,9 +378,9 @@ class Forecaster(ABC):
                     )
                 xf = fut.to_numpy(np.float32)
             xp = ctx[self.spec.past + self.spec.future].to_numpy(np.float32)
-            if self.spec.calendar:
-                xp = np.hstack([xp, calendar_features(ctx[TIME], self.spec.calendar)])  # (L, Cp + Cf + 2k)
-                xf = np.hstack([xf, calendar_features(horizon_t, self.spec.calendar)])  # (H, Cf + 2k)
+            if calendar:
+                xp = np.hstack([xp, calendar_features(ctx[TIME], calendar)])  # (L, Cp + Cf + 2k)
+                xf = np.hstack([xf, calendar_features(horizon_t, calendar)])  # (H, Cf + 2k)
             ys.append(ctx[TARGET].to_numpy(np.float32))
             xps.append(xp)
             xfs.append(xf)

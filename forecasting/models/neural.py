@@ -116,6 +116,7 @@ class NeuralForecaster(Forecaster):
     """
 
     uses_training_loop = True
+    reads_calendar = True
     Network: ClassVar[type[nn.Module]]
     network_: WindowNetwork | None = None  # the trained network, in eval mode
 

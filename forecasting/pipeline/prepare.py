@@ -22,8 +22,8 @@ from forecasting.data.calendar import resolve_calendar
 from forecasting.data.ingest import IngestResult, ingest
 from forecasting.data.padding import left_pad
 from forecasting.data.scaling import Scaler, fit_scaler, flat_target_series
-from forecasting.data.schema import SERIES, TARGET
-from forecasting.data.splits import Split, split_frame
+from forecasting.data.schema import SERIES, TARGET, categorical_ids, string_ids
+from forecasting.data.splits import SplitPlan, plan_split, segment
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import ConstantSeriesError, format_rows
 from forecasting.faults import failpoint
@@ -42,7 +42,7 @@ class Prepared:
 
     cfg: Config
     data: IngestResult
-    split: Split
+    split: SplitPlan  # the borders of every series (the unscaled segments are not kept)
     scaler: Scaler
     train: pd.DataFrame  # scaled
     val: pd.DataFrame  # scaled, starts lookback rows before the validation border
@@ -130,13 +130,21 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     """Ingest (unless given), resolve the defaults that read the data, pad short series, split by
     time per series, fit the scaler on train only, scale."""
     data = data if data is not None else ingest(cfg.data)
+    data = dataclasses.replace(data, frame=categorical_ids(data.frame))
     failpoint("ingest")
     stages.ingested(len(data.frame), data.frame[SERIES].nunique())
     cfg, choices = resolve_defaults(cfg, data)
     data, padded = pad_short_series(cfg, data)
-    split = split_frame(data.frame, cfg.split, cfg.window)
-    flat = flat_target_series(split.train)
-    scaler = fit_data_scaler(split.train, data, flat)
+    split, masks = plan_split(data.frame, cfg.split, cfg.window)
+    # One unscaled segment at a time: the frame plus the scaled segments is the peak, not a
+    # second unscaled copy of every row besides them.
+    train_rows = segment(data.frame, masks.pop("train"))
+    flat = flat_target_series(train_rows)
+    scaler = fit_data_scaler(train_rows, data, flat)
+    scaled = {"train": scaler.transform(train_rows)}
+    del train_rows
+    for name in ("val", "test"):
+        scaled[name] = scaler.transform(segment(data.frame, masks.pop(name)))
     spec = DataSpec(
         lookback=int(cfg.window.lookback),
         horizon=cfg.window.horizon,
@@ -159,9 +167,9 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
         data=data,
         split=split,
         scaler=scaler,
-        train=scaler.transform(split.train),
-        val=scaler.transform(split.val),
-        test=scaler.transform(split.test),
+        train=scaled["train"],
+        val=scaled["val"],
+        test=scaled["test"],
         spec=spec,
         choices=choices,
         padded=padded,
@@ -195,4 +203,4 @@ def input_example(prepared: Prepared) -> pd.DataFrame:
         future = part.iloc[end - H : end].copy()
         future[TARGET] = np.nan
         history = pd.concat([history, future], ignore_index=True)
-    return history.reset_index(drop=True)
+    return string_ids(history.reset_index(drop=True))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecasting.data.schema import SERIES, TARGET, TIME
+from forecasting.data.schema import SERIES, TARGET, TIME, string_ids
 from forecasting.errors import TrackingError
 from forecasting.evaluation.intervals import selection_key
 from forecasting.faults import failpoint
@@ -66,7 +66,7 @@ def gate_score(predict: Any, prepared: Prepared, origins: np.ndarray, history: i
             future[TARGET] = np.nan
             past = pd.concat([past, future], ignore_index=True)
         truth = frame[ahead][[SERIES, TIME, TARGET]]
-        forecast = predict(past.reset_index(drop=True))
+        forecast = predict(string_ids(past.reset_index(drop=True)))
         merged = truth.merge(forecast[[SERIES, TIME, "yhat"]], on=[SERIES, TIME], how="left")
         errors.append((merged["yhat"].to_numpy(float) - merged[TARGET].to_numpy(float)) ** 2)
     err = np.concatenate(errors)

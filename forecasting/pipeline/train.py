@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from forecasting import stages
 from forecasting.config import Config, ModelSpec, dump_config
+from forecasting.data.schema import string_ids
 from forecasting.faults import epoch_failpoint
 from forecasting.interrupts import raise_if_stopped
 from forecasting.models.base import Forecaster
@@ -37,6 +39,8 @@ class ModelResult:
     model_uri: str | None = None
     error: str | None = None
     model: Forecaster | None = None
+    # The test forecasts of at most ``PLOT_SERIES`` series, the same ones for every model (the
+    # comparison plot's pool; ``plot_sample``). Every series' are in the run's artifact.
     test_predictions: pd.DataFrame | None = None
     weights: dict[str, float] | None = None  # an ensemble's member weights (small: travels back)
     # The model's interval calibration (``Calibration.to_dict``; small: travels back), which its
@@ -121,7 +125,8 @@ def fit_and_score(
     fit_seconds = time.perf_counter() - start
     season = season_length(prepared.data.freq)
     score = dict(scaler=prepared.scaler, train=prepared.train, season=season)
-    val_windows = prepared.windows(prepared.val)
+    # The model's own windows: a family that reads no calendar computes and holds none.
+    val_windows = model.make_windows(prepared.val, stride=prepared.spec.eval_stride)
     folds = prepared.validation_folds(val_windows)
     intervals = prepared.cfg.intervals
     val = collect_forecasts(
@@ -138,7 +143,8 @@ def fit_and_score(
         model, val_windows, predictions=False, folds=folds, forecasts=val, **score
     )
     start = time.perf_counter()
-    test_metrics, test_pred = evaluate_windows(model, prepared.windows(prepared.test), **score)
+    test_windows = model.make_windows(prepared.test, stride=prepared.spec.eval_stride)
+    test_metrics, test_pred = evaluate_windows(model, test_windows, **score)
     predict_seconds = time.perf_counter() - start
     metrics = {f"val_{k}": v for k, v in val_metrics.items()}
     metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
@@ -255,7 +261,7 @@ def train_model(
             "FINISHED",
             metrics=metrics,
             model=model,
-            test_predictions=pred,
+            test_predictions=plot_sample(pred),
             weights=weights,
             calibration=_calibration(model),
         )
@@ -289,7 +295,7 @@ def train_model(
             result.model_uri = _log_artifacts_and_model(run, prepared, model, pred)
             if result.model_uri:
                 run.set_tags({"model_uri": result.model_uri})
-            result.metrics, result.model, result.test_predictions = metrics, model, pred
+            result.metrics, result.model, result.test_predictions = metrics, model, plot_sample(pred)
             result.weights = dict(model.weights_) if model.weights_ else None
             result.calibration = _calibration(model)
         result.status = "FINISHED"
@@ -356,7 +362,9 @@ def finished_result(tracker: Any, run: Any, keep_model: bool) -> ModelResult:
     from forecasting import serving
 
     result = result_from_run(run)
-    result.test_predictions = tracker.load_frame(run.info.run_id, "predictions/test_predictions.parquet")
+    result.test_predictions = plot_sample(
+        tracker.load_frame(run.info.run_id, "predictions/test_predictions.parquet")
+    )
     result.calibration = logged_calibration(tracker, run.info.run_id)
     if keep_model:
         if not result.model_uri:
@@ -388,7 +396,7 @@ def log_inputs(run: Any, prepared: Prepared) -> None:
     them first, so that the dataset is stored before its models, which train concurrently, link
     it."""
     run.log_dataset(
-        prepared.data.frame.head(1000),
+        string_ids(prepared.data.frame.head(1000)),
         source=str(prepared.cfg.data.path),
         name=Path(prepared.cfg.data.path).stem,
         digest=prepared.data.dataset_hash,
@@ -399,6 +407,18 @@ def log_inputs(run: Any, prepared: Prepared) -> None:
 
 
 PER_SERIES_ARTIFACT = "metrics/per_series_test.parquet"
+PLOT_SERIES = 100
+
+
+def plot_sample(pred: pd.DataFrame, k: int = PLOT_SERIES) -> pd.DataFrame:
+    """The rows of at most ``k`` series of a prediction frame, evenly spread over its series in
+    their order (the same series for every model of a run): what a result keeps for the run's
+    comparison plot, so that the results of a run held together do not grow with the series."""
+    codes, uniques = pd.factorize(pred["series_id"], sort=False)
+    if len(uniques) <= k:
+        return pred
+    keep = np.unique(np.linspace(0, len(uniques) - 1, k).round().astype(np.int64))
+    return pred[np.isin(codes, keep)].reset_index(drop=True)
 
 
 def per_series_scores(pred: pd.DataFrame) -> pd.DataFrame:
