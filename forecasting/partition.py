@@ -120,6 +120,25 @@ def chunk_map(dask_address: str | None = None, dask_local_workers: int | None = 
         yield _dask_map(client)
 
 
+@contextlib.contextmanager
+def worker_cluster() -> Iterator[tuple[ChunkMap, int] | None]:
+    """Inside a task on a Dask worker (the training fan-out on ``orchestration.dask_address``):
+    a map over that worker's cluster and its number of workers, when it has more than one (the
+    task gives its thread back while it waits). None elsewhere: Dask not installed, not on a
+    worker, or a cluster of one worker. How the per-series families spread a fit over the
+    cluster a training task runs on."""
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield None
+        return
+    with worker_client() as client:
+        workers = len(client.scheduler_info().get("workers", {}))
+        yield (_dask_map(client), workers) if workers > 1 else None
+
+
 def _dask_map(client: Any) -> ChunkMap:
     def run(fn: Callable[..., Any], items: Iterable[Any], *args: Any) -> Iterator[Any]:
         window = IN_FLIGHT_PER_WORKER * max(len(client.scheduler_info().get("workers", {})), 1)

@@ -248,3 +248,42 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     pd.testing.assert_frame_equal(on_dask, pd.read_parquet(tmp_path / "here.parquet"))
     assert np.array_equal(on_dask["yhat"].to_numpy(), here["yhat"].to_numpy())
     assert pq.ParquetFile(outcome["prediction"]["output"]).metadata.num_row_groups == 3
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_ar_fits_its_chunks_as_tasks_of_the_cluster_its_task_runs_on(dask_cluster):
+    """Inside a task on a Dask worker (a training task of the fan-out), AR's batched fit of more
+    than ``parallel_above`` series runs its chunks of series as tasks of that cluster, on both
+    workers: the same coefficients, orders and variances as one process, to the last digit."""
+    from distributed import get_task_stream
+
+    from forecasting.models import ar
+
+    _, client = dask_cluster
+    rng = np.random.default_rng(3)
+    parts = []
+    for n in rng.integers(60, 200, size=40):  # AR(2) series of different lengths and levels
+        e = rng.standard_normal(n)
+        y = np.zeros(n)
+        for t in range(2, n):
+            y[t] = 0.6 * y[t - 1] - 0.2 * y[t - 2] + e[t]
+        parts.append(y + rng.uniform(-5, 5))
+    y = np.concatenate(parts)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    x = np.zeros((len(y), 0))
+    here = ar.fit_batched(y, x, offsets, 8, "aic")
+    with get_task_stream(client) as stream:
+        future = client.submit(ar.fit_batched, y, x, offsets, 8, "aic", None, False, 10, pure=False)
+        there = future.result()
+    ran: dict[str, list[str]] = {}
+    for task in stream.data:
+        ran.setdefault(str(task["key"]).split("-")[0].strip("('\""), []).append(task["worker"])
+    assert len(ran["fit_chunk"]) >= 2 * ar._CHUNKS_PER_WORKER  # ~8 chunks for 2 workers
+    assert set(ran["fit_chunk"]) == set(client.scheduler_info()["workers"])  # on both of them
+    for name in ("coef", "order", "sigma2"):
+        np.testing.assert_array_equal(getattr(there, name), getattr(here, name))
+    # at most the setting's series: the fit stays in its task
+    with get_task_stream(client) as stream:
+        client.submit(ar.fit_batched, y, x, offsets, 8, "aic", None, False, 40, pure=False).result()
+    assert not [t for t in stream.data if "fit_chunk" in str(t["key"])]

@@ -34,6 +34,7 @@ x_Cf]``; lags beyond a series' order are 0.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,9 +59,11 @@ from forecasting.errors import (
 )
 from forecasting.models.base import EpochCallback, Forecaster
 from forecasting.models.registry import register
+from forecasting.partition import worker_cluster
 
 Criterion = Literal["aic", "bic", "fixed"]
 _CHUNK_ROWS = 1 << 20  # rows per batched chunk: bounds memory and the prefix sums' rounding
+_CHUNKS_PER_WORKER = 4  # on a Dask cluster: several chunks per worker even out their cost
 _STATE_FILE = "ar.npz"
 
 
@@ -71,6 +74,9 @@ class ARSettings:
     lags: int | None = Field(None, ge=0)  # the order when ic is "fixed" (None: max_lag)
     solver: Literal["auto", "statsmodels", "batched"] = "auto"
     batched_above: int = Field(32, ge=0)  # solver "auto": batched when more series than this
+    # In a training task on a Dask worker, a batched fit of more series than this runs its chunks
+    # as tasks of the worker's cluster (``fit_batched``); elsewhere the setting does nothing.
+    parallel_above: int = Field(1000, ge=0)
     # A series whose own fit is explosive (``explosive``) forecasts with the pooled coefficients.
     stable: bool = True
 
@@ -252,29 +258,57 @@ def fit_batched(
     ic: Criterion,
     lags: int | None = None,
     pooled: bool = False,
+    parallel_above: int | None = None,
 ) -> ARFit:
     """The fit of ``fit_statsmodels`` for many series at once (same arguments and result).
 
-    ``pooled=True`` fits one model on all series together (a result of one row).
+    ``pooled=True`` fits one model on all series together (a result of one row). The series are
+    fitted in chunks of consecutive series (each series' fit uses its own rows only, so the
+    chunks do not change it). Inside a task on a Dask worker, with more than ``parallel_above``
+    series (None: never), the chunks are tasks of that worker's cluster, at least
+    ``_CHUNKS_PER_WORKER`` per worker; each goes out and comes back as numpy arrays.
     """
     if pooled:
         return _fit_group(y, x, offsets, max_lag, ic, lags, pooled=True)
-    fits = []
-    for lo, hi in _chunks(offsets):
+    spread = parallel_above is not None and len(offsets) - 1 > parallel_above
+    with worker_cluster() if spread else contextlib.nullcontext() as cluster:
+        if cluster is None:
+            fits = [fit_chunk(piece, max_lag, ic, lags) for piece in _pieces(y, x, offsets, _CHUNK_ROWS)]
+        else:
+            run, workers = cluster
+            rows = min(_CHUNK_ROWS, max(int(offsets[-1]) // (workers * _CHUNKS_PER_WORKER), 1))
+            fits = list(run(fit_chunk, _pieces(y, x, offsets, rows), max_lag, ic, lags))
+    return ARFit(*(np.concatenate([f[k] for f in fits]) for k in range(3)))
+
+
+def fit_chunk(
+    piece: tuple[np.ndarray, np.ndarray, np.ndarray], max_lag: int, ic: Criterion, lags: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coef, order, sigma2) of the series of one chunk ``(y, x, offsets)`` of ``fit_batched``."""
+    y, x, offsets = piece
+    try:
+        fit = _fit_group(y, x, offsets, max_lag, ic, lags, pooled=False)
+    except np.linalg.LinAlgError:  # a singular Gram matrix: let statsmodels' pinv decide
+        fit = fit_statsmodels(y, x, offsets, max_lag, ic, lags)
+    return fit.coef, fit.order, fit.sigma2
+
+
+def _pieces(
+    y: np.ndarray, x: np.ndarray, offsets: np.ndarray, rows: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(y, x, offsets)`` of each chunk of consecutive series of about ``rows`` rows."""
+    out = []
+    for lo, hi in _chunks(offsets, rows):
         o = offsets[lo : hi + 1]
-        rows = slice(o[0], o[-1])
-        try:
-            fits.append(_fit_group(y[rows], x[rows], o - o[0], max_lag, ic, lags, pooled=False))
-        except np.linalg.LinAlgError:  # a singular Gram matrix: let statsmodels' pinv decide
-            fits.append(fit_statsmodels(y[rows], x[rows], o - o[0], max_lag, ic, lags))
-    return ARFit(*(np.concatenate([getattr(f, a) for f in fits]) for a in ("coef", "order", "sigma2")))
+        out.append((y[o[0] : o[-1]], x[o[0] : o[-1]], o - o[0]))
+    return out
 
 
-def _chunks(offsets: np.ndarray) -> list[tuple[int, int]]:
-    """Consecutive series ranges [lo, hi) of about ``_CHUNK_ROWS`` rows (at least one series each)."""
+def _chunks(offsets: np.ndarray, rows: int = _CHUNK_ROWS) -> list[tuple[int, int]]:
+    """Consecutive series ranges [lo, hi) of about ``rows`` rows (at least one series each)."""
     out, lo, n_series = [], 0, len(offsets) - 1
     while lo < n_series:
-        hi = int(np.searchsorted(offsets, offsets[lo] + _CHUNK_ROWS, side="right")) - 1
+        hi = int(np.searchsorted(offsets, offsets[lo] + rows, side="right")) - 1
         hi = min(max(hi, lo + 1), n_series)
         out.append((lo, hi))
         lo = hi
@@ -294,15 +328,15 @@ def _fit_group(
     lengths = np.diff(offsets)
     # Centring is an exact reparametrisation of the intercept that keeps X'X well conditioned;
     # a pooled model has one intercept, so it is centred once for all series.
-    if pooled:
+    if pooled:  # every row of every series at once: no per-row index (8 bytes a row) to centre them
         mean_y, mean_x = np.full(n_series, y.mean()), np.tile(x.mean(axis=0), (n_series, 1))
+        yc, xc = y - mean_y[0], x - mean_x[0]
     else:
         mean_y = np.add.reduceat(y, offsets[:-1]) / lengths
         mean_x = (
             np.add.reduceat(x, offsets[:-1], axis=0) / lengths[:, None] if n_exog else np.zeros((n_series, 0))
         )
-    row_series = np.repeat(np.arange(n_series), lengths)
-    yc, xc = y - mean_y[row_series], x - mean_x[row_series]
+        yc, xc = y - np.repeat(mean_y, lengths), x - np.repeat(mean_x, lengths, axis=0)
     k0 = 1 + n_exog
 
     def pooled_sum(moments: Callable[..., np.ndarray], *args: np.ndarray) -> np.ndarray:
@@ -455,7 +489,10 @@ class AR(Forecaster):
         y, x, sub = _select_series(y, x, offsets, own)
         s = self.settings
         batched = s.solver == "batched" or (s.solver == "auto" and len(sub) - 1 > s.batched_above)
-        fit = (fit_batched if batched else fit_statsmodels)(y, x, sub, max_lag, s.ic, fixed)
+        if batched:
+            fit = fit_batched(y, x, sub, max_lag, s.ic, fixed, parallel_above=s.parallel_above)
+        else:
+            fit = fit_statsmodels(y, x, sub, max_lag, s.ic, fixed)
         pooled = fit_batched(y, x, sub, max_lag, s.ic, fixed, pooled=True)
         self.pooled_coef_, self.pooled_order_ = pooled.coef[0], int(pooled.order[0])
         self.coef_ = np.tile(self.pooled_coef_, (len(own), 1))

@@ -144,34 +144,29 @@ def _fit_on_dask_cluster(
     family: str, ys: Sequence[np.ndarray], options: dict[str, Any]
 ) -> tuple[np.ndarray, int] | None:
     """Inside a task on a Dask worker (the training fan-out on ``orchestration.dask_address``):
-    the series' chunks fitted as tasks of the same cluster, spread over its workers (the task
-    gives its thread back while it waits); None elsewhere, or on a cluster of one worker. Each
-    chunk crosses as a flat float64 array and its offsets; the fitter travels by name."""
-    try:
-        from distributed import get_worker, worker_client
+    the series' chunks fitted as tasks of the same cluster, spread over its workers; None
+    elsewhere, or on a cluster of one worker (``partition.worker_cluster``). Each chunk crosses as
+    a flat float64 array and its offsets; the fitter travels by name."""
+    from forecasting.partition import worker_cluster
 
-        get_worker()
-    except (ImportError, ValueError):
-        return None
-    with worker_client() as client:
-        workers = len(client.scheduler_info().get("workers", {}))
-        if workers <= 1:
+    with worker_cluster() as cluster:
+        if cluster is None:
             return None
+        run, workers = cluster
         n_chunks = min(len(ys), workers * _CHUNKS_PER_WORKER)
         bounds = np.linspace(0, len(ys), n_chunks + 1).astype(int)
-        futures = []
+        pieces = []
         for a, b in itertools.pairwise(bounds):
             chunk = list(ys[a:b])
             offsets = np.concatenate([[0], np.cumsum([len(y) for y in chunk])]).astype(np.int64)
-            futures.append(
-                client.submit(fit_packed, family, np.concatenate(chunk), offsets, options, pure=False)
-            )
-        parts = client.gather(futures)
+            pieces.append((np.concatenate(chunk), offsets))
+        parts = list(run(fit_packed, pieces, family, options))
     return np.concatenate(parts), workers
 
 
-def fit_packed(family: str, y: np.ndarray, offsets: np.ndarray, options: dict[str, Any]) -> np.ndarray:
-    """The parameter rows of the series packed in ``y`` at ``offsets`` (one chunk of a Dask fit)."""
+def fit_packed(packed: tuple[np.ndarray, np.ndarray], family: str, options: dict[str, Any]) -> np.ndarray:
+    """The parameter rows of the series packed in ``(y, offsets)`` (one chunk of a Dask fit)."""
+    y, offsets = packed
     return fit_chunk(_fitter(family), [y[a:b] for a, b in itertools.pairwise(offsets)], options)
 
 
