@@ -236,10 +236,14 @@ def start() -> LocalAPI | None:
 def without_heartbeats(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with Prefect's flow-run heartbeats off (in the calling thread's settings context).
 
-    Heartbeats let a long-lived server's automations mark runs whose process died; the local API
-    lives and dies with this command, so nothing reads them. Left on, every flow run (a pipeline
-    has three) waits ~1 s at its end for the heartbeat thread to wake from its one-second sleep
-    (measured: an empty flow takes 1.35 s with heartbeats, 0.40 s without).
+    Heartbeats let a long-lived server's automations mark runs whose process died. Left on, every
+    flow run waits ~1 s at its end for its heartbeat thread to wake from a one-second sleep
+    (measured: an empty flow takes 1.35 s with heartbeats, 0.40 s without). They are off for
+    every flow run of a command on its own local API (it lives and dies with the command: nothing
+    reads them) and, with a server, for the subflows (``train-models``, ``batch-predict-run``,
+    ``tune-trials``): they run in their parent's process and thread, so the parent's heartbeats
+    already say whether that process lives, and a rerun that adopts a dead pipeline run ends its
+    open subflow runs ``Crashed`` (``flows.pipeline._mark_crashed``).
     """
 
     def call(*args: Any, **kwargs: Any) -> Any:

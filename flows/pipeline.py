@@ -25,6 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows import reports
+from flows.local_api import without_heartbeats
 from forecasting import pipeline as lib
 from forecasting.config import Config, load_config
 from forecasting.errors import InputValidationError
@@ -212,7 +213,7 @@ def _train_models(cfg: Config) -> lib.TrainModels:
                 )
             return results
 
-        return train_models_flow(parent_run_id, tags)
+        return without_heartbeats(train_models_flow)(parent_run_id, tags)  # the parent's speak for it
 
     return train_models
 
@@ -361,7 +362,7 @@ def _predict(
     def on_runner() -> dict[str, Any]:
         return predict_task.submit(cfg, pinned, input_path, output_path).result()
 
-    prediction = on_runner()
+    prediction = without_heartbeats(on_runner)()  # its parent's heartbeats speak for the process
     reports.publish_forecasts(prediction)
     return prediction
 

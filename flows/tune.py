@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.local_api import without_heartbeats
 from flows.pipeline import _limit_threads, flow_config, prepared_for, task_runner_for
 from forecasting import tuning
 from forecasting.config import Config
@@ -62,7 +63,7 @@ def tune(
             futures = [worker_task.submit(job, threads) for job in jobs]
             return [f.result() for f in futures]
 
-        return tune_trials(len(jobs))
+        return without_heartbeats(tune_trials)(len(jobs))  # the parent's heartbeats speak for it
 
     result = tuning.tune(
         cfg,

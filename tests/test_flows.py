@@ -124,6 +124,13 @@ def test_pipeline_flow_end_to_end(prefect_harness, tmp_path):
     state = _flow_run(flow_run_id).state
     assert state.is_completed() and f"{best} won" in state.message
     assert f"version {champion.version} -> champion" in state.message
+    # Heartbeats: the pipeline's flow run sends them (a server's automations read them), its
+    # subflows, in the same process and thread, do not (each would wait ~1 s at its end for
+    # the heartbeat thread's sleep).
+    subflows = _subflow_runs(flow_run_id)
+    assert len(subflows) == 2  # train-models, batch-predict-run
+    beating = _heartbeats([flow_run_id, *(str(r.id) for r in subflows)], wait_for=flow_run_id)
+    assert beating == {flow_run_id}
 
     # the hourly deployment's flow on its own: a table of what it wrote, and a named MLflow run
     state = fp.batch_predict(str(path), return_state=True)
@@ -141,6 +148,36 @@ def _flow_run(flow_run_id: str):
 
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id)
+
+
+def _subflow_runs(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def _heartbeats(flow_run_ids: list[str], wait_for: str, timeout_s: float = 60.0) -> set[str]:
+    """The flow runs among ``flow_run_ids`` that sent a heartbeat event, read once ``wait_for``'s
+    has reached the API (events arrive asynchronously; this is a hang guard, not a measurement)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            query = EventFilter(
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{i}" for i in flow_run_ids]),
+            )
+            events = client.read_events(query, limit=50).events  # the API allows at most 50
+            found = {e.resource.id.removeprefix("prefect.flow-run.") for e in events}
+            if wait_for in found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
 
 
 def _artifact(flow_run_id: str, key: str):
