@@ -242,8 +242,11 @@ def without_heartbeats(fn: Callable[..., Any]) -> Callable[..., Any]:
     every flow run of a command on its own local API (it lives and dies with the command: nothing
     reads them) and, with a server, for the subflows (``train-models``, ``batch-predict-run``,
     ``tune-trials``): they run in their parent's process and thread, so the parent's heartbeats
-    already say whether that process lives, and a rerun that adopts a dead pipeline run ends its
-    open subflow runs ``Crashed`` (``flows.pipeline._mark_crashed``).
+    already say whether that process lives. An automation that marks silent flow runs crashed
+    therefore sees the parent only: a subflow of a killed process stays ``Running`` until
+    something ends it (a rerun that adopts a dead pipeline run ends its open subflow runs
+    ``Crashed``, ``flows.pipeline._mark_crashed``; a killed ``batch_predict`` or ``tune`` run's
+    subflow has no such step).
     """
 
     def call(*args: Any, **kwargs: Any) -> Any:

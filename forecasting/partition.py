@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -124,19 +125,26 @@ def chunk_map(dask_address: str | None = None, dask_local_workers: int | None = 
 def worker_cluster() -> Iterator[tuple[ChunkMap, int] | None]:
     """Inside a task on a Dask worker (the training fan-out on ``orchestration.dask_address``):
     a map over that worker's cluster and its number of workers, when it has more than one (the
-    task gives its thread back while it waits). None elsewhere: Dask not installed, not on a
-    worker, or a cluster of one worker. How the per-series families spread a fit over the
-    cluster a training task runs on."""
-    try:
-        from distributed import get_worker, worker_client
+    task gives its thread back while it waits, so the caller should only dispatch and gather
+    inside the block). None elsewhere: not on a worker, or a cluster of one worker. How the
+    per-series families spread a fit over the cluster a training task runs on."""
+    if "distributed" not in sys.modules:  # a Dask worker has imported it: this is no worker
+        yield None
+        return
+    from distributed import get_client, get_worker, worker_client
 
+    try:
         get_worker()
-    except (ImportError, ValueError):
+    except ValueError:
+        yield None
+        return
+    # Counted before the task gives its thread back: on a cluster of one it keeps it and works.
+    workers = len(get_client().scheduler_info().get("workers", {}))
+    if workers <= 1:
         yield None
         return
     with worker_client() as client:
-        workers = len(client.scheduler_info().get("workers", {}))
-        yield (_dask_map(client), workers) if workers > 1 else None
+        yield _dask_map(client), workers
 
 
 def _dask_map(client: Any) -> ChunkMap:

@@ -264,20 +264,22 @@ def fit_batched(
 
     ``pooled=True`` fits one model on all series together (a result of one row). The series are
     fitted in chunks of consecutive series (each series' fit uses its own rows only, so the
-    chunks do not change it). Inside a task on a Dask worker, with more than ``parallel_above``
-    series (None: never), the chunks are tasks of that worker's cluster, at least
-    ``_CHUNKS_PER_WORKER`` per worker; each goes out and comes back as numpy arrays.
+    chunks do not change it, unless a chunk's least squares is singular: that chunk's series are
+    then fitted by statsmodels). Inside a task on a Dask worker, with more than
+    ``parallel_above`` series (None: never), the chunks are tasks of that worker's cluster, at
+    least ``_CHUNKS_PER_WORKER`` per worker; each goes out and comes back as numpy arrays.
     """
     if pooled:
         return _fit_group(y, x, offsets, max_lag, ic, lags, pooled=True)
+    fits = None
     spread = parallel_above is not None and len(offsets) - 1 > parallel_above
     with worker_cluster() if spread else contextlib.nullcontext() as cluster:
-        if cluster is None:
-            fits = [fit_chunk(piece, max_lag, ic, lags) for piece in _pieces(y, x, offsets, _CHUNK_ROWS)]
-        else:
+        if cluster is not None:  # only dispatch and gather here: the task's thread is given back
             run, workers = cluster
             rows = min(_CHUNK_ROWS, max(int(offsets[-1]) // (workers * _CHUNKS_PER_WORKER), 1))
             fits = list(run(fit_chunk, _pieces(y, x, offsets, rows), max_lag, ic, lags))
+    if fits is None:
+        fits = [fit_chunk(piece, max_lag, ic, lags) for piece in _pieces(y, x, offsets, _CHUNK_ROWS)]
     return ARFit(*(np.concatenate([f[k] for f in fits]) for k in range(3)))
 
 
@@ -468,6 +470,7 @@ class AR(Forecaster):
 
     name = "ar"
     Settings = ARSettings
+    reads_calendar = False  # only y (and, for AR, the declared future covariates)
     pooled_series_: int = 0  # series too short for their own fit, forecast with the pooled model
     explosive_series_: int = 0  # series whose own fit was explosive, forecast with the pooled model
     # Residual variance per series (S,) and of the pooled fit; None for a model saved without them.

@@ -107,9 +107,10 @@ class Forecaster(ABC):
     handles_unseen_series: bool = True
     uses_training_loop: ClassVar[bool] = False  # trained by ``forecasting.training`` (reads ``training``)
     # Does it read the calendar features (``spec.calendar``)? The networks do (and an ensemble,
-    # whose windows feed its members); the statistical families do not, and their windows skip
-    # computing and holding them (two float32 columns per feature and row).
-    reads_calendar: ClassVar[bool] = False
+    # whose windows feed its members); the naive, AR and per-series statistical families do not
+    # and say so, and their windows skip computing and holding them (two float32 columns per
+    # feature and row). A new family gets them unless it opts out.
+    reads_calendar: ClassVar[bool] = True
 
     # Fitted attributes (scikit-learn style: set by fit/load, read-only defaults until then).
     fitted_: bool = False

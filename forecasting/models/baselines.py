@@ -29,6 +29,7 @@ class Naive(Forecaster):
 
     name = "naive"
     Settings = NaiveSettings
+    reads_calendar = False  # only y
 
     def _fit(
         self,
@@ -50,6 +51,7 @@ class SeasonalNaive(Forecaster):
 
     name = "seasonal_naive"
     Settings = SeasonalNaiveSettings
+    reads_calendar = False  # only y
 
     def _fit(
         self,

@@ -75,7 +75,6 @@ class Ensemble(Forecaster):
 
     name = "ensemble"
     Settings = EnsembleSettings
-    reads_calendar = True  # its windows feed every member, networks included
     members_: Mapping[str, Forecaster] | None = None  # fitted: the members that got a weight
 
     def __init__(

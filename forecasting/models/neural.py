@@ -116,7 +116,6 @@ class NeuralForecaster(Forecaster):
     """
 
     uses_training_loop = True
-    reads_calendar = True
     Network: ClassVar[type[nn.Module]]
     network_: WindowNetwork | None = None  # the trained network, in eval mode
 

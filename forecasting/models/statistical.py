@@ -241,6 +241,7 @@ class PerSeriesForecaster(Forecaster):
 
     state_file: ClassVar[str] = ""
     n_columns: ClassVar[int] = 0
+    reads_calendar = False  # only y
     params_: np.ndarray | None = None  # (S, n_columns) one row per training series
     season_length_: int = 1
     n_workers_: int = 1  # worker processes the fit used
