@@ -9,6 +9,7 @@ import pytest
 from conftest import make_frame
 
 from forecasting.config import ConfigError, config_from_dict
+from forecasting.data.schema import string_ids
 from forecasting.evaluation import intervals as iv
 from forecasting.evaluation.metrics import collect_forecasts
 from forecasting.models.base import Forecaster
@@ -271,7 +272,7 @@ def test_the_pipeline_serves_the_bands_it_measured(tmp_path, mlflow_globals):
     )
     result = run_pipeline(cfg)
     assert result.decision.alias == "champion"
-    history = result.prepared.data.frame
+    history = string_ids(result.prepared.data.frame)  # the data as a user hands it over: ids as text
     served = serving.load_pyfunc("models:/ar1@champion").predict(history)
     scaler = fit_data_scaler(history, result.prepared.data)
     expected = Bundle(result.refit.model, scaler, cfg.data, result.prepared.data.freq).forecast(history)
@@ -332,6 +333,7 @@ def test_the_select_champion_flow_serves_bands_from_the_logged_calibration(
     parent = MlflowClient(store).get_run(board[0]["run_id"]).data.tags["mlflow.parentRunId"]
     decision = select_champion(config_path=None, parent_run_id=parent, config=cfg)
     assert decision["alias"] == "champion"
-    served = serving.load_pyfunc("models:/two-step@champion").predict(prepare_data(cfg).data.frame)
+    history = string_ids(prepare_data(cfg).data.frame)  # ids as text, as a user's data has them
+    served = serving.load_pyfunc("models:/two-step@champion").predict(history)
     assert {"yhat_lo_80", "yhat_hi_95"} <= set(served.columns)
     assert (served["yhat_lo_80"] <= served["yhat_hi_80"]).all()

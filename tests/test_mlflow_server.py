@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from servers import mlflow_server, postgres_database
 from test_pipeline import make_config
 
+from forecasting.data.schema import string_ids
 from forecasting.pipeline import batch_predict, run_pipeline
 from forecasting.serving import load_pyfunc
 
@@ -51,7 +52,7 @@ def test_pipeline_over_http(kind, tmp_path, monkeypatch, mlflow_globals):
         # The artifacts went through the server (proxied), not to a local path.
         assert client.get_run(result.parent_run_id).info.artifact_uri.startswith("mlflow-artifacts:")
         model = load_pyfunc(f"models:/{cfg.tracking.registered_model}@champion")
-        history = result.prepared.data.frame
+        history = string_ids(result.prepared.data.frame)  # ids as text, as a user's data has them
         forecast = model.predict(history)
         assert len(forecast) == 3 * 12 and np.isfinite(forecast["yhat"]).all()
 

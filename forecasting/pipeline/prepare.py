@@ -37,7 +37,9 @@ class Prepared:
 
     ``cfg`` is concrete: every default that reads the data is resolved (``choices`` says which
     and to what; ``pipeline.defaults``). ``padded``: rows added at the start of each series too
-    short for a window (``window.pad_short``); ``data.frame`` holds them.
+    short for a window (``window.pad_short``); ``data.frame`` holds them. ``data.frame`` and the
+    scaled segments hold the series ids as a categorical (``schema.categorical_ids``): hand a
+    served model ``schema.string_ids(frame)``, text ids as in the user's data.
     """
 
     cfg: Config
