@@ -183,8 +183,11 @@ def test_a_series_too_short_for_its_own_fit_takes_the_pooled_coefficients(ar2_fr
 
 
 def test_an_explosive_fit_forecasts_with_the_pooled_coefficients(rng: np.random.Generator) -> None:
-    """Three stable AR(1) series and one growing 4 % a step: with ``stable`` (the default) the
-    growing series' explosive fit is replaced by the pooled one and its forecast stays bounded."""
+    """Three stable AR(1) series, one running away 8 % a step and one growing 3 % a step: with
+    ``stable`` (the default) the runaway fit (1.08 ** 12 = 2.5 over the horizon) is replaced by the
+    pooled one and its forecast stays bounded; the slower grower keeps its own fit and its growth
+    (1.03 is significantly above a unit root on 200 rows, 1 + 2/200, but 1.03 ** 12 = 1.4 over the
+    horizon: a growing series, not a runaway fit)."""
     from forecasting.models.ar import explosive, spectral_radius
 
     frames = []
@@ -193,23 +196,31 @@ def test_an_explosive_fit_forecasts_with_the_pooled_coefficients(rng: np.random.
         for t in range(1, 200):
             y[t] = 0.6 * y[t - 1] + rng.standard_normal()
         frames.append(make_frame(y, f"s{k}"))
-    growing = np.zeros(200)
-    growing[0] = 1.0
-    for t in range(1, 200):
-        growing[t] = 1.04 * growing[t - 1] + 0.1 * rng.standard_normal()
-    frames.append(make_frame(growing / 1e3, "boom"))
+    growing = {}
+    for name, rate in (("boom", 1.08), ("trend", 1.03)):
+        y = np.zeros(200)
+        y[0] = 1.0
+        for t in range(1, 200):
+            y[t] = rate * y[t - 1] + 0.001 * rng.standard_normal()
+        y = y / y[-1]  # ending at 1: the stable series dominate the pooled fit
+        growing[name] = y
+        frames.append(make_frame(y, name))
     frame = pd.concat(frames, ignore_index=True)
     settings = dict(ic="fixed", lags=1, max_lag=1)
     plain = AR(ARSettings(**settings, stable=False), spec=SPEC).fit(frame)
     stable = AR(ARSettings(**settings), spec=SPEC).fit(frame)
-    assert spectral_radius(plain.coef_[:, 1:2]).round(2).tolist()[3] == pytest.approx(1.04, abs=0.01)
-    assert explosive(plain.coef_[:, 1:2], np.full(4, 200)).tolist() == [False, False, False, True]
+    radius = spectral_radius(plain.coef_[:, 1:2])
+    assert radius[3] == pytest.approx(1.08, abs=0.01) and radius[4] == pytest.approx(1.03, abs=0.01)
+    rows = np.full(5, 200)
+    assert explosive(plain.coef_[:, 1:2], rows, 12).tolist() == [False, False, False, True, False]
+    assert explosive(plain.coef_[4:, 1:2], rows[:1], 200).tolist() == [True]  # over a long horizon
     assert stable.explosive_series_ == 1 and plain.explosive_series_ == 0
     np.testing.assert_array_equal(stable.coef_[3], stable.pooled_coef_)
-    np.testing.assert_array_equal(stable.coef_[:3], plain.coef_[:3])  # the stable fits are kept
-    assert spectral_radius(stable.coef_[3:, 1:2])[0] < 1
-    boom = plain.predict(frame)
-    calm = stable.predict(frame)
-    last = growing[-1] / 1e3
-    assert boom[boom.series_id == "boom"].yhat.iloc[-1] > 1.5 * last  # 1.04 ** 12 = 1.6
+    np.testing.assert_array_equal(stable.coef_[[0, 1, 2, 4]], plain.coef_[[0, 1, 2, 4]])  # kept
+    assert spectral_radius(stable.coef_[3:4, 1:2])[0] < 1
+    boom, calm = plain.predict(frame), stable.predict(frame)
+    last = growing["boom"][-1]
+    assert boom[boom.series_id == "boom"].yhat.iloc[-1] > 2 * last  # 1.08 ** 12 = 2.5
     assert calm[calm.series_id == "boom"].yhat.abs().max() < 1.1 * abs(last)
+    trend = calm[calm.series_id == "trend"].yhat.to_numpy()
+    assert trend[-1] > trend[0] > growing["trend"][-1]  # it keeps growing

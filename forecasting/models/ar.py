@@ -429,12 +429,21 @@ def spectral_radius(lags: np.ndarray) -> np.ndarray:
     return np.abs(np.linalg.eigvals(companion)).max(axis=1)
 
 
-def explosive(lags: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Fits (S, P) whose recursion is explosive (S,) bool: spectral radius above 1 by more than a
-    unit root's estimate strays on ``rows`` observations. A unit root is estimated at rate 1/n
-    (Dickey-Fuller: n (rho - 1) stays within about 2 for a true random walk), so a radius over
-    1 + 2/n is a fit that is explosive, not a random walk estimated with noise."""
-    return spectral_radius(lags) > 1 + 2 / np.maximum(np.asarray(rows, dtype=np.float64), 1)
+EXPLOSIVE_GROWTH = 2.0  # the most a fit's recursion may multiply a deviation over the horizon
+
+
+def explosive(lags: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
+    """Fits (S, P) whose recursion is explosive (S,) bool: both statistically and over the
+    horizon. Statistically: a spectral radius above 1 by more than a unit root's estimate strays
+    on ``rows`` observations (a unit root is estimated at rate 1/n; Dickey-Fuller: n (rho - 1)
+    stays within about 2 for a true random walk, so a radius over 1 + 2/n is not a random walk
+    estimated with noise). Over the horizon: the radius multiplies a deviation by more than
+    ``EXPLOSIVE_GROWTH`` in ``horizon`` steps. The second spares a long series that really grows
+    by a fraction of a percent a step (its radius is slightly, and significantly, above 1, and its
+    forecast should grow with it); the first spares a short noisy series' random walk."""
+    radius = spectral_radius(lags)
+    rows = np.maximum(np.asarray(rows, dtype=np.float64), 1)
+    return (radius > 1 + 2 / rows) & (radius ** max(int(horizon), 1) > EXPLOSIVE_GROWTH)
 
 
 def leading_runs(y: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -514,9 +523,10 @@ class AR(Forecaster):
         """Series whose own fit is explosive take the pooled coefficients (when those are not)."""
         lags = self.coef_[:, 1 : 1 + max_lag]
         pooled_lags = self.pooled_coef_[None, 1 : 1 + max_lag]
-        if explosive(pooled_lags, rows.sum(keepdims=True))[0]:
+        H = self.spec.horizon
+        if explosive(pooled_lags, rows.sum(keepdims=True), H)[0]:
             return
-        bad = own & explosive(lags, rows)
+        bad = own & explosive(lags, rows, H)
         self.coef_[bad] = self.pooled_coef_
         self.order_[bad] = self.pooled_order_
         self.sigma2_[bad] = self.pooled_sigma2_
