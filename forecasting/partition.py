@@ -139,7 +139,7 @@ def worker_cluster() -> Iterator[tuple[ChunkMap, int] | None]:
         yield None
         return
     # Counted before the task gives its thread back: on a cluster of one it keeps it and works.
-    workers = len(get_client().scheduler_info().get("workers", {}))
+    workers = len(get_client().nthreads())  # every worker (scheduler_info may list only a few)
     if workers <= 1:
         yield None
         return
@@ -149,7 +149,7 @@ def worker_cluster() -> Iterator[tuple[ChunkMap, int] | None]:
 
 def _dask_map(client: Any) -> ChunkMap:
     def run(fn: Callable[..., Any], items: Iterable[Any], *args: Any) -> Iterator[Any]:
-        window = IN_FLIGHT_PER_WORKER * max(len(client.scheduler_info().get("workers", {})), 1)
+        window = IN_FLIGHT_PER_WORKER * max(len(client.nthreads()), 1)
         pending: deque[Any] = deque()
         try:
             for item in items:

@@ -214,6 +214,9 @@ def test_an_explosive_fit_forecasts_with_the_pooled_coefficients(rng: np.random.
     rows = np.full(5, 200)
     assert explosive(plain.coef_[:, 1:2], rows, 12).tolist() == [False, False, False, True, False]
     assert explosive(plain.coef_[4:, 1:2], rows[:1], 200).tolist() == [True]  # over a long horizon
+    # On 20 rows a radius of 1.05 is within a unit root's noise (1 + 2/20), however far it reaches.
+    assert explosive(np.array([[1.05]]), np.array([20]), 24).tolist() == [False]
+    assert explosive(np.array([[1.05]]), np.array([200]), 24).tolist() == [True]
     assert stable.explosive_series_ == 1 and plain.explosive_series_ == 0
     np.testing.assert_array_equal(stable.coef_[3], stable.pooled_coef_)
     np.testing.assert_array_equal(stable.coef_[[0, 1, 2, 4]], plain.coef_[[0, 1, 2, 4]])  # kept

@@ -440,10 +440,13 @@ def explosive(lags: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
     estimated with noise). Over the horizon: the radius multiplies a deviation by more than
     ``EXPLOSIVE_GROWTH`` in ``horizon`` steps. The second spares a long series that really grows
     by a fraction of a percent a step (its radius is slightly, and significantly, above 1, and its
-    forecast should grow with it); the first spares a short noisy series' random walk."""
+    forecast should grow with it); the first spares a short noisy series' random walk (it decides
+    only on series shorter than about 3 horizons: beyond, 1 + 2/n is below 2 ** (1/H))."""
     radius = spectral_radius(lags)
     rows = np.maximum(np.asarray(rows, dtype=np.float64), 1)
-    return (radius > 1 + 2 / rows) & (radius ** max(int(horizon), 1) > EXPLOSIVE_GROWTH)
+    with np.errstate(divide="ignore"):  # log(0) of an order-0 fit: -inf, not explosive
+        runaway = max(int(horizon), 1) * np.log(radius) > np.log(EXPLOSIVE_GROWTH)
+    return (radius > 1 + 2 / rows) & runaway
 
 
 def leading_runs(y: np.ndarray, offsets: np.ndarray) -> np.ndarray:

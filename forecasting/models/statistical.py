@@ -155,13 +155,15 @@ def _fit_on_dask_cluster(
         run, workers = cluster
         n_chunks = min(len(ys), workers * _CHUNKS_PER_WORKER)
         bounds = np.linspace(0, len(ys), n_chunks + 1).astype(int)
-        pieces = []
-        for a, b in itertools.pairwise(bounds):
-            chunk = list(ys[a:b])
-            offsets = np.concatenate([[0], np.cumsum([len(y) for y in chunk])]).astype(np.int64)
-            pieces.append((np.concatenate(chunk), offsets))
+        pieces = (_packed(ys[a:b]) for a, b in itertools.pairwise(bounds))  # packed as sent
         parts = list(run(fit_packed, pieces, family, options))
     return np.concatenate(parts), workers
+
+
+def _packed(chunk: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk of series as one flat float64 array and its offsets."""
+    offsets = np.concatenate([[0], np.cumsum([len(y) for y in chunk])]).astype(np.int64)
+    return np.concatenate(list(chunk)), offsets
 
 
 def fit_packed(packed: tuple[np.ndarray, np.ndarray], family: str, options: dict[str, Any]) -> np.ndarray:
