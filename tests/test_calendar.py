@@ -306,3 +306,24 @@ def test_a_bundle_forecasts_raw_history_with_nothing_new_from_the_user(tmp_path)
         m.predict(scaler.transform(frame))["yhat"].to_numpy(), served["series_id"].to_numpy()
     )
     np.testing.assert_allclose(served["yhat"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_a_model_run_logs_the_calendar_its_family_reads(data_path) -> None:
+    """The ``features.calendar`` param of a model run is what its windows carried: the resolved
+    features for a network, "none" for a family that reads none (an analyst comparing runs is not
+    told that AR used the hour of day)."""
+    from forecasting.pipeline.train import run_params
+
+    prepared = prepared_with(data_path, "auto")
+    logged = {}
+    for name in ("linear", "ensemble", "ar", "naive", "seasonal_naive"):
+        spec = ModelSpec(name=name)
+        model = build_model(spec, prepared.spec)
+        logged[name] = run_params(prepared.cfg, spec, model)["features"]["calendar"]
+    assert logged == {
+        "linear": ["hour_of_day"],
+        "ensemble": ["hour_of_day"],
+        "ar": "none",
+        "naive": "none",
+        "seasonal_naive": "none",
+    }

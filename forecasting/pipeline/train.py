@@ -98,7 +98,7 @@ def run_params(cfg: Config, spec: ModelSpec, model: Forecaster) -> dict[str, Any
         "data.path": str(cfg.data.path),
         "split": cfg.split.model_dump(mode="json"),
         "window": cfg.window.model_dump(mode="json"),
-        "features": {"calendar": list(model.spec.calendar) or "none"},
+        "features": {"calendar": model.window_calendar or "none"},  # what its windows carried
     }
     if model.uses_training_loop:
         params["training"] = cfg.training.model_dump(mode="json")
