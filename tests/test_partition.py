@@ -212,7 +212,9 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     from forecasting.tracking import Tracker
 
     address, client = dask_cluster
-    models = [*MODELS, {"name": "theta", "params": {"parallel_above": 1}}]  # its 3 series as tasks
+    ar_params = {"max_lag": 24, "solver": "batched", "parallel_above": 1}  # 3 series in chunks, as tasks
+    theta = {"name": "theta", "params": {"parallel_above": 1}}  # its 3 series as tasks
+    models = [MODELS[0], {"name": "ar", "params": ar_params}, theta]
     raw = raw_config(tmp_path, "on-dask", models, orchestration={"dask_address": address})
     raw["predict"]["chunk_series"] = 1
     path = tmp_path / "on-dask.yaml"
@@ -220,16 +222,20 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     with get_task_stream(client) as stream:
         outcome = fp.forecast_pipeline(str(path))
     assert {row["status"] for row in outcome["leaderboard"]} == {"FINISHED"}
-    ran = {}
+    ran, count = {}, {}
     for task in stream.data:
-        ran.setdefault(str(task["key"]).split("-")[0].strip("('\""), set()).add(task["worker"])
-    assert "fit_packed" in ran and "forecast_chunk" in ran, sorted(ran)  # theta's series, the chunks
+        name = str(task["key"]).split("-")[0].strip("('\"")
+        ran.setdefault(name, set()).add(task["worker"])
+        count[name] = count.get(name, 0) + 1
+    # theta's series, AR's chunks of series, the prediction chunks
+    assert "fit_packed" in ran and "fit_chunk" in ran and "forecast_chunk" in ran, sorted(ran)
+    assert count["fit_chunk"] >= 2
     on_dask = pd.read_parquet(outcome["prediction"]["output"])
     assert len(on_dask) == 3 * 12
     # every chunk ran on a worker: the workers loaded the model, this process did not
     loaded = client.run(serving.loaded_models)  # a function of the package, by name: no code shipped
     workers = set(client.scheduler_info()["workers"])
-    assert ran["forecast_chunk"] <= workers and ran["fit_packed"] <= workers
+    assert ran["forecast_chunk"] <= workers and ran["fit_packed"] <= workers and ran["fit_chunk"] <= workers
     assert {w for w, models in loaded.items() if models} == ran["forecast_chunk"]
     assert not serving.loaded_models()
     # the same model in this process, in one pass: the same forecasts to the last digit
@@ -246,44 +252,17 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
         run_id=run_id,
     )
     pd.testing.assert_frame_equal(on_dask, pd.read_parquet(tmp_path / "here.parquet"))
+    # AR fitted in chunks on the workers has the coefficients of one process's fit, to the last
+    # digit (its logged model, loaded and verified as any served model is)
+    from mlflow import MlflowClient
+
+    from forecasting.pipeline import prepare
+
+    ar_row = next(r for r in outcome["leaderboard"] if r["model"] == "ar")
+    uri = MlflowClient().get_run(ar_row["run_id"]).data.tags["model_uri"]
+    remote = serving.load_pyfunc_bundle(uri)[0].model
+    local = type(remote)(remote.settings, spec=remote.spec).fit(prepare(cfg).train)
+    for name in ("coef_", "order_", "sigma2_"):
+        np.testing.assert_array_equal(getattr(remote, name), getattr(local, name))
     assert np.array_equal(on_dask["yhat"].to_numpy(), here["yhat"].to_numpy())
     assert pq.ParquetFile(outcome["prediction"]["output"]).metadata.num_row_groups == 3
-
-
-@pytest.mark.slow
-@pytest.mark.server
-def test_ar_fits_its_chunks_as_tasks_of_the_cluster_its_task_runs_on(dask_cluster):
-    """Inside a task on a Dask worker (a training task of the fan-out), AR's batched fit of more
-    than ``parallel_above`` series runs its chunks of series as tasks of that cluster, on both
-    workers: the same coefficients, orders and variances as one process, to the last digit."""
-    from distributed import get_task_stream
-
-    from forecasting.models import ar
-
-    _, client = dask_cluster
-    rng = np.random.default_rng(3)
-    parts = []
-    for n in rng.integers(60, 200, size=40):  # AR(2) series of different lengths and levels
-        e = rng.standard_normal(n)
-        y = np.zeros(n)
-        for t in range(2, n):
-            y[t] = 0.6 * y[t - 1] - 0.2 * y[t - 2] + e[t]
-        parts.append(y + rng.uniform(-5, 5))
-    y = np.concatenate(parts)
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-    x = np.zeros((len(y), 0))
-    here = ar.fit_batched(y, x, offsets, 8, "aic")
-    with get_task_stream(client) as stream:
-        future = client.submit(ar.fit_batched, y, x, offsets, 8, "aic", None, False, 10, pure=False)
-        there = future.result()
-    ran: dict[str, list[str]] = {}
-    for task in stream.data:
-        ran.setdefault(str(task["key"]).split("-")[0].strip("('\""), []).append(task["worker"])
-    assert len(ran["fit_chunk"]) >= 2 * ar._CHUNKS_PER_WORKER  # ~8 chunks for 2 workers
-    assert set(ran["fit_chunk"]) == set(client.scheduler_info()["workers"])  # on both of them
-    for name in ("coef", "order", "sigma2"):
-        np.testing.assert_array_equal(getattr(there, name), getattr(here, name))
-    # at most the setting's series: the fit stays in its task
-    with get_task_stream(client) as stream:
-        client.submit(ar.fit_batched, y, x, offsets, 8, "aic", None, False, 40, pure=False).result()
-    assert not [t for t in stream.data if "fit_chunk" in str(t["key"])]
