@@ -37,6 +37,7 @@ that need it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import importlib.metadata
 import json
@@ -351,15 +352,17 @@ def example_input(frame: pd.DataFrame, bundle: Bundle, n_series: int = 1) -> pd.
     return pd.concat(parts, ignore_index=True)
 
 
-def pip_requirements() -> list[str]:
-    """Exact versions of the third-party packages the pyfunc imports, as installed here."""
+@functools.cache
+def pip_requirements() -> tuple[str, ...]:
+    """Exact versions of the third-party packages the pyfunc imports, as installed here (read
+    once a process: every model a run logs gets the same)."""
     reqs = []
     for name in PYFUNC_REQUIREMENTS:
         try:
             reqs.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             continue
-    return reqs
+    return tuple(reqs)
 
 
 def log_pyfunc(bundle_dir: Path, input_example: pd.DataFrame, name: str = "model") -> str:
@@ -389,7 +392,7 @@ def log_pyfunc(bundle_dir: Path, input_example: pd.DataFrame, name: str = "model
         data_path=str(bundle_dir),
         signature=infer_signature(input_example, output),
         input_example=input_example,
-        pip_requirements=pip_requirements(),
+        pip_requirements=list(pip_requirements()),
         metadata=metadata,
     )
     _record_hashes(info, name, metadata[BUNDLE_SHA256])
@@ -469,7 +472,7 @@ def resolve_model_source(model_uri: str) -> ModelSource:
             else:
                 version = client.get_model_version(*rest.split("/", 1))
             location = client.get_model_version_download_uri(version.name, version.version)
-            model_id = getattr(version, "model_id", None) or _logged_model_id(version.source or "")
+            model_id = getattr(version, "model_id", None) or logged_model_id(version.source or "")
             if model_id:
                 logged = client.get_logged_model(model_id)
                 run_id, name = logged.source_run_id, logged.name
@@ -524,7 +527,10 @@ def _download_model(location: str, dst: str) -> Path:
     return local
 
 
-def _logged_model_id(source: str) -> str | None:
+def logged_model_id(source: str | None) -> str | None:
+    """The id of the logged model a ``models:/m-ID`` URI names (what ``log_pyfunc`` returns);
+    None for any other URI or none."""
+    source = source or ""
     rest = source[len("models:/") :] if source.startswith("models:/") else ""
     return rest if rest.startswith("m-") and "/" not in rest else None
 

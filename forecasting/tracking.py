@@ -290,12 +290,18 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
     def log_metrics(
-        self, metrics: Mapping[str, float], step: int = 0, timestamp_ms: int | None = None
+        self,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        timestamp_ms: int | None = None,
+        model_id: str | None = None,
     ) -> None:
-        """``timestamp_ms``: the time the values describe (a forecast origin), default now."""
+        """``timestamp_ms``: the time the values describe (a forecast origin), default now.
+        ``model_id``: the logged model (MLflow 3's ``LoggedModel``) the values describe, so that
+        the UI shows them on the model as well as on the run."""
         now = _now_ms() if timestamp_ms is None else int(timestamp_ms)
         items = [
-            Metric(k, float(v), now, step)
+            Metric(k, float(v), now, step, model_id=model_id)
             for k, v in metrics.items()
             if v is not None and isinstance(v, int | float) and math.isfinite(float(v))
         ]

@@ -13,6 +13,8 @@ from mlflow import MlflowClient
 from forecasting.config import config_from_dict
 from forecasting.models.registry import available_models
 from forecasting.pipeline import batch_predict, run_pipeline
+from forecasting.pipeline.train import EPOCH_METRICS
+from forecasting.serving import logged_model_id
 
 FAMILIES = available_models()
 PER_MODEL_METRICS = {
@@ -105,6 +107,9 @@ def test_parent_child_layout_and_metric_keys(pipeline_run):
         assert run.data.tags["model_family"] == r.family
         assert run.data.tags["dataset_hash"] == result.prepared.data.dataset_hash
         assert set(run.data.metrics) >= PER_MODEL_METRICS, r.name
+        # Logged after the model, each metric is linked to it (MLflow 3's logged-model view).
+        on_model = {m.key: m.value for m in client.get_logged_model(logged_model_id(r.model_uri)).metrics}
+        assert on_model == {k: v for k, v in run.data.metrics.items() if k not in EPOCH_METRICS}, r.name
         assert run.data.params["window.lookback"] == "48" and run.data.params["model.name"] == r.family
         assert run.inputs.dataset_inputs[0].dataset.digest == result.prepared.data.dataset_hash
         names = {a.path for a in client.list_artifacts(r.run_id, "plots")}

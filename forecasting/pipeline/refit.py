@@ -33,6 +33,7 @@ from forecasting.pipeline.train import (
     finished_whole,
     log_inputs,
     log_model,
+    log_results,
     peak_rss_mb,
     result_from_run,
     run_params,
@@ -115,8 +116,8 @@ def refit_model(
         params = run_params(prepared.cfg, spec, model)
         params["refit"] = {"rows": "all", "evaluation_run_id": best.run_id}
         run.log_params(params)
-        run.log_metrics(metrics)
         model_uri = log_model(run, prepared, model, scaler)
+        log_results(run, metrics, model_uri)
         if model_uri:
             run.set_tags({"model_uri": model_uri})
     stages.refit_finished(name, metrics)
