@@ -66,11 +66,10 @@ def validate(
 ) -> None:
     """Ingest and validate the data; print a summary (series, rows, frequency, span, repairs)."""
     from forecasting.config import load_config
-    from forecasting.data.ingest import ingest
-    from forecasting.pipeline.prepare import prepare
+    from forecasting.pipeline.prepare import ingest_data, prepare
 
     cfg = load_config(config, _overrides(data))
-    result = ingest(cfg.data)
+    result = ingest_data(cfg)
     prepared = prepare(cfg, result)  # the defaults that read the data, padding, split
     split = prepared.split
     summary = result.summary()

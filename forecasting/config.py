@@ -316,6 +316,9 @@ class OrchestrationConfig(_Section):
     max_workers: int | None = Field(None, ge=1)  # concurrent training tasks; default: one per core
     dask_address: str | None = None  # tcp://host:8786 of a running dask.distributed scheduler
     dask_local_workers: int | None = Field(None, ge=1)  # start a LocalCluster of this many processes
+    # Series per validation task on Dask: with either of the two above, a table of more series is
+    # validated in chunks of this many series on the workers (``ingest.ingest_in_chunks``).
+    validate_chunk_series: int = Field(10_000, ge=1)
     schedules: list[ScheduleSpec] = Field(default_factory=list)
 
 

@@ -351,3 +351,111 @@ def test_ten_thousand_short_series_ingest_in_seconds(tmp_path):
     elapsed = time.perf_counter() - start
     assert result.summary()["series"] == n_series and len(result.frame) == n_series * length
     print(f"ingest of {n_series} series x {length} rows: {elapsed:.1f} s")  # seconds, not minutes
+
+
+# --- validation in chunks of series (the Dask path, here with an in-process map) ----------------
+def _messy_long_table(ett_head: pd.DataFrame, n_series: int = 7) -> pd.DataFrame:
+    """``n_series`` series (ids out of order, rows interleaved by time) with every kind of repair
+    spread over them: exact duplicate rows, rows out of time order, leading NaN targets, missing
+    timestamps and missing values in the target and the covariate."""
+    parts = []
+    for k in range(n_series):
+        part = pd.DataFrame(
+            {
+                "id": f"s{(k * 3) % n_series}",
+                "date": ett_head["date"].iloc[:120],
+                "value": ett_head["OT"].iloc[:120] + k,
+                "load": ett_head["MULL"].iloc[:120],
+            }
+        )
+        if k % 2 == 0:
+            part = part.drop(part.index[[30, 31]])  # two missing hours
+        if k % 3 == 0:
+            part.loc[part.index[:2], "value"] = np.nan  # leading rows without a target
+            part.loc[part.index[50], "load"] = np.nan
+        if k in (1, 4):
+            part = pd.concat([part, part.iloc[[10, 20]]])  # exact duplicates
+            part.loc[part.index[60], "value"] = np.nan
+        if k == 5:
+            part = part.iloc[np.r_[0:40, 41, 40, 42 : len(part)]]  # one row out of order
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    return table.iloc[np.argsort(np.arange(len(table)) % 120, kind="stable")]  # interleaved
+
+
+def _in_chunks(size: int, calls: list[int] | None = None):
+    """A ``cluster`` for ``ingest`` that runs the chunks here, one after another (``local_map``)."""
+    import contextlib
+
+    from forecasting.partition import local_map
+
+    def run(fn, items, *args):
+        for out in local_map(fn, items, *args):
+            if calls is not None:
+                calls.append(1)
+            yield out
+
+    return {"cluster": lambda: contextlib.nullcontext(run), "chunk_series": size}
+
+
+def test_validation_in_chunks_of_series_gives_the_one_process_result(tmp_path, ett_head):
+    path = tmp_path / "messy.csv"
+    _messy_long_table(ett_head).to_csv(path, index=False)
+    policy = RepairPolicy(sort=True, drop_duplicates=True, fill_gaps="interpolate", max_gap=2, trim_nan=True)
+    cfg = long_config(path, repair=policy)
+    whole = ingest(cfg)
+    calls: list[int] = []
+    chunked = ingest(cfg, **_in_chunks(2, calls))
+    assert len(calls) == 4  # 7 series in chunks of 2
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame)
+    assert (chunked.freq, chunked.dataset_hash) == (whole.freq, whole.dataset_hash)
+    assert chunked.report.to_dict() == whole.report.to_dict()
+    counts = whole.report.counts
+    assert set(counts) == {
+        "dropped_duplicate_rows",
+        "sorted_rows",
+        "trimmed_nan_rows",
+        "filled_gap_steps",
+        "filled_missing_values",
+    }
+    assert counts["dropped_duplicate_rows"] == 4 and counts["filled_gap_steps"] == 8
+    # notes name the file's rows (data rows from 0), not a chunk's
+    dupes = next(n for n in chunked.report.notes if n.startswith("dropped_duplicate_rows"))
+    raw = pd.read_csv(path)
+    listed = [int(r) for r in dupes.split("rows ")[1].rstrip(")").split(", ")]
+    repeats = raw.duplicated(keep="first").to_numpy()
+    assert repeats[listed].all() and len(listed) == 4
+    assert "8 missing timestamp(s) in 4 series inserted" in " ".join(chunked.report.notes)
+
+
+def test_a_bad_row_in_a_later_chunk_is_refused_as_the_whole_table_refuses_it(tmp_path, ett_head):
+    table = _messy_long_table(ett_head)
+    table.loc[table.index[(table["id"] == "s6").to_numpy()][40], "value"] = np.nan  # s6: a later chunk
+    table.loc[table.index[(table["id"] == "s1").to_numpy()][70], "load"] = np.inf
+    path = tmp_path / "bad.csv"
+    table.to_csv(path, index=False)
+    cfg = long_config(path, repair=RepairPolicy(sort=True, drop_duplicates=True))
+    with pytest.raises(InputValidationError) as whole:
+        ingest(cfg)
+    with pytest.raises(InputValidationError) as chunked:
+        ingest(cfg, **_in_chunks(2))
+    assert type(chunked.value) is type(whole.value) and str(chunked.value) == str(whole.value)
+
+
+def test_chunks_that_disagree_on_the_interval_give_the_whole_tables_answer(tmp_path, ett_head):
+    """Series s3, s5 and s6 every two hours, the rest hourly, a chunk per series: each chunk is
+    valid on its own (1 h or 2 h); the whole table infers 1 h and refuses the two-hourly series'
+    gaps, and so does the validation in chunks (the whole table validated again here)."""
+    table = _messy_long_table(ett_head)
+    two_hourly = table["id"].isin(["s3", "s5", "s6"]) & (pd.to_datetime(table["date"]).dt.hour % 2 == 1)
+    path = tmp_path / "mixed.csv"
+    table[~two_hourly].to_csv(path, index=False)
+    policy = RepairPolicy(sort=True, drop_duplicates=True, fill_gaps="interpolate", max_gap=2, trim_nan=True)
+    cfg = long_config(path, repair=policy)
+    with pytest.raises(GapError) as whole:
+        ingest(cfg)
+    calls: list[int] = []
+    with pytest.raises(GapError) as chunked:
+        ingest(cfg, **_in_chunks(1, calls))
+    assert len(calls) == 7 and str(chunked.value) == str(whole.value)
+    assert "on the h grid" in str(whole.value)

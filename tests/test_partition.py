@@ -215,7 +215,8 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     ar_params = {"max_lag": 24, "solver": "batched", "parallel_above": 1}  # 3 series in chunks, as tasks
     theta = {"name": "theta", "params": {"parallel_above": 1}}  # its 3 series as tasks
     models = [MODELS[0], {"name": "ar", "params": ar_params}, theta]
-    raw = raw_config(tmp_path, "on-dask", models, orchestration={"dask_address": address})
+    orchestration = {"dask_address": address, "validate_chunk_series": 1}  # a validation task a series
+    raw = raw_config(tmp_path, "on-dask", models, orchestration=orchestration)
     raw["predict"]["chunk_series"] = 1
     path = tmp_path / "on-dask.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -228,14 +229,15 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
         ran.setdefault(name, set()).add(task["worker"])
         count[name] = count.get(name, 0) + 1
     # theta's series, AR's chunks of series, the prediction chunks
-    assert "fit_packed" in ran and "fit_chunk" in ran and "forecast_chunk" in ran, sorted(ran)
-    assert count["fit_chunk"] >= 2
+    assert {"fit_packed", "fit_chunk", "forecast_chunk", "validate_chunk"} <= set(ran), sorted(ran)
+    assert count["fit_chunk"] >= 2 and count["validate_chunk"] == 3
     on_dask = pd.read_parquet(outcome["prediction"]["output"])
     assert len(on_dask) == 3 * 12
     # every chunk ran on a worker: the workers loaded the model, this process did not
     loaded = client.run(serving.loaded_models)  # a function of the package, by name: no code shipped
     workers = set(client.scheduler_info()["workers"])
-    assert ran["forecast_chunk"] <= workers and ran["fit_packed"] <= workers and ran["fit_chunk"] <= workers
+    tasks = ("forecast_chunk", "fit_packed", "fit_chunk", "validate_chunk")
+    assert all(ran[task] <= workers for task in tasks)
     assert {w for w, models in loaded.items() if models} == ran["forecast_chunk"]
     assert not serving.loaded_models()
     # the same model in this process, in one pass: the same forecasts to the last digit
@@ -257,9 +259,15 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     from mlflow import MlflowClient
 
     from forecasting.pipeline import prepare
+    from forecasting.pipeline.prepare import ingest_data
 
     ar_row = next(r for r in outcome["leaderboard"] if r["model"] == "ar")
-    uri = MlflowClient().get_run(ar_row["run_id"]).data.tags["model_uri"]
+    ar_run = MlflowClient().get_run(ar_row["run_id"])
+    # validated in chunks on the workers, the data is the data one process validates
+    here_only = cfg.orchestration.model_copy(update={"dask_address": None})
+    alone = cfg.model_copy(update={"orchestration": here_only})
+    assert ar_run.data.tags["dataset_hash"] == ingest_data(alone).dataset_hash
+    uri = ar_run.data.tags["model_uri"]
     remote = serving.load_pyfunc_bundle(uri)[0].model
     local = type(remote)(remote.settings, spec=remote.spec).fit(prepare(cfg).train)
     for name in ("coef_", "order_", "sigma2_"):

@@ -26,7 +26,7 @@ import re
 import stat
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from forecasting.data.regularity import (
     time_us,
     trim_missing_ends,
 )
-from forecasting.data.repair import RepairReport
+from forecasting.data.repair import LISTED, RepairReport
 from forecasting.data.schema import ROW, SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
@@ -56,6 +56,7 @@ from forecasting.errors import (
     DuplicateColumnError,
     DuplicateTimestampError,
     EmptyDataError,
+    InputValidationError,
     MissingColumnError,
     MissingValueError,
     MixedSeriesError,
@@ -381,7 +382,12 @@ def _check_duplicate_columns(header: list[str], path: Path | str, configured: Se
 
 # --- validation and canonicalisation ---------------------------------------------------------
 def prepare_frame(
-    raw: pd.DataFrame, cfg: DataConfig, *, source: str = "data", history: bool = False
+    raw: pd.DataFrame,
+    cfg: DataConfig,
+    *,
+    source: str = "data",
+    history: bool = False,
+    row_numbers: np.ndarray | None = None,
 ) -> IngestResult:
     """Validate a raw table against the config and return the canonical frame.
 
@@ -390,6 +396,8 @@ def prepare_frame(
     ``history``: the table is a history to forecast from, not data to learn from: a series
     constant over it is fine (a quiet spell of intermittent demand; its scale comes from
     training, or from the training panel's typical spread for a new series).
+    ``row_numbers``: each row's number in the file it came from (``raw`` is a chunk of it), for
+    messages and notes; default 0, 1, 2...
     """
     if len(raw) == 0 or len(raw.columns) == 0:
         raise EmptyDataError(f"{source} has no data rows")
@@ -398,7 +406,8 @@ def prepare_frame(
     _check_columns(raw, cfg, source)
     frame = raw.set_axis(columns, axis=1).reset_index(drop=True)
     _check_reserved(cfg, source)
-    rows = pd.Series(np.arange(len(frame)))
+    numbers = np.arange(len(frame)) if row_numbers is None else np.asarray(row_numbers, dtype=np.int64)
+    rows = pd.Series(numbers)
 
     ids = _series_ids(frame[cfg.id_column], cfg.id_column, rows) if cfg.id_column else None
     t = parse_timestamps(frame[cfg.time_column], cfg.time_column, cfg.timezone, rows, series=ids)
@@ -412,7 +421,7 @@ def prepare_frame(
             series = cfg.targets[0]
         values[col] = _to_numeric(frame[col], col, rows, t, series=series)
 
-    canon = _build_canonical(cfg, t, values, ids)
+    canon = _build_canonical(cfg, t, values, ids, rows.to_numpy())
     report = RepairReport()
     canon = _check_order_and_duplicates(canon, cfg, report)
     canon = trim_missing_ends(canon, cfg, report)
@@ -810,12 +819,12 @@ def _coerce_numbers(col: pd.Series) -> np.ndarray:
 
 # --- the canonical frame -----------------------------------------------------------------------
 def _build_canonical(
-    cfg: DataConfig, t: pd.Series, values: dict[str, np.ndarray], ids: RowSeries | None
+    cfg: DataConfig, t: pd.Series, values: dict[str, np.ndarray], ids: RowSeries | None, row: np.ndarray
 ) -> pd.DataFrame:
-    """Stack the parsed columns into (series_id, t, y, covariates..., _row), in input order."""
+    """Stack the parsed columns into (series_id, t, y, covariates..., _row), in input order;
+    ``row``: each row's number in the file."""
     n = len(t)
     tu = time_us(t)
-    row = np.arange(n, dtype=np.int64)
     if cfg.is_wide:
         k = len(cfg.targets)
         series = np.repeat(np.asarray(cfg.targets, dtype=object), n)
@@ -890,7 +899,8 @@ def _check_order_and_duplicates(canon: pd.DataFrame, cfg: DataConfig, report: Re
         report.add(
             "dropped_duplicate_rows",
             int(exact.size),
-            f"rows {listing([str(r) for r in rows[order[exact]]], exact.size)}",
+            "rows {rows}",
+            rows=[str(r) for r in rows[order[exact[:LISTED]]]],
         )
         keep[order[exact]] = False
         order = order[~dup]
@@ -1017,9 +1027,95 @@ def dataset_hash(frame: pd.DataFrame, cfg: DataConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def ingest(cfg: DataConfig, path: str | Path | None = None) -> IngestResult:
-    """Read and validate the configured file (or ``path`` with the config's column roles)."""
+def ingest(
+    cfg: DataConfig,
+    path: str | Path | None = None,
+    *,
+    cluster: Callable[[], contextlib.AbstractContextManager[Callable[..., Iterator[Any]]]] | None = None,
+    chunk_series: int = 10_000,
+) -> IngestResult:
+    """Read and validate the configured file (or ``path`` with the config's column roles).
+
+    ``cluster``: where chunks of series may run (a ``partition.chunk_map``, entered only when the
+    table has more than ``chunk_series`` series): the series are then validated in chunks, one
+    task each (``validate_chunk``), and the result is the one-process result: the same frame,
+    frequency, report and hash, and for bad data the same error (``ingest_in_chunks``).
+    """
     path = Path(path) if path is not None else cfg.path
     text = [cfg.id_column] if cfg.id_column else []
     raw = read_table(path, cfg.format, text_columns=text, columns=_configured(cfg))
+    if cluster is not None:
+        return ingest_in_chunks(raw, cfg, cluster, chunk_series, source=str(path))
     return prepare_frame(raw, cfg, source=str(path))
+
+
+def ingest_in_chunks(
+    raw: pd.DataFrame,
+    cfg: DataConfig,
+    cluster: Callable[[], contextlib.AbstractContextManager[Callable[..., Iterator[Any]]]],
+    size: int,
+    *,
+    source: str,
+) -> IngestResult:
+    """``prepare_frame(raw, cfg)`` with the series validated in chunks of ``size`` series, each a
+    call of ``validate_chunk`` through the map ``cluster()`` gives (on Dask, a task on a worker:
+    a chunk goes out as Arrow IPC with its rows' numbers in the file, and comes back canonical,
+    with its sampling interval and its repairs as plain values).
+
+    Chunks follow the canonical order (series by id), so their frames concatenate to the whole
+    table's, and their reports add up to its report (``RepairReport.merge``). Each chunk infers
+    its own interval; when they all agree, the whole table's is the same (the most common step
+    of every chunk is the most common overall). When any chunk refuses its rows, or the chunks
+    disagree on the interval, the whole table is validated here, so that the error (or the
+    result) is word for word the one-process one: its first offending rows, its row numbers.
+    """
+    from forecasting.partition import from_ipc, series_chunks, to_ipc
+
+    long_ids = cfg.id_column is not None and not cfg.is_wide and cfg.id_column in raw.columns
+    parts = series_chunks(raw[cfg.id_column], size) if long_ids else []
+    if len(parts) <= 1:
+        return prepare_frame(raw, cfg, source=source)
+    items = ((to_ipc(raw.iloc[rows]), rows.astype(np.int64).tobytes()) for rows in parts)
+    try:
+        with cluster() as chunks:
+            done = list(chunks(validate_chunk, items, cfg.model_dump(mode="json"), source))
+    except InputValidationError:
+        return prepare_frame(raw, cfg, source=source)  # the whole table's first offending rows
+    frames = [from_ipc(frame) for frame, _, _ in done]
+    last_ids = [f[SERIES].iloc[-1] for f in frames[:-1]]
+    first_ids = [f[SERIES].iloc[0] for f in frames[1:]]
+    in_order = all(a < b for a, b in zip(last_ids, first_ids, strict=True))
+    if len({freq for _, freq, _ in done}) > 1 or not in_order:
+        return prepare_frame(raw, cfg, source=source)
+    frame = pd.concat(frames, ignore_index=True)
+    del frames
+    report = RepairReport()
+    for _, _, repairs in done:
+        report.merge(RepairReport.from_parts(repairs))
+    return IngestResult(
+        frame=frame,
+        freq=done[0][1],
+        report=report,
+        dataset_hash=dataset_hash(frame, cfg),
+        past=cfg.covariates_with("past"),
+        future=cfg.covariates_with("future"),
+        static=cfg.covariates_with("static"),
+    )
+
+
+def validate_chunk(
+    chunk: tuple[bytes, bytes], cfg: dict[str, Any], source: str
+) -> tuple[bytes, str, list[dict[str, object]]]:
+    """A task of ``ingest_in_chunks``: one chunk of series (Arrow IPC, and its rows' numbers in
+    the file as int64 bytes) validated by ``prepare_frame``; its canonical frame (Arrow IPC), its
+    sampling interval and its repairs (``RepairReport.to_parts``)."""
+    from forecasting.partition import from_ipc, to_ipc
+
+    table, numbers = chunk
+    result = prepare_frame(
+        from_ipc(table),
+        DataConfig.model_validate(cfg),
+        source=source,
+        row_numbers=np.frombuffer(numbers, dtype=np.int64),
+    )
+    return to_ipc(result.frame), result.freq, result.report.to_parts()

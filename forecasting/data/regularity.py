@@ -9,7 +9,7 @@ work is vectorised over all series at once, so many short series cost no more th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import DateOffset, Day, Tick
 
 from forecasting.config import DataConfig
-from forecasting.data.repair import RepairReport, fill_missing, run_length_at
+from forecasting.data.repair import RepairReport, fill_missing, listing, run_length_at
 from forecasting.data.schema import ROW, SERIES, TARGET, TIME
 from forecasting.errors import (
     ConfigError,
@@ -28,12 +28,6 @@ from forecasting.errors import (
     MissingValueError,
     SeriesTooShortError,
 )
-
-
-def listing(items: Iterable[str], total: int, limit: int = 5) -> str:
-    """The first ``limit`` of ``total`` offending items and how many more there are."""
-    shown = ", ".join(list(items)[:limit])
-    return f"{shown} (+{total - limit} more)" if total > limit else shown
 
 
 def series_codes(canon: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -351,8 +345,8 @@ def _insert_missing_steps(
     report.add(
         "filled_gap_steps",
         int(inserted.sum()),
-        f"{int(inserted.sum())} missing timestamp(s) in {n_series} series inserted, values by "
-        f"{policy.fill_gaps}",
+        f"{{n}} missing timestamp(s) in {{series}} series inserted, values by {policy.fill_gaps}",
+        series=n_series,
     )
     return full, new_codes, inserted
 
@@ -395,7 +389,7 @@ def _fill_missing_values(
     policy = cfg.repair
     value_cols = [TARGET, *cfg.covariates]
     static = set(cfg.covariates_with("static"))
-    for col in value_cols:
+    for position, col in enumerate(value_cols):
         values = canon[col].to_numpy(dtype=np.float64)
         nan = np.isnan(values)
         if not nan.any():
@@ -415,7 +409,12 @@ def _fill_missing_values(
             _raise_missing(canon, col, nan, cfg)
         n_observed = int((filled & ~inserted).sum())
         if n_observed:
-            report.add("filled_missing_values", n_observed, f"column {col!r} by {policy.fill_gaps}")
+            report.add(
+                "filled_missing_values",
+                n_observed,
+                f"column {col!r} by {policy.fill_gaps}",
+                position=position,
+            )
         canon[col] = values
     return canon
 

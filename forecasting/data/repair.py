@@ -6,31 +6,120 @@ the series of each row), so that it costs a few vectorised passes whatever the n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
+LISTED = 5  # offending items a message or note names
+
+
+def listing(items: Iterable[str], total: int, limit: int = LISTED) -> str:
+    """The first ``limit`` of ``total`` offending items and how many more there are."""
+    shown = ", ".join(list(items)[:limit])
+    return f"{shown} (+{total - limit} more)" if total > limit else shown
+
+
+# The order in which ``prepare_frame`` repairs: a report merged from chunks of series lists its
+# notes in it, as one pass over the whole table does.
+STAGES = (
+    "dropped_duplicate_rows",
+    "sorted_rows",
+    "trimmed_nan_rows",
+    "filled_gap_steps",
+    "filled_missing_values",
+)
+
 
 @dataclass
+class _Entry:
+    what: str
+    note: str
+    n: int = 0
+    series: int | None = None
+    rows: list[str] | None = None
+    position: int = 0
+
+
 class RepairReport:
-    """Counts of every repair applied, with a short note each (logged to MLflow later)."""
+    """Counts of every repair applied, with a short note each (logged to MLflow later).
 
-    counts: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    A note may name the first rows it concerns (``rows``: ``{rows}`` in the note) and the number
+    of series (``series``: ``{series}``; ``{n}`` is the count); such notes are kept in parts, so
+    that the reports of chunks of series (validated apart, ``merge``) add up to the report of the
+    whole table, word for word.
+    """
 
-    def add(self, what: str, n: int, note: str = "") -> None:
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], _Entry] = {}
+
+    def add(
+        self,
+        what: str,
+        n: int,
+        note: str = "",
+        *,
+        rows: list[str] | None = None,
+        series: int | None = None,
+        position: int = 0,
+    ) -> None:
+        """``position``: where this note goes among notes of the same kind (a column's index)."""
         if n <= 0:
             return
-        self.counts[what] = self.counts.get(what, 0) + int(n)
-        if note:
-            self.notes.append(f"{what}: {n} ({note})")
+        entry = self._entries.setdefault((what, note), _Entry(what, note, position=position))
+        entry.n += int(n)
+        if series is not None:
+            entry.series = (entry.series or 0) + int(series)
+        if rows is not None:
+            entry.rows = [*(entry.rows or []), *rows][:LISTED]
+
+    def _ordered(self) -> list[_Entry]:
+        rank = {what: i for i, what in enumerate(STAGES)}
+        return sorted(self._entries.values(), key=lambda e: (rank.get(e.what, len(STAGES)), e.position))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self._ordered():
+            out[e.what] = out.get(e.what, 0) + e.n
+        return out
+
+    @property
+    def notes(self) -> list[str]:
+        out = []
+        for e in self._ordered():
+            if not e.note:
+                continue
+            text = e.note
+            if e.rows is not None or e.series is not None:
+                text = text.replace("{n}", str(e.n)).replace("{series}", str(e.series or 0))
+                text = text.replace("{rows}", listing(e.rows or [], e.n))
+            out.append(f"{e.what}: {e.n} ({text})")
+        return out
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return sum(e.n for e in self._entries.values())
+
+    def merge(self, other: RepairReport) -> None:
+        """Add ``other``'s repairs (a later chunk of series) to these."""
+        for e in other._ordered():
+            self.add(e.what, e.n, e.note, rows=e.rows, series=e.series, position=e.position)
+
+    def to_parts(self) -> list[dict[str, object]]:
+        """Plain values (to cross a process boundary); ``from_parts`` reads them back."""
+        return [dict(vars(e)) for e in self._ordered()]
+
+    @classmethod
+    def from_parts(cls, parts: list[dict[str, object]]) -> RepairReport:
+        report = cls()
+        for part in parts:
+            entry = _Entry(**part)  # type: ignore[arg-type]
+            report._entries[(entry.what, entry.note)] = entry
+        return report
 
     def to_dict(self) -> dict[str, object]:
-        return {"counts": dict(self.counts), "notes": list(self.notes), "total": self.total}
+        return {"counts": self.counts, "notes": self.notes, "total": self.total}
 
 
 def run_length_at(missing: np.ndarray, codes: np.ndarray) -> np.ndarray:

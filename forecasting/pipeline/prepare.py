@@ -6,6 +6,7 @@ Every model of a pipeline run is trained and scored on the windows of one ``Prep
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -128,10 +129,26 @@ def pad_short_series(cfg: Config, data: IngestResult) -> tuple[IngestResult, pd.
     return (dataclasses.replace(data, frame=frame) if len(padded) else data), padded
 
 
+def ingest_data(cfg: Config) -> IngestResult:
+    """The configured data, read and validated: with ``orchestration.dask_address`` or
+    ``dask_local_workers``, in chunks of ``orchestration.validate_chunk_series`` series on the
+    Dask workers (``ingest.ingest_in_chunks``: the same result as here)."""
+    orch = cfg.orchestration
+    if not (orch.dask_address or orch.dask_local_workers):
+        return ingest(cfg.data)
+    from forecasting.partition import chunk_map
+
+    return ingest(
+        cfg.data,
+        cluster=functools.partial(chunk_map, orch.dask_address, orch.dask_local_workers),
+        chunk_series=orch.validate_chunk_series,
+    )
+
+
 def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
     """Ingest (unless given), resolve the defaults that read the data, pad short series, split by
     time per series, fit the scaler on train only, scale."""
-    data = data if data is not None else ingest(cfg.data)
+    data = data if data is not None else ingest_data(cfg)
     data = dataclasses.replace(data, frame=categorical_ids(data.frame))
     failpoint("ingest")
     stages.ingested(len(data.frame), data.frame[SERIES].nunique())

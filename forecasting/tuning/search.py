@@ -15,9 +15,10 @@ import optuna
 import pandas as pd
 
 from forecasting.config import Config
-from forecasting.data.ingest import IngestResult, ingest
+from forecasting.data.ingest import IngestResult
 from forecasting.interrupts import raise_if_stopped
 from forecasting.pipeline import ChampionDecision, ModelResult, prepare
+from forecasting.pipeline.prepare import ingest_data
 from forecasting.tuning.report import summarise, trials_frame
 from forecasting.tuning.space import check_search, grid_points, trial_config
 from forecasting.tuning.study import display_url, open_study, storage_url
@@ -88,7 +89,7 @@ def tune(
 
     check_search(cfg)
     start = time.perf_counter()
-    data = data if data is not None else ingest(cfg.data)
+    data = data if data is not None else ingest_data(cfg)
     study = open_study(cfg)
     url = storage_url(cfg)
     tracker = tracker or Tracker(cfg.tracking)
