@@ -24,8 +24,11 @@ and peak memory against N.
     .venv/bin/python bench/scale.py --models naive seasonal_naive ar linear ensemble  # the cheap families
 
 With ``--dask-workers K`` the config runs on a Dask ``LocalCluster`` of K worker processes
-(``orchestration.dask_local_workers``): the training tasks, the ETS/Theta series and the chunks of
-batch prediction go to its workers, whose memory is in the process tree's peak.
+(``orchestration.dask_local_workers``): the training tasks, the ETS/Theta series, the chunks of
+validation and those of batch prediction go to its workers, whose memory is in the process tree's
+peak. Validation and prediction then go in chunks of ``DASK_CHUNK_SERIES`` series
+(``orchestration.validate_chunk_series``, ``predict.chunk_series``), so that every worker gets
+several at 10,000 series and more.
 """
 
 from __future__ import annotations
@@ -154,14 +157,21 @@ def quick_config(work: Path, config: Path = CONFIG) -> Path:
     return path
 
 
+DASK_CHUNK_SERIES = 2_500  # series per validation and prediction task on Dask
+
+
 def variant_config(work: Path, config: Path, models: list[str] | None, dask_workers: int | None) -> Path:
     """``config`` with only ``models`` (family names) and/or on a Dask ``LocalCluster`` of
-    ``dask_workers`` processes (training tasks, ETS/Theta series and prediction chunks on it)."""
+    ``dask_workers`` processes (training tasks, ETS/Theta series, validation and prediction chunks
+    on it)."""
     cfg = yaml.safe_load(config.read_text())
     if models:
         cfg["models"] = [{"name": m} for m in models]
     if dask_workers:
-        cfg.setdefault("orchestration", {})["dask_local_workers"] = dask_workers
+        cfg.setdefault("orchestration", {}).update(
+            dask_local_workers=dask_workers, validate_chunk_series=DASK_CHUNK_SERIES
+        )
+        cfg.setdefault("predict", {})["chunk_series"] = DASK_CHUNK_SERIES
     data = Path(cfg["data"]["path"])
     if not data.is_absolute():  # relative to the config's folder, which the copy leaves
         cfg["data"]["path"] = str((config.parent / data).resolve())

@@ -83,6 +83,7 @@ def test_variant_config_sets_the_families_and_the_dask_cluster(tmp_path):
     cfg = yaml.safe_load(path.read_text())
     assert [m["name"] for m in cfg["models"]] == ["naive", "ar"]
     assert cfg["orchestration"]["dask_local_workers"] == 2
+    assert cfg["orchestration"]["validate_chunk_series"] == cfg["predict"]["chunk_series"] == 2500
     assert Path(cfg["data"]["path"]).is_absolute()
     same = yaml.safe_load(scale.variant_config(tmp_path, scale.CONFIG, None, None).read_text())
     assert "orchestration" not in same and len(same["models"]) == 7
