@@ -459,3 +459,65 @@ def test_chunks_that_disagree_on_the_interval_give_the_whole_tables_answer(tmp_p
         ingest(cfg, **_in_chunks(1, calls))
     assert len(calls) == 7 and str(chunked.value) == str(whole.value)
     assert "on the h grid" in str(whole.value)
+
+
+def _two_series(tmp_path, a: list[str], b: list[str], values=None) -> Path:
+    """Series 'a' and 'b' with the given timestamps (text) and a varying target."""
+    table = pd.DataFrame(
+        {
+            "id": ["a"] * len(a) + ["b"] * len(b),
+            "date": a + b,
+            "value": np.arange(len(a) + len(b), dtype=float) % 7,
+            "load": 1.0,
+        }
+    )
+    path = tmp_path / "two.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # a's format is month first: b's first day, 13, is no month
+        (
+            [f"01/{d:02d}/2024 00:00" for d in range(1, 11)],
+            [f"{d:02d}/01/2024 00:00" for d in range(13, 23)],
+        ),
+        # a without a zone, b with one
+        (
+            [f"2024-01-{d:02d} 00:00" for d in range(1, 11)],
+            [f"2024-01-{d:02d} 00:00+02:00" for d in range(1, 11)],
+        ),
+        # two UTC offsets and no data.timezone
+        (
+            [f"2024-01-{d:02d} 00:00+01:00" for d in range(1, 11)],
+            [f"2024-01-{d:02d} 00:00+02:00" for d in range(1, 11)],
+        ),
+    ],
+    ids=["formats", "zone-and-none", "two-offsets"],
+)
+def test_timestamps_are_checked_across_chunks_as_across_the_table(tmp_path, a, b):
+    """Each series is valid alone; together they mix formats or zones. A chunk a series refuses
+    the table as the whole table does."""
+    cfg = long_config(_two_series(tmp_path, a, b))
+    with pytest.raises(InputValidationError) as whole:
+        ingest(cfg)
+    with pytest.raises(InputValidationError) as chunked:
+        ingest(cfg, **_in_chunks(1))
+    assert type(chunked.value) is type(whole.value) and str(chunked.value) == str(whole.value)
+
+
+def test_the_table_interval_comes_from_its_first_series_across_chunks(tmp_path):
+    """Weekly: 'a' whole, 'b' with a missing week. Alone, each chunk reads 7 days; the table reads
+    the first series' calendar offset (W-SUN), and so does the validation in chunks."""
+    weeks = pd.date_range("2024-01-07", periods=12, freq="W-SUN").strftime("%Y-%m-%d").tolist()
+    cfg = long_config(
+        _two_series(tmp_path, weeks, weeks[:5] + weeks[6:]),
+        repair=RepairPolicy(fill_gaps="interpolate", max_gap=1),
+    )
+    whole = ingest(cfg)
+    chunked = ingest(cfg, **_in_chunks(1))
+    assert whole.freq == chunked.freq == "W-SUN"
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame)
+    assert chunked.report == whole.report and chunked.report.counts == {"filled_gap_steps": 1}

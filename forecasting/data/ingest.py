@@ -43,6 +43,7 @@ from forecasting.data.regularity import (
     listing,
     series_codes,
     stamp,
+    step_of_table,
     time_us,
     trim_missing_ends,
 )
@@ -388,6 +389,8 @@ def prepare_frame(
     source: str = "data",
     history: bool = False,
     row_numbers: np.ndarray | None = None,
+    first_timestamp: str | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> IngestResult:
     """Validate a raw table against the config and return the canonical frame.
 
@@ -397,7 +400,10 @@ def prepare_frame(
     constant over it is fine (a quiet spell of intermittent demand; its scale comes from
     training, or from the training panel's typical spread for a new series).
     ``row_numbers``: each row's number in the file it came from (``raw`` is a chunk of it), for
-    messages and notes; default 0, 1, 2...
+    messages and notes; default 0, 1, 2... ``first_timestamp``: the file's first timestamp (text),
+    whose format every timestamp must have; default ``raw``'s first. ``facts``: filled with what
+    the whole table's checks need beyond this chunk (``ingest_in_chunks``): time zones, UTC
+    offsets and the steps between rows (``regularity.infer_step``).
     """
     if len(raw) == 0 or len(raw.columns) == 0:
         raise EmptyDataError(f"{source} has no data rows")
@@ -410,7 +416,15 @@ def prepare_frame(
     rows = pd.Series(numbers)
 
     ids = _series_ids(frame[cfg.id_column], cfg.id_column, rows) if cfg.id_column else None
-    t = parse_timestamps(frame[cfg.time_column], cfg.time_column, cfg.timezone, rows, series=ids)
+    t = parse_timestamps(
+        frame[cfg.time_column],
+        cfg.time_column,
+        cfg.timezone,
+        rows,
+        series=ids,
+        first=first_timestamp,
+        facts=facts,
+    )
     values = {}
     for col in [*cfg.targets, *cfg.covariates]:
         if ids is not None:
@@ -425,7 +439,7 @@ def prepare_frame(
     report = RepairReport()
     canon = _check_order_and_duplicates(canon, cfg, report)
     canon = trim_missing_ends(canon, cfg, report)
-    step = infer_step(canon, cfg.freq, cfg.time_column)
+    step = infer_step(canon, cfg.freq, cfg.time_column, facts)
     canon = check_and_repair_grid(canon, step, cfg, report)
     _check_static(canon, cfg)
     _check_constant(canon, cfg, flat_ok=history)
@@ -573,8 +587,12 @@ def parse_timestamps(
     rows: pd.Series | None = None,
     *,
     series: np.ndarray | None = None,
+    first: str | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> pd.Series:
-    """Parse a timestamp column into datetime64[us] (UTC if zone-aware input or ``timezone``)."""
+    """Parse a timestamp column into datetime64[us] (UTC if zone-aware input or ``timezone``).
+    ``first``: the text whose format every value must have (default the column's first value);
+    ``facts`` gets which kinds of zone the text had and its UTC offsets (see ``prepare_frame``)."""
     col = col.reset_index(drop=True)
     rows = pd.Series(np.arange(len(col))) if rows is None else pd.Series(np.asarray(rows))
     try:
@@ -588,7 +606,7 @@ def parse_timestamps(
                 )
             t, aware = col, col.dt.tz is not None
         else:
-            t, aware = _parse_text_timestamps(col, name, timezone, rows, series)
+            t, aware = _parse_text_timestamps(col, name, timezone, rows, series, first, facts)
         if aware:
             t = t.dt.tz_convert("UTC")
         elif timezone is not None:
@@ -614,7 +632,13 @@ def _as_microseconds(t: pd.Series, name: str, rows: pd.Series, series: np.ndarra
 
 
 def _parse_text_timestamps(
-    col: pd.Series, name: str, timezone: str | None, rows: pd.Series, series: np.ndarray | None
+    col: pd.Series,
+    name: str,
+    timezone: str | None,
+    rows: pd.Series,
+    series: np.ndarray | None,
+    first: str | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> tuple[pd.Series, bool]:
     """Parse text (or objects) with the first value's format; returns (timestamps, zone-aware)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -631,7 +655,7 @@ def _parse_text_timestamps(
         raise TimestampParseError(
             f"column {name!r} holds numbers, not timestamps; write them as ISO 8601 (2024-01-31 13:00:00)"
         )
-    parsed = _parse_like_first(text)
+    parsed = _parse_like_first(text, first)
     failed = parsed.isna().to_numpy()
     if failed.any():
         loose = _parse_loose(text[failed]).isna().to_numpy()
@@ -649,6 +673,8 @@ def _parse_text_timestamps(
             f"{rows.iloc[0]}; write every timestamp in one format (ISO 8601: 2024-01-31 13:00:00)"
         )
     aware = text.str.contains(_HAS_TZ, regex=True).to_numpy(dtype=bool, na_value=False)
+    if facts is not None:
+        facts.update(zoned=bool(aware.any()), unzoned=not bool(aware.all()), offsets=[])
     if aware.any() and not aware.all():
         minority = aware if aware.sum() <= (~aware).sum() else ~aware
         bad = np.flatnonzero(minority)
@@ -663,6 +689,8 @@ def _parse_text_timestamps(
     offsets = text.str.extract(_TZ_SUFFIX, expand=False).str.replace(":", "", regex=False)
     offsets = offsets.replace("Z", "+0000")
     distinct = sorted(pd.unique(offsets.astype(str)))
+    if facts is not None:
+        facts["offsets"] = distinct
     if len(distinct) > 1 and timezone is None:
         first = offsets.iloc[0]
         bad = np.flatnonzero((offsets != first).to_numpy(dtype=bool, na_value=True))
@@ -676,9 +704,10 @@ def _parse_text_timestamps(
     return parsed, True
 
 
-def _parse_like_first(text: pd.Series) -> pd.Series:
-    """Parse (as UTC) with the format of the first value; values in another format become NaT."""
-    first = text.iloc[0]
+def _parse_like_first(text: pd.Series, first: str | None = None) -> pd.Series:
+    """Parse (as UTC) with the format of ``first`` (default the first value); values in another
+    format become NaT."""
+    first = text.iloc[0] if first is None else first
     try:
         pd.to_datetime(pd.Series([first]), format="ISO8601", utc=True)
         fmt: str | None = "ISO8601"
@@ -1063,11 +1092,14 @@ def ingest_in_chunks(
     with its sampling interval and its repairs as plain values).
 
     Chunks follow the canonical order (series by id), so their frames concatenate to the whole
-    table's, and their reports add up to its report (``RepairReport.merge``). Each chunk infers
-    its own interval; when they all agree, the whole table's is the same (the most common step
-    of every chunk is the most common overall). When any chunk refuses its rows, or the chunks
-    disagree on the interval, the whole table is validated here, so that the error (or the
-    result) is word for word the one-process one: its first offending rows, its row numbers.
+    table's, and their reports add up to its report (``RepairReport.merge``). What the checks
+    decide for the whole table is decided for it: every chunk parses timestamps in the format of
+    the file's first one, and reports its kinds of time zone, its UTC offsets and its steps
+    between rows (``facts``), from which the table's interval is found as one pass finds it
+    (``regularity.step_of_table``). When any chunk refuses its rows, the facts refuse the table
+    (zones mixed, several offsets, no regular interval), or a chunk's interval is not the
+    table's, the whole table is validated here, so that the error (or the result) is word for
+    word the one-process one: its first offending rows, its row numbers.
     """
     from forecasting.partition import from_ipc, series_chunks, to_ipc
 
@@ -1076,21 +1108,25 @@ def ingest_in_chunks(
     if len(parts) <= 1:
         return prepare_frame(raw, cfg, source=source)
     items = ((to_ipc(raw.iloc[rows]), rows.astype(np.int64).tobytes()) for rows in parts)
-    try:
-        with cluster() as chunks:
-            done = list(chunks(validate_chunk, items, cfg.model_dump(mode="json"), source))
-    except InputValidationError:
+    first = _first_timestamp(raw[cfg.time_column])
+    with cluster() as chunks:  # no Dask installed, a scheduler out of reach: raised, as it is
+        try:
+            done = list(chunks(validate_chunk, items, cfg.model_dump(mode="json"), source, first))
+            step = _step_of_chunks([facts for *_, facts in done], cfg)
+        except InputValidationError:
+            done = None
+    if done is None:
         return prepare_frame(raw, cfg, source=source)  # the whole table's first offending rows
-    frames = [from_ipc(frame) for frame, _, _ in done]
+    frames = [from_ipc(frame) for frame, *_ in done]
     last_ids = [f[SERIES].iloc[-1] for f in frames[:-1]]
     first_ids = [f[SERIES].iloc[0] for f in frames[1:]]
     in_order = all(a < b for a, b in zip(last_ids, first_ids, strict=True))
-    if len({freq for _, freq, _ in done}) > 1 or not in_order:
+    if any(freq != step.alias for _, freq, *_ in done) or not in_order:
         return prepare_frame(raw, cfg, source=source)
     frame = pd.concat(frames, ignore_index=True)
     del frames
     report = RepairReport()
-    for _, _, repairs in done:
+    for _, _, repairs, _ in done:
         report.merge(RepairReport.from_parts(repairs))
     return IngestResult(
         frame=frame,
@@ -1103,19 +1139,47 @@ def ingest_in_chunks(
     )
 
 
+def _first_timestamp(col: pd.Series) -> str | None:
+    """The file's first timestamp as the parser reads it (text), or None (timestamps already, or
+    an empty first cell, which validation refuses)."""
+    if pd.api.types.is_datetime64_any_dtype(col) or len(col) == 0:
+        return None
+    head = col.iloc[:1]
+    if isinstance(head.dtype, pd.CategoricalDtype):
+        head = head.astype(object)
+    text = head.astype("string").str.strip().iloc[0]
+    return None if pd.isna(text) or text == "" else str(text)
+
+
+def _step_of_chunks(facts: list[dict[str, Any]], cfg: DataConfig) -> Any:
+    """The whole table's sampling interval from its chunks' ``facts``; raises what validating the
+    whole table would raise on its time zones, offsets and steps (without rows to name)."""
+    zoned = any(f.get("zoned") for f in facts)
+    if zoned and any(f.get("unzoned") for f in facts):
+        raise MixedTimezoneError(f"column {cfg.time_column!r} mixes timestamps with and without a time zone")
+    offsets = {o for f in facts for o in f.get("offsets", [])}
+    if len(offsets) > 1 and cfg.timezone is None:
+        raise MixedTimezoneError(f"column {cfg.time_column!r} mixes UTC offsets")
+    return step_of_table(facts, cfg.freq, cfg.time_column)
+
+
 def validate_chunk(
-    chunk: tuple[bytes, bytes], cfg: dict[str, Any], source: str
-) -> tuple[bytes, str, list[dict[str, object]]]:
+    chunk: tuple[bytes, bytes], cfg: dict[str, Any], source: str, first_timestamp: str | None
+) -> tuple[bytes, str, list[dict[str, object]], dict[str, Any]]:
     """A task of ``ingest_in_chunks``: one chunk of series (Arrow IPC, and its rows' numbers in
-    the file as int64 bytes) validated by ``prepare_frame``; its canonical frame (Arrow IPC), its
-    sampling interval and its repairs (``RepairReport.to_parts``)."""
+    the file as int64 bytes) validated by ``prepare_frame``, its timestamps in the format of the
+    file's first; its canonical frame (Arrow IPC), its sampling interval, its repairs
+    (``RepairReport.to_parts``) and the facts the whole table's checks need, as plain values."""
     from forecasting.partition import from_ipc, to_ipc
 
     table, numbers = chunk
+    facts: dict[str, Any] = {}
     result = prepare_frame(
         from_ipc(table),
         DataConfig.model_validate(cfg),
         source=source,
         row_numbers=np.frombuffer(numbers, dtype=np.int64),
+        first_timestamp=first_timestamp,
+        facts=facts,
     )
-    return to_ipc(result.frame), result.freq, result.report.to_parts()
+    return to_ipc(result.frame), result.freq, result.report.to_parts(), facts

@@ -9,8 +9,9 @@ work is vectorised over all series at once, so many short series cost no more th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,14 +94,29 @@ def _declared_step(declared: str) -> Step:
     return step
 
 
-def infer_step(canon: pd.DataFrame, declared: str | None, time_column: str = TIME) -> Step:
-    """The series' common sampling interval; a declared one must agree with the data."""
+def infer_step(
+    canon: pd.DataFrame, declared: str | None, time_column: str = TIME, facts: dict[str, Any] | None = None
+) -> Step:
+    """The series' common sampling interval; a declared one must agree with the data.
+
+    ``facts``: filled with what decides it, for a table validated in chunks of series
+    (``ingest.ingest_in_chunks``): the steps between consecutive rows as (values, counts), the
+    calendar offset of the first series (or None) and the number of series; ``step_of_table``
+    decides the whole table's interval from the chunks' facts."""
     codes, _ = series_codes(canon)
     tu = time_us(canon[TIME])
     same = codes[1:] == codes[:-1]
     diffs = np.diff(tu)[same]  # (n_steps,) microseconds; > 0 since rows are sorted and unique
     first_row = np.flatnonzero(same)  # row before each step
     values, counts = np.unique(diffs, return_counts=True)
+    if facts is not None:
+        calendar = _calendar_offset(canon) if len(canon) else None
+        facts.update(
+            step_values=values.tolist(),
+            step_counts=counts.tolist(),
+            calendar=calendar.freqstr if calendar is not None else None,
+            series=len(np.unique(codes)),
+        )
     if declared is not None:
         step = _declared_step(declared)
         delta_us = step.delta_us
@@ -117,24 +133,58 @@ def infer_step(canon: pd.DataFrame, declared: str | None, time_column: str = TIM
                     "resample the data"
                 )
         return step
-    if diffs.size == 0:
+    return _inferred_step(values, counts, lambda: _calendar_offset(canon), len(np.unique(codes)), time_column)
+
+
+def step_of_table(chunks: Sequence[dict[str, Any]], declared: str | None, time_column: str = TIME) -> Step:
+    """The interval ``infer_step`` finds for a whole table from the ``facts`` of its chunks of
+    series, in the table's order (the first chunk holds its first series): the same counts of
+    steps, the same first series. Raises what ``infer_step`` raises, without rows to name (the
+    caller validates the whole table then, for the message)."""
+    values = np.concatenate([np.asarray(c["step_values"], dtype=np.int64) for c in chunks])
+    counts = np.concatenate([np.asarray(c["step_counts"], dtype=np.int64) for c in chunks])
+    values, where = np.unique(values, return_inverse=True)
+    counts = np.bincount(where, weights=counts, minlength=len(values)).astype(np.int64)
+    if declared is not None:
+        step = _declared_step(declared)
+        if step.delta_us is not None and counts.size and int(values[np.argmax(counts)]) != step.delta_us:
+            raise FrequencyMismatchError(f"data.freq is {declared!r} but the data steps otherwise")
+        return step
+    first = chunks[0]["calendar"]
+    calendar = to_offset(first) if first is not None else None
+    series = sum(int(c["series"]) for c in chunks)
+    return _inferred_step(values, counts, lambda: calendar, series, time_column)
+
+
+def _inferred_step(
+    values: np.ndarray,
+    counts: np.ndarray,
+    calendar_of_first: Callable[[], DateOffset | None],
+    n_series: int,
+    time_column: str,
+) -> Step:
+    """The interval from the steps between consecutive rows (distinct ``values`` in microseconds,
+    sorted, and their ``counts``) and, where steps differ in length, the first series' calendar
+    offset (month-like data)."""
+    total = int(counts.sum())
+    if total == 0:
         raise SeriesTooShortError(
             "every series has a single timestamp; no sampling interval can be inferred "
             "(declare data.freq or provide longer series)"
         )
     order = np.argsort(-counts, kind="stable")
-    typical, share = int(values[order[0]]), counts[order[0]] / diffs.size
+    typical, share = int(values[order[0]]), counts[order[0]] / total
     long_step = typical >= pd.Timedelta(days=28) / pd.Timedelta(microseconds=1)
     if share < 1 or long_step:
         # Steps of several lengths: months, business days... or a fixed step with gaps.
-        calendar = _calendar_offset(canon)
+        calendar = calendar_of_first()
         if calendar is not None and (share < 0.5 or long_step or Step(calendar, False).delta is None):
             return Step(calendar, declared=False)
     if share < 0.5:
         top = ", ".join(f"{pd.Timedelta(int(values[k]), unit='us')} ({counts[k]}x)" for k in order[:3])
         raise IrregularSamplingError(
             f"column {time_column!r}: no regular sampling interval: the most common steps are {top} "
-            f"in {diffs.size} steps over {len(np.unique(codes))} series; resample the data to a regular "
+            f"in {total} steps over {n_series} series; resample the data to a regular "
             "grid or declare data.freq"
         )
     try:

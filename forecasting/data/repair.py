@@ -121,6 +121,11 @@ class RepairReport:
     def to_dict(self) -> dict[str, object]:
         return {"counts": self.counts, "notes": self.notes, "total": self.total}
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RepairReport) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared by content, not hashable
+
 
 def run_length_at(missing: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """For each True of ``missing``, the length of its run within its series (0 elsewhere).
