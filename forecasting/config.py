@@ -319,6 +319,9 @@ class OrchestrationConfig(_Section):
     # Series per validation task on Dask: with either of the two above, a table of more series is
     # validated in chunks of this many series on the workers (``ingest.ingest_in_chunks``).
     validate_chunk_series: int = Field(10_000, ge=1)
+    # Windows per scoring task on Dask: a model trained on a worker (dask_address) forecasts a
+    # validation or test pass of more windows than this in chunks on the cluster's workers.
+    score_chunk_windows: int = Field(100_000, ge=1)
     schedules: list[ScheduleSpec] = Field(default_factory=list)
 
 

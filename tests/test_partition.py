@@ -71,6 +71,32 @@ def test_parquet_is_read_column_by_column(tmp_path):
     assert list(read_table(tmp_path / "wide.parquet").columns) == ["ts", "Sales", "blob", "id"]
 
 
+def test_a_chunk_of_windows_forecast_from_the_models_archive_is_the_models_forecast(tmp_path):
+    """What a scoring task on a worker does (``evaluation.spread.forecast_windows``), here: the
+    model travels as its saved folder in a tar, and a chunk's forecasts, bands included, are the
+    in-process ones to the last digit, in batches of any size."""
+    from forecasting.evaluation.metrics import collect_forecasts
+    from forecasting.evaluation.spread import forecast_windows, loaded_digests, model_archive
+    from forecasting.models.base import series_positions
+    from forecasting.pipeline import prepare
+    from forecasting.pipeline.train import fit_and_score
+
+    cfg = make_config(tmp_path, "archive", [{"name": "ar", "params": {"max_lag": 24}}])
+    prepared = prepare(cfg)
+    model, _, _ = fit_and_score(prepared, cfg.models[0])  # calibrated: it has bands
+    windows = model.make_windows(prepared.test)
+    here = collect_forecasts(model, windows, bands=True)
+    chunk = windows.batch(np.arange(len(windows)))
+    chunk["series"] = series_positions(model.series_, windows.arrays.series_ids)[chunk["series"]]
+    del chunk["target"]
+    archive = model_archive(model)
+    yhat, native, bands = forecast_windows(chunk, archive, 5, False, True)
+    np.testing.assert_array_equal(yhat, here.yhat)
+    np.testing.assert_array_equal(bands, here.bands)
+    assert native is None and bands.shape == (len(windows), 12, 4)
+    assert len(loaded_digests()) == 1  # loaded once, kept for the next chunk
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A registered AR model over 3 synthetic series, and its input as CSV and Parquet."""
@@ -215,7 +241,8 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     ar_params = {"max_lag": 24, "solver": "batched", "parallel_above": 1}  # 3 series in chunks, as tasks
     theta = {"name": "theta", "params": {"parallel_above": 1}}  # its 3 series as tasks
     models = [MODELS[0], {"name": "ar", "params": ar_params}, theta]
-    orchestration = {"dask_address": address, "validate_chunk_series": 1}  # a validation task a series
+    # a validation task a series; scoring passes in chunks of 8 windows
+    orchestration = {"dask_address": address, "validate_chunk_series": 1, "score_chunk_windows": 8}
     raw = raw_config(tmp_path, "on-dask", models, orchestration=orchestration)
     raw["predict"]["chunk_series"] = 1
     path = tmp_path / "on-dask.yaml"
@@ -236,7 +263,8 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     # every chunk ran on a worker: the workers loaded the model, this process did not
     loaded = client.run(serving.loaded_models)  # a function of the package, by name: no code shipped
     workers = set(client.scheduler_info()["workers"])
-    tasks = ("forecast_chunk", "fit_packed", "fit_chunk", "validate_chunk")
+    assert count["forecast_windows"] >= 2 * 3 * 2  # validation and test of 3 models, 2+ chunks each
+    tasks = ("forecast_chunk", "fit_packed", "fit_chunk", "validate_chunk", "forecast_windows")
     assert all(ran[task] <= workers for task in tasks)
     assert {w for w, models in loaded.items() if models} == ran["forecast_chunk"]
     assert not serving.loaded_models()
@@ -260,6 +288,7 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
 
     from forecasting.pipeline import prepare
     from forecasting.pipeline.prepare import ingest_data
+    from forecasting.pipeline.train import fit_and_score
 
     ar_row = next(r for r in outcome["leaderboard"] if r["model"] == "ar")
     ar_run = MlflowClient().get_run(ar_row["run_id"])
@@ -267,6 +296,14 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     here_only = cfg.orchestration.model_copy(update={"dask_address": None})
     alone = cfg.model_copy(update={"orchestration": here_only})
     assert ar_run.data.tags["dataset_hash"] == ingest_data(alone).dataset_hash
+    # scored in chunks on the workers, each model has one process's metrics, to the last digit
+    here_prepared = prepare(alone)
+    for spec in here_prepared.cfg.models:
+        row = next(r for r in outcome["leaderboard"] if r["model"] == spec.run_name)
+        logged = MlflowClient().get_run(row["run_id"]).data.metrics
+        _, metrics, _ = fit_and_score(here_prepared, spec)
+        scored = {k: v for k, v in metrics.items() if k.startswith(("val_", "test_")) and np.isfinite(v)}
+        assert len(scored) > 20 and scored == {k: logged[k] for k in scored}, spec.run_name
     uri = ar_run.data.tags["model_uri"]
     remote = serving.load_pyfunc_bundle(uri)[0].model
     local = type(remote)(remote.settings, spec=remote.spec).fit(prepare(cfg).train)

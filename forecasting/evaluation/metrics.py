@@ -197,9 +197,12 @@ def collect_forecasts(
     native: bool = False,
     scale: tuple[str, int] | None = None,
     bands: bool = False,
+    chunk_windows: int | None = None,
 ) -> WindowForecasts:
     """Forecast every window once, keeping what calibration and scoring need (see
-    ``WindowForecasts``). ``scale``: (kind, season) of the window scale to measure."""
+    ``WindowForecasts``). ``scale``: (kind, season) of the window scale to measure.
+    ``chunk_windows``: in a task on a Dask worker with others beside it, more windows than this
+    are forecast on the workers in chunks of about this many (``evaluation.spread``)."""
     from forecasting.evaluation.intervals import window_scale
     from forecasting.models.base import series_positions
 
@@ -209,6 +212,32 @@ def collect_forecasts(
     banded: dict[int, np.ndarray] = {}
     want_bands = bands and model.calibration_ is not None
     to_model = series_positions(model.series_, windows.arrays.series_ids)
+    if chunk_windows is not None and n > chunk_windows:
+        from forecasting.evaluation.spread import spread_forecasts
+
+        def keep(idx: np.ndarray, batch: dict[str, np.ndarray]) -> None:
+            out.y[idx] = batch["target"]
+            if scale is not None:
+                out.scale[idx] = window_scale(batch["y"], scale[1], scale[0])
+
+        spread = spread_forecasts(
+            model,
+            windows,
+            to_model,
+            batch_size,
+            chunk_windows,
+            native=native,
+            bands=want_bands,
+            on_chunk=keep,
+        )
+        if spread is not None:
+            for idx, (yhat, q, b) in spread:
+                out.yhat[idx] = yhat
+                if q is not None:
+                    natives[int(idx[0])] = q
+                if b is not None:
+                    banded[int(idx[0])] = b
+            return _gathered(out, natives, banded)
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)
         batch["series"] = to_model[batch["series"]]
@@ -222,6 +251,13 @@ def collect_forecasts(
                 natives[int(idx[0])] = q
         if want_bands:
             banded[int(idx[0])] = model.predict_bands(batch, yhat)
+    return _gathered(out, natives, banded)
+
+
+def _gathered(
+    out: WindowForecasts, natives: dict[int, np.ndarray], banded: dict[int, np.ndarray]
+) -> WindowForecasts:
+    """``out`` with the native quantiles and bands of its batches, in window order."""
     if natives:
         out.native = np.concatenate([natives[k] for k in sorted(natives)])
     if banded:
@@ -248,6 +284,7 @@ def evaluate_windows(
     predictions: bool = True,
     folds: np.ndarray | None = None,
     forecasts: WindowForecasts | None = None,
+    chunk_windows: int | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame | None]:
     """Forecast every window of ``windows`` with a fitted ``model`` and score the forecasts.
 
@@ -269,7 +306,8 @@ def evaluate_windows(
     (index in ``windows``), ``origin`` (time of the last input), ``t``, ``step`` (1..H), ``y``,
     ``yhat`` on the model's scale, and ``y_orig``, ``yhat_orig`` with ``scaler``. With
     ``predictions=False`` only the metrics are computed and the frame (N x H rows, the largest
-    object of a scoring pass) is not built: None is returned in its place.
+    object of a scoring pass) is not built: None is returned in its place. ``chunk_windows``:
+    see ``collect_forecasts``.
     """
     if (windows.lookback, windows.horizon) != (model.spec.lookback, model.spec.horizon):
         raise ConfigError(
@@ -278,7 +316,7 @@ def evaluate_windows(
         )
     n, horizon = len(windows), windows.horizon
     if forecasts is None:
-        forecasts = collect_forecasts(model, windows, batch_size, bands=True)
+        forecasts = collect_forecasts(model, windows, batch_size, bands=True, chunk_windows=chunk_windows)
     y, yhat, bands = forecasts.y, forecasts.yhat, forecasts.bands
     cal = model.calibration_ if bands is not None else None
 

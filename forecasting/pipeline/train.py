@@ -129,11 +129,13 @@ def fit_and_score(
     val_windows = model.make_windows(prepared.val, stride=prepared.spec.eval_stride)
     folds = prepared.validation_folds(val_windows)
     intervals = prepared.cfg.intervals
+    chunks = prepared.cfg.orchestration.score_chunk_windows  # on a Dask worker: spread over the cluster
     val = collect_forecasts(
         model,
         val_windows,
         native=intervals.method == "native",
         scale=(intervals.scale, season) if intervals.enabled else None,
+        chunk_windows=chunks,
     )
     start = time.perf_counter()
     if intervals.enabled:
@@ -144,7 +146,7 @@ def fit_and_score(
     )
     start = time.perf_counter()
     test_windows = model.make_windows(prepared.test, stride=prepared.spec.eval_stride)
-    test_metrics, test_pred = evaluate_windows(model, test_windows, **score)
+    test_metrics, test_pred = evaluate_windows(model, test_windows, chunk_windows=chunks, **score)
     predict_seconds = time.perf_counter() - start
     metrics = {f"val_{k}": v for k, v in val_metrics.items()}
     metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
