@@ -31,7 +31,7 @@ import pyarrow as pa
 from forecasting.errors import ForecastingError, InputValidationError
 
 IN_FLIGHT_PER_WORKER = 2  # chunks sent to a worker before the first comes back
-SCATTER_ABOVE = 1 << 20  # a bytes argument of every task larger than this is sent to each worker once
+SCATTER_ABOVE = 1 << 20  # a bytes argument of every task larger than this is stored once on the cluster
 
 
 # --- chunks --------------------------------------------------------------------------------------
@@ -151,9 +151,10 @@ def worker_cluster() -> Iterator[tuple[ChunkMap, int] | None]:
 def _dask_map(client: Any) -> ChunkMap:
     def run(fn: Callable[..., Any], items: Iterable[Any], *args: Any) -> Iterator[Any]:
         window = IN_FLIGHT_PER_WORKER * max(len(client.nthreads()), 1)
-        # Bytes shared by every task (a model's archive) go to each worker once, not with each task.
+        # Bytes shared by every task (a model's archive) are stored once on the cluster and fetched
+        # once by each worker that needs them, not sent with every task (no hashing of the bytes).
         args = tuple(
-            client.scatter([a], broadcast=True)[0] if isinstance(a, bytes) and len(a) > SCATTER_ABOVE else a
+            client.scatter([a], hash=False)[0] if isinstance(a, bytes) and len(a) > SCATTER_ABOVE else a
             for a in args
         )
         pending: deque[Any] = deque()

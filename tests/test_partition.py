@@ -97,6 +97,22 @@ def test_a_chunk_of_windows_forecast_from_the_models_archive_is_the_models_forec
     assert len(loaded_digests()) == 1  # loaded once, kept for the next chunk
 
 
+def test_a_scoring_archive_with_a_link_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    from forecasting.errors import ModelLoadError
+    from forecasting.evaluation.spread import forecast_windows
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        link = tarfile.TarInfo("model/model.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(ModelLoadError, match="not plain files"):
+        forecast_windows({"y": np.zeros((1, 4))}, buf.getvalue(), 8, False, False)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A registered AR model over 3 synthetic series, and its input as CSV and Parquet."""

@@ -220,6 +220,14 @@ def collect_forecasts(
             if scale is not None:
                 out.scale[idx] = window_scale(batch["y"], scale[1], scale[0])
 
+        def put(idx: np.ndarray, forecasts: tuple[np.ndarray, np.ndarray | None, np.ndarray | None]) -> None:
+            yhat, q, b = forecasts
+            out.yhat[idx] = yhat
+            if q is not None:
+                natives[int(idx[0])] = q
+            if b is not None:
+                banded[int(idx[0])] = b
+
         spread = spread_forecasts(
             model,
             windows,
@@ -229,14 +237,9 @@ def collect_forecasts(
             native=native,
             bands=want_bands,
             on_chunk=keep,
+            on_result=put,
         )
-        if spread is not None:
-            for idx, (yhat, q, b) in spread:
-                out.yhat[idx] = yhat
-                if q is not None:
-                    natives[int(idx[0])] = q
-                if b is not None:
-                    banded[int(idx[0])] = b
+        if spread:
             return _gathered(out, natives, banded)
     for idx in windows.iter_batches(batch_size):
         batch = windows.batch(idx)

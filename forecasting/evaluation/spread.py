@@ -5,10 +5,11 @@ workers, ``collect_forecasts`` sends the windows of a scoring pass with more tha
 ``orchestration.score_chunk_windows`` windows out in chunks, one task each
 (``forecast_windows``). What crosses: the chunk's arrays (numpy, as Dask sends them) and the
 model as an archive of its saved folder (``model_archive``: ``Forecaster.save``'s JSON and
-arrays in an uncompressed tar, sent to each worker once; no pickle of the model, no code). A
-worker loads it once (``Forecaster.load``) and forecasts its chunk in the batches the caller's
-process would have used, so a per-series family gives the forecasts of one process to the last
-digit. The targets, window scales and metrics stay with the caller.
+arrays in an uncompressed tar, stored once on the cluster and fetched once by each worker; no
+pickle of the model, no code). A worker loads it once (``Forecaster.load``) and forecasts its
+chunk in the batches the caller's process would have used, so a per-series family gives the
+forecasts of one process to the last digit. The targets, window scales and metrics stay with
+the caller, and each chunk's forecasts are copied into place as they come back.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import io
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,25 +43,58 @@ def model_archive(model: Forecaster) -> bytes:
         return buf.getvalue()
 
 
-# The model a worker process has loaded for ``forecast_windows``, by its archive's digest.
-_LOADED: dict[str, Forecaster] = {}
+# The models a worker process has loaded for ``forecast_windows``, by their archive's digest, the
+# most recently used last: two training tasks scoring at once on one cluster do not evict each
+# other's model at every chunk. Each is loaded once, under its own lock, outside the cache's.
+_KEEP = 2
+_LOADED: OrderedDict[str, Forecaster] = OrderedDict()
+_LOADING: dict[str, threading.Lock] = {}
 _LOCK = threading.Lock()
 
 
 def _model_of(archive: bytes) -> Forecaster:
-    from forecasting.models.base import Forecaster
-
     digest = hashlib.sha256(archive).hexdigest()
     with _LOCK:
-        model = _LOADED.get(digest)
+        if digest in _LOADED:
+            _LOADED.move_to_end(digest)
+            return _LOADED[digest]
+        loading = _LOADING.setdefault(digest, threading.Lock())
+    with loading:
+        with _LOCK:
+            model = _LOADED.get(digest)
         if model is None:
-            with tempfile.TemporaryDirectory(prefix="forecasting-score-") as tmp:
-                with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
-                    tar.extractall(tmp, filter="data")  # plain files under tmp only
-                model = Forecaster.load(Path(tmp) / "model")
-            _LOADED.clear()
-            _LOADED[digest] = model
+            model = _load(archive)
+            with _LOCK:
+                _LOADED[digest] = model
+                while len(_LOADED) > _KEEP:
+                    _LOADED.popitem(last=False)
+                _LOADING.pop(digest, None)
     return model
+
+
+def _load(archive: bytes) -> Forecaster:
+    """The model of an archive ``model_archive`` wrote: its files extracted to a temporary folder
+    (plain files and folders under it only), then ``Forecaster.load``."""
+    from forecasting.errors import ModelLoadError
+    from forecasting.models.base import Forecaster
+
+    with tempfile.TemporaryDirectory(prefix="forecasting-score-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
+            members = tar.getmembers()
+            unsafe = [
+                m.name
+                for m in members
+                if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in Path(m.name).parts
+            ]
+            if unsafe:
+                raise ModelLoadError(
+                    f"a scoring archive holds {len(unsafe)} entries that are not plain files"
+                )
+            if hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+
+                tar.extractall(tmp, members=members, filter="data")
+            else:
+                tar.extractall(tmp, members=members)  # members checked above
+        return Forecaster.load(Path(tmp) / "model")
 
 
 def loaded_digests() -> list[str]:
@@ -103,22 +138,27 @@ def spread_forecasts(
     *,
     native: bool,
     bands: bool,
-    on_chunk: Any,
-) -> Iterator[tuple[np.ndarray, Forecasts]] | None:
-    """The forecasts of every window, chunk by chunk, from the workers of the cluster this task
-    runs on: ``(idx, forecasts)`` in order. None when this is not a task on a Dask worker with
-    others beside it (``partition.worker_cluster``). ``on_chunk(idx, batch)`` sees each chunk's
-    arrays (targets included) before they go out. Chunks hold ``chunk_windows`` windows, a
-    whole number of ``batch_size`` batches when larger than one."""
+    on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None],
+    on_result: Callable[[np.ndarray, Forecasts], None],
+) -> bool:
+    """Forecast every window on the workers of the cluster this task runs on, chunk by chunk:
+    ``on_chunk(idx, arrays)`` sees each chunk's arrays (targets included) before they go out and
+    ``on_result(idx, forecasts)`` each chunk's forecasts as they come back, in order. False, with
+    nothing done, when this is not a task on a Dask worker with others beside it
+    (``partition.worker_cluster``).
+
+    A chunk holds ``chunk_windows`` windows, rounded down to whole batches of ``batch_size``
+    when larger than one, so that a worker forecasts the batches this task would have. A chunk
+    smaller than a batch is one batch: nothing changes for the per-series families (each
+    window's forecast reads its own rows), a network's forecasts may move in the last bits."""
     from forecasting.partition import worker_cluster
 
     size = chunk_windows if chunk_windows < batch_size else chunk_windows // batch_size * batch_size
-    cuts = list(range(0, len(windows), size))
+    order = [np.arange(lo, min(lo + size, len(windows))) for lo in range(0, len(windows), size)]
     with worker_cluster() as cluster:
         if cluster is None:
-            return None
+            return False
         run, _ = cluster
-        order = [np.arange(lo, min(lo + size, len(windows))) for lo in cuts]
 
         def chunks() -> Iterator[dict[str, np.ndarray]]:
             for idx in order:
@@ -128,5 +168,7 @@ def spread_forecasts(
                 yield {k: v for k, v in batch.items() if k != "target"}
 
         archive = model_archive(model)
-        done = list(run(forecast_windows, chunks(), archive, batch_size, native, bands))
-    return iter(list(zip(order, done, strict=True)))
+        results = run(forecast_windows, chunks(), archive, batch_size, native, bands)
+        for idx, forecasts in zip(order, results, strict=True):
+            on_result(idx, forecasts)
+    return True
