@@ -76,7 +76,13 @@ def test_a_chunk_of_windows_forecast_from_the_models_archive_is_the_models_forec
     model travels as its saved folder in a tar, and a chunk's forecasts, bands included, are the
     in-process ones to the last digit, in batches of any size."""
     from forecasting.evaluation.metrics import collect_forecasts
-    from forecasting.evaluation.spread import forecast_windows, loaded_digests, model_archive
+    from forecasting.evaluation.spread import (
+        forecast_windows,
+        loaded_digests,
+        model_archive,
+        pack_arrays,
+        unpack_arrays,
+    )
     from forecasting.models.base import series_positions
     from forecasting.pipeline import prepare
     from forecasting.pipeline.train import fit_and_score
@@ -90,10 +96,10 @@ def test_a_chunk_of_windows_forecast_from_the_models_archive_is_the_models_forec
     chunk["series"] = series_positions(model.series_, windows.arrays.series_ids)[chunk["series"]]
     del chunk["target"]
     archive = model_archive(model)
-    yhat, native, bands = forecast_windows(chunk, archive, 5, False, True)
-    np.testing.assert_array_equal(yhat, here.yhat)
-    np.testing.assert_array_equal(bands, here.bands)
-    assert native is None and bands.shape == (len(windows), 12, 4)
+    out = unpack_arrays(forecast_windows(pack_arrays(chunk), archive, 5, False, True))  # bytes in, bytes out
+    np.testing.assert_array_equal(out["yhat"], here.yhat)
+    np.testing.assert_array_equal(out["bands"], here.bands)
+    assert set(out) == {"yhat", "bands"} and out["bands"].shape == (len(windows), 12, 4)
     assert len(loaded_digests()) == 1  # loaded once, kept for the next chunk
 
 
@@ -102,7 +108,7 @@ def test_a_scoring_archive_with_a_link_is_refused(tmp_path):
     import tarfile
 
     from forecasting.errors import ModelLoadError
-    from forecasting.evaluation.spread import forecast_windows
+    from forecasting.evaluation.spread import forecast_windows, pack_arrays
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -110,7 +116,7 @@ def test_a_scoring_archive_with_a_link_is_refused(tmp_path):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     with pytest.raises(ModelLoadError, match="not plain files"):
-        forecast_windows({"y": np.zeros((1, 4))}, buf.getvalue(), 8, False, False)
+        forecast_windows(pack_arrays({"y": np.zeros((1, 4))}), buf.getvalue(), 8, False, False)
 
 
 @pytest.fixture(scope="module")

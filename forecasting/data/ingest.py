@@ -641,9 +641,7 @@ def _parse_text_timestamps(
     facts: dict[str, Any] | None = None,
 ) -> tuple[pd.Series, bool]:
     """Parse text (or objects) with the first value's format; returns (timestamps, zone-aware)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        col = col.astype(object)
-    text = col.astype("string").str.strip()
+    text = _timestamp_text(col)
     empty = (text.isna() | (text == "")).to_numpy(dtype=bool, na_value=True)
     if empty.any():
         bad = np.flatnonzero(empty)
@@ -702,6 +700,13 @@ def _parse_text_timestamps(
             "offsets, set data.timezone (e.g. Europe/Berlin) so they are read as one clock"
         )
     return parsed, True
+
+
+def _timestamp_text(col: pd.Series) -> pd.Series:
+    """A timestamp column as the parser reads it: text, stripped."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.astype(object)
+    return col.astype("string").str.strip()
 
 
 def _parse_like_first(text: pd.Series, first: str | None = None) -> pd.Series:
@@ -1111,26 +1116,29 @@ def ingest_in_chunks(
     first = _first_timestamp(raw[cfg.time_column])
     with cluster() as chunks:  # no Dask installed, a scheduler out of reach: raised, as it is
         try:
-            done = list(chunks(validate_chunk, items, cfg.model_dump(mode="json"), source, first))
-            step = _step_of_chunks([facts for *_, facts in done], cfg)
+            done = [
+                (frame, json.loads(rest))
+                for frame, rest in chunks(validate_chunk, items, cfg.model_dump_json(), source, first)
+            ]
+            step = _step_of_chunks([rest["facts"] for _, rest in done], cfg)
         except InputValidationError:
             done = None
     if done is None:
         return prepare_frame(raw, cfg, source=source)  # the whole table's first offending rows
-    frames = [from_ipc(frame) for frame, *_ in done]
+    frames = [from_ipc(frame) for frame, _ in done]
     last_ids = [f[SERIES].iloc[-1] for f in frames[:-1]]
     first_ids = [f[SERIES].iloc[0] for f in frames[1:]]
     in_order = all(a < b for a, b in zip(last_ids, first_ids, strict=True))
-    if any(freq != step.alias for _, freq, *_ in done) or not in_order:
+    if any(rest["freq"] != step.alias for _, rest in done) or not in_order:
         return prepare_frame(raw, cfg, source=source)
     frame = pd.concat(frames, ignore_index=True)
     del frames
     report = RepairReport()
-    for _, _, repairs, _ in done:
-        report.merge(RepairReport.from_parts(repairs))
+    for _, rest in done:
+        report.merge(RepairReport.from_parts(rest["repairs"]))
     return IngestResult(
         frame=frame,
-        freq=done[0][1],
+        freq=step.alias,
         report=report,
         dataset_hash=dataset_hash(frame, cfg),
         past=cfg.covariates_with("past"),
@@ -1144,10 +1152,7 @@ def _first_timestamp(col: pd.Series) -> str | None:
     an empty first cell, which validation refuses)."""
     if pd.api.types.is_datetime64_any_dtype(col) or len(col) == 0:
         return None
-    head = col.iloc[:1]
-    if isinstance(head.dtype, pd.CategoricalDtype):
-        head = head.astype(object)
-    text = head.astype("string").str.strip().iloc[0]
+    text = _timestamp_text(col.iloc[:1]).iloc[0]
     return None if pd.isna(text) or text == "" else str(text)
 
 
@@ -1164,22 +1169,24 @@ def _step_of_chunks(facts: list[dict[str, Any]], cfg: DataConfig) -> Any:
 
 
 def validate_chunk(
-    chunk: tuple[bytes, bytes], cfg: dict[str, Any], source: str, first_timestamp: str | None
-) -> tuple[bytes, str, list[dict[str, object]], dict[str, Any]]:
+    chunk: tuple[bytes, bytes], cfg: str, source: str, first_timestamp: str | None
+) -> tuple[bytes, bytes]:
     """A task of ``ingest_in_chunks``: one chunk of series (Arrow IPC, and its rows' numbers in
-    the file as int64 bytes) validated by ``prepare_frame``, its timestamps in the format of the
-    file's first; its canonical frame (Arrow IPC), its sampling interval, its repairs
-    (``RepairReport.to_parts``) and the facts the whole table's checks need, as plain values."""
+    the file as int64 bytes) validated by ``prepare_frame`` with the data config ``cfg`` (JSON),
+    its timestamps in the format of the file's first; its canonical frame (Arrow IPC) and, as
+    JSON, its sampling interval, its repairs (``RepairReport.to_parts``) and the facts the whole
+    table's checks need. Only bytes and text cross."""
     from forecasting.partition import from_ipc, to_ipc
 
     table, numbers = chunk
     facts: dict[str, Any] = {}
     result = prepare_frame(
         from_ipc(table),
-        DataConfig.model_validate(cfg),
+        DataConfig.model_validate_json(cfg),
         source=source,
         row_numbers=np.frombuffer(numbers, dtype=np.int64),
         first_timestamp=first_timestamp,
         facts=facts,
     )
-    return to_ipc(result.frame), result.freq, result.report.to_parts(), facts
+    rest = {"freq": result.freq, "repairs": result.report.to_parts(), "facts": facts}
+    return to_ipc(result.frame), json.dumps(rest).encode()

@@ -3,7 +3,8 @@
 Inside a training task on a Dask worker (``orchestration.dask_address``) whose cluster has other
 workers, ``collect_forecasts`` sends the windows of a scoring pass with more than
 ``orchestration.score_chunk_windows`` windows out in chunks, one task each
-(``forecast_windows``). What crosses: the chunk's arrays (numpy, as Dask sends them) and the
+(``forecast_windows``). What crosses is bytes only: the chunk's arrays and its forecasts as
+``.npz`` bytes read without pickle (``pack_arrays``), and the
 model as an archive of its saved folder (``model_archive``: ``Forecaster.save``'s JSON and
 arrays in an uncompressed tar, stored once on the cluster and fetched once by each worker; no
 pickle of the model, no code). A worker loads it once (``Forecaster.load``) and forecasts its
@@ -31,6 +32,19 @@ if TYPE_CHECKING:
     from forecasting.models.base import Forecaster
 
 Forecasts = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # yhat, native, bands
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays as the bytes of an ``.npz`` (numeric arrays only: ``unpack_arrays`` reads them
+    without pickle), what a scoring task takes and gives back."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 def model_archive(model: Forecaster) -> bytes:
@@ -103,13 +117,18 @@ def loaded_digests() -> list[str]:
         return list(_LOADED)
 
 
-def forecast_windows(
-    chunk: dict[str, np.ndarray], archive: bytes, batch_size: int, native: bool, bands: bool
-) -> Forecasts:
+def forecast_windows(chunk: bytes, archive: bytes, batch_size: int, native: bool, bands: bool) -> bytes:
     """A task of ``spread_forecasts``: the model's point forecasts (N, H) of a chunk of windows
-    (``Windows.batch``'s arrays without the targets, series as the model's positions), in batches
-    of ``batch_size``, with its native quantiles and calibrated bands when asked (None when the
-    model has none)."""
+    (``Windows.batch``'s arrays without the targets, series as the model's positions, packed by
+    ``pack_arrays``), in batches of ``batch_size``, with its native quantiles and calibrated bands
+    when asked and the model has them; packed the same way (``yhat``, ``native``, ``bands``)."""
+    return pack_arrays(forecast_arrays(unpack_arrays(chunk), archive, batch_size, native, bands))
+
+
+def forecast_arrays(
+    chunk: dict[str, np.ndarray], archive: bytes, batch_size: int, native: bool, bands: bool
+) -> dict[str, np.ndarray]:
+    """What ``forecast_windows`` computes, on unpacked arrays."""
     model = _model_of(archive)
     n = len(chunk["y"])
     points, natives, banded = [], [], []
@@ -121,12 +140,12 @@ def forecast_windows(
             natives.append(model.native_quantiles(batch))
         if bands:
             banded.append(model.predict_bands(batch, yhat))
-    has_native = native and all(q is not None for q in natives)
-    return (
-        np.concatenate(points),
-        np.concatenate(natives) if has_native else None,
-        np.concatenate(banded) if bands else None,
-    )
+    out = {"yhat": np.concatenate(points)}
+    if native and all(q is not None for q in natives):
+        out["native"] = np.concatenate(natives)
+    if bands:
+        out["bands"] = np.concatenate(banded)
+    return out
 
 
 def spread_forecasts(
@@ -165,10 +184,11 @@ def spread_forecasts(
                 batch = windows.batch(idx)
                 batch["series"] = to_model[batch["series"]]
                 on_chunk(idx, batch)
-                yield {k: v for k, v in batch.items() if k != "target"}
+                yield pack_arrays({k: v for k, v in batch.items() if k != "target"})
 
         archive = model_archive(model)
         results = run(forecast_windows, chunks(), archive, batch_size, native, bands)
-        for idx, forecasts in zip(order, results, strict=True):
-            on_result(idx, forecasts)
+        for idx, packed in zip(order, results, strict=True):
+            out = unpack_arrays(packed)
+            on_result(idx, (out["yhat"], out.get("native"), out.get("bands")))
     return True
