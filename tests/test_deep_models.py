@@ -110,6 +110,23 @@ def test_save_load_round_trip_gives_identical_forecasts(
     pd.testing.assert_frame_equal(loaded.predict(sine_frame), before)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without CUDA")
+def test_a_model_trained_for_cuda_loads_and_forecasts_on_a_machine_without_one(
+    sine_frame: pd.DataFrame, tmp_path
+) -> None:
+    """Trained on a GPU, served or scored on CPUs: loading puts the network on the CPU (training
+    there would still refuse the missing device) and keeps the saved settings as they were."""
+    m = model("lstm").fit(sine_frame)
+    m.training = m.training.model_copy(update={"device": "cuda"})  # as a GPU run saves it
+    m.save(tmp_path / "m")
+    loaded = Forecaster.load(tmp_path / "m")
+    assert loaded.training.device == "cuda"
+    assert next(loaded.network_.parameters()).device.type == "cpu"
+    pd.testing.assert_frame_equal(loaded.predict(sine_frame), m.predict(sine_frame))
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        model("lstm", training=loaded.training).fit(sine_frame)
+
+
 def test_load_names_a_missing_weights_file(sine_frame: pd.DataFrame, tmp_path) -> None:
     m = model("linear").fit(sine_frame)
     m.save(tmp_path / "m")

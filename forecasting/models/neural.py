@@ -42,7 +42,14 @@ from forecasting.models.layers import (
     denormalise_window,
     normalise_window,
 )
-from forecasting.training.loop import EVAL_BATCH, autocast, num_threads, resolve_device, to_tensors, train
+from forecasting.training.loop import (
+    EVAL_BATCH,
+    autocast,
+    inference_device,
+    num_threads,
+    to_tensors,
+    train,
+)
 from forecasting.training.randomness import GLOBAL_RNG, RandomStream, draws_in_training
 
 WEIGHTS_FILE = "weights.pt"
@@ -255,7 +262,7 @@ class NeuralForecaster(Forecaster):
             network.load_state_dict(state)
         except RuntimeError as err:
             raise ModelLoadError(f"{path}: weights do not fit the saved settings ({err})") from None
-        self.network_ = network.to(resolve_device(self.training.device)).eval()
+        self.network_ = network.to(inference_device(self.training.device)).eval()
         meta = json.loads((path / TRAINING_FILE).read_text()) if (path / TRAINING_FILE).exists() else {}
         self.history_ = meta.get("history", [])
         self.best_epoch_ = meta.get("best_epoch", 0)

@@ -124,6 +124,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def inference_device(name: str) -> torch.device:
+    """Where a saved network is loaded to forecast: the device it was trained for when this
+    process has it, else the CPU. A model trained on a GPU is served, scored on a Dask worker or
+    batch-predicted on machines without one; loading is not training, so ``training.device``
+    there is a preference, not a requirement."""
+    if name in ("cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def autocast(device: torch.device, amp: bool) -> torch.autocast:
     """bf16 autocast on CUDA when ``amp``; a no-op elsewhere."""
     return torch.autocast(
