@@ -49,6 +49,14 @@ def test_model_settings_follow_the_season_and_never_override_the_config():
     assert model_defaults(ModelSpec(name="transformer"), 12, 12) == {"patch_len": 6, "stride": 3}
     assert model_defaults(ModelSpec(name="lstm", params={"segment_len": 12}), 24, 96) == {}
     assert model_defaults(ModelSpec(name="ar"), 24, 96) == {}
+    # an ensemble weighs its members on the point metric selection ranks by
+    ensemble = ModelSpec(name="ensemble")
+    assert model_defaults(ensemble, 52, 104) == {"objective": "mse"}
+    assert model_defaults(ensemble, 52, 104, "val_mase") == {"objective": "mase", "season_length": 52}
+    assert model_defaults(ensemble, 24, 96, "val_wape") == {"objective": "mae"}
+    assert model_defaults(ensemble, 24, 96, "val_msis") == {"objective": "mse"}
+    chosen = ModelSpec(name="ensemble", params={"objective": "mae"})
+    assert model_defaults(chosen, 52, 104, "val_mase") == {}
 
 
 def test_prepare_resolves_every_open_setting_and_says_so(tmp_path):

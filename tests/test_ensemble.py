@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_frame
 
 from forecasting.config import ModelSpec, TrainingConfig
 from forecasting.errors import ConfigError
-from forecasting.evaluation.metrics import predict_all_windows
+from forecasting.evaluation.metrics import evaluate_windows, predict_all_windows
 from forecasting.models.base import DataSpec, Forecaster
-from forecasting.models.ensemble import Ensemble, greedy_weights
+from forecasting.models.ensemble import Ensemble, greedy_weights, greedy_weights_abs
 from forecasting.models.registry import build_model
 
 L, H = 48, 12
@@ -46,6 +47,22 @@ def test_greedy_weights_never_worse_than_the_best_member():
     assert any(np.allclose(w * r, np.round(w * r)) for r in range(1, 26))
     best_single = min(_mse(np.eye(3)[k], preds, y) for k in range(3))
     assert _mse(w, preds, y) < best_single
+
+
+def test_absolute_greedy_weights_follow_the_absolute_error_not_the_squared():
+    """A member exact on 90 % of entries and far off on the rest against one off by a little
+    everywhere: MSE takes the steady one, MAE the mostly exact one."""
+    n = 1000
+    spiky = np.where(np.arange(n) % 10 == 0, 10.0, 0.0)  # MAE 1.0, MSE 10
+    steady = np.full(n, 2.0)  # MAE 2.0, MSE 4
+    errors = np.stack([spiky, steady])
+    by_abs = greedy_weights_abs(errors, rounds=1)
+    by_square = greedy_weights(errors @ errors.T, n, rounds=1)
+    np.testing.assert_array_equal(by_abs, [1.0, 0.0])
+    np.testing.assert_array_equal(by_square, [0.0, 1.0])
+    w = greedy_weights_abs(errors, rounds=25)
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    assert np.abs(w @ errors).mean() <= 1.0  # never above its best member
 
 
 def _fitted(name: str, train: pd.DataFrame, holdout: pd.DataFrame, **params) -> Forecaster:
@@ -189,3 +206,64 @@ def test_loaded_ensemble_is_a_plain_folder(sine_frame, tmp_path):
     loaded = Forecaster.load(tmp_path / "ens")
     assert loaded.weights_ == model.weights_
     np.testing.assert_array_equal(loaded.predict(holdout)["yhat"], model.predict(holdout)["yhat"])
+
+
+@pytest.mark.parametrize("objective", ["mse", "mae", "mase"])
+def test_the_ensemble_is_never_worse_than_its_best_member_on_its_objective(sine_frame, objective):
+    """Weighed on the metric the pipeline selects by, scored as ``evaluate_windows`` scores it
+    (MASE with each series' seasonal-naive scale on the training rows): the ensemble's validation
+    figure is at most its best member's. Series of unlike sizes, so MASE weighs them unlike MSE."""
+    frame = sine_frame.copy()
+    frame.loc[frame["series_id"] == "s2", "y"] *= 20.0  # one loud series
+    train, holdout = _split(frame)
+    members = _three_members(train, holdout)
+    params = {"objective": objective, "season_length": 24}
+    spec = ModelSpec(name="ensemble", params=params)
+    ensemble = build_model(spec, DataSpec(L, H), TRAINING, members=members).fit(train, holdout)
+    windows = ensemble.make_windows(holdout)
+
+    def figure(model: Forecaster) -> float:
+        metrics, _ = evaluate_windows(model, windows, train=train, season=24, predictions=False)
+        return metrics[objective]
+
+    assert figure(ensemble) <= min(figure(m) for m in members.values()) + 1e-12
+    assert ensemble.settings.objective == objective
+
+
+def test_the_objective_changes_the_weights(sine_frame):
+    frame = sine_frame.copy()
+    frame.loc[frame["series_id"] == "s2", "y"] *= 20.0
+    train, holdout = _split(frame)
+    members = _three_members(train, holdout)
+    weights = {}
+    for objective in ("mse", "mase"):
+        params = {"objective": objective, "season_length": 24}
+        spec = ModelSpec(name="ensemble", params=params)
+        model = build_model(spec, DataSpec(L, H), TRAINING, members=members)
+        weights[objective] = model.fit(train, holdout).weights_
+    assert weights["mse"] != weights["mase"], weights
+
+
+def test_the_lag_of_the_mase_scale_changes_the_weights():
+    """``season_length`` sets each series' MASE scale (seasonal-naive error at that lag): a clean
+    sine is loud at lag 1 and quiet at its period, a random walk the other way round, so the two
+    lags weigh the series, and the members, differently; each is at most its best member's."""
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    sine = 2.0 * np.sin(2 * np.pi * t / 24) + 0.05 * rng.standard_normal(600)
+    walk = np.cumsum(rng.standard_normal(600))
+    frame = pd.concat([make_frame(sine, series_id="sine"), make_frame(walk, series_id="walk")])
+    train, holdout = _split(frame.reset_index(drop=True))
+    members = _three_members(train, holdout)
+    weights = {}
+    for lag in (1, 24):
+        spec = ModelSpec(name="ensemble", params={"objective": "mase", "season_length": lag})
+        model = build_model(spec, DataSpec(L, H), TRAINING, members=members).fit(train, holdout)
+        windows = model.make_windows(holdout)
+
+        def figure(m: Forecaster, lag: int = lag, windows=windows) -> float:
+            return evaluate_windows(m, windows, train=train, season=lag, predictions=False)[0]["mase"]
+
+        assert figure(model) <= min(figure(m) for m in members.values()) + 1e-12
+        weights[lag] = model.weights_
+    assert weights[1] != weights[24], weights

@@ -1,10 +1,17 @@
 """The ensemble family (``ensemble``): a weighted mean of other fitted models' forecasts.
 
 Weights come from greedy ensemble selection (Caruana et al., 2004; what AutoGluon does): start
-from nothing, add with replacement the member whose addition most lowers the validation MSE,
+from nothing, add with replacement the member whose addition most lowers the validation error,
 ``rounds`` times, and keep the best prefix. Weights are counts / prefix length, so they are
-non-negative and sum to one, and the ensemble's validation MSE is never above its best member's.
+non-negative and sum to one, and the ensemble's validation error is never above its best member's.
 ``weighting: equal`` takes the plain mean instead (e.g. of one model fitted with several seeds).
+
+The error is the ``objective`` (on the model's scale, as the ``val_*`` metrics): ``mse``;
+``mae``; or ``mase``, each absolute error divided by its series' in-sample seasonal-naive error
+(``season_length``), so that every series weighs alike as in MASE. A pipeline weighs on the point
+metric it selects by (``forecasting.pipeline.defaults``: ``val_mase`` -> ``mase``, ``val_mae``
+and ``val_wape`` -> ``mae``, anything else ``mse``), as AutoGluon fits its ensemble to its
+``eval_metric``: an ensemble weighed on MSE and ranked by MASE loses to members it should hold.
 
 In a pipeline the ensemble is built from the models the same run has already trained, given to it
 as fitted ``members`` (no member is trained twice; ``settings.members`` names runs, empty = every
@@ -40,6 +47,9 @@ class EnsembleSettings:
     # greedy: weights chosen on validation as above; equal: the plain mean of every member (e.g.
     # one model fitted with several seeds), nothing chosen on validation.
     weighting: Literal["greedy", "equal"] = "greedy"
+    # The validation error greedy weighting lowers (see the module's docstring).
+    objective: Literal["mse", "mae", "mase"] = "mse"
+    season_length: int = Field(1, ge=1)  # the seasonal-naive lag of ``mase``'s series scales
 
 
 def greedy_weights(gram: np.ndarray, n: int, rounds: int) -> np.ndarray:
@@ -61,6 +71,23 @@ def greedy_weights(gram: np.ndarray, n: int, rounds: int) -> np.ndarray:
         counts[k] += 1
         if best_counts is None or mse[k] < best - 1e-12 * abs(best):
             best, best_counts = float(mse[k]), counts.copy()
+    return best_counts / best_counts.sum()
+
+
+def greedy_weights_abs(errors: np.ndarray, rounds: int) -> np.ndarray:
+    """Greedy selection with replacement on the mean absolute value of the weighted errors:
+    ``errors`` (M members x n entries) are forecasts minus targets, each already divided by its
+    entry's scale for MASE. A round costs O(M n). Weights (M,) of the best ensemble seen."""
+    m, n = errors.shape
+    counts, total = np.zeros(m), np.zeros(n)
+    best, best_counts = np.inf, None
+    for r in range(1, rounds + 1):
+        loss = np.array([np.abs(total + errors[k]).sum() for k in range(m)]) / (r * n)
+        k = int(np.argmin(loss))
+        counts[k] += 1
+        total += errors[k]
+        if best_counts is None or loss[k] < best - 1e-12 * abs(best):
+            best, best_counts = float(loss[k]), counts.copy()
     return best_counts / best_counts.sum()
 
 
@@ -114,8 +141,6 @@ class Ensemble(Forecaster):
 
     def _fit(self, train, train_windows, val_windows, callbacks) -> None:
         """Weigh the fitted members on the validation windows (same windows, same series)."""
-        from forecasting.evaluation.metrics import iter_window_forecasts
-
         members = self.candidates_
         first = next(iter(members.values()))
         for name, model in members.items():
@@ -128,30 +153,56 @@ class Ensemble(Forecaster):
         if val_windows is not None:
             if len(val_windows) == 0:
                 raise ConfigError("ensemble: the validation data holds no full window to weigh members on")
-            m = len(models)
-            gram, n = np.zeros((m, m)), 0
-            finite = np.ones(m, dtype=bool)
-            for _, target, forecasts in iter_window_forecasts(models, val_windows):
-                seen = np.isfinite(target)  # unobserved targets are not scored
-                y = target[seen].astype(np.float64)
-                err = np.stack([f[seen] for f in forecasts]).astype(np.float64) - y  # (M, entries)
-                finite &= np.isfinite(err).all(axis=1)
-                err = np.where(np.isfinite(err), err, 0.0)
-                gram += err @ err.T
-                n += y.size
-            finite &= np.isfinite(np.diag(gram))  # errors so large their squares overflow
-            if not finite.any() or n == 0:
-                raise ConfigError("ensemble: no member gives finite forecasts on the validation windows")
-            keep = np.flatnonzero(finite)
-            weights = np.zeros(m)
-            if self.settings.weighting == "equal":
-                weights[keep] = 1.0 / len(keep)
-            else:
-                weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], n, self.settings.rounds)
+            weights = self._weigh(models, train, val_windows)
         chosen = np.flatnonzero(weights > 0)
         self.members_ = {names[i]: models[i] for i in chosen}
         self.weights_ = {names[i]: float(weights[i]) for i in chosen}
         self.handles_unseen_series = all(m.handles_unseen_series for m in self.members_.values())
+
+    def _weigh(self, models: list[Forecaster], train: pd.DataFrame, val_windows) -> np.ndarray:
+        """The members' weights on the validation windows: greedy on the ``objective`` (or equal),
+        members with a non-finite validation error left out."""
+        from forecasting.evaluation.metrics import iter_window_forecasts, mase_scales
+
+        m, objective = len(models), self.settings.objective
+        scales = None
+        if objective == "mase":  # each window's series scale, as ``evaluate_windows`` scores MASE
+            ids = val_windows.arrays.series_ids[val_windows.series].astype(str)
+            per_series = mase_scales(train, self.settings.season_length)
+            scales = per_series.reindex(ids).to_numpy(dtype=np.float64)
+        gram, n = np.zeros((m, m)), 0
+        parts: list[np.ndarray] = []  # the (M, entries) errors of each batch: mae and mase only
+        finite = np.ones(m, dtype=bool)
+        for idx, target, forecasts in iter_window_forecasts(models, val_windows):
+            seen = np.isfinite(target)  # unobserved targets are not scored
+            if scales is not None:  # a window of a series with no scale (flat) is not scored
+                per_window = scales[idx]
+                seen &= (np.isfinite(per_window) & (per_window > 0))[:, None]
+            y = target[seen].astype(np.float64)
+            err = np.stack([f[seen] for f in forecasts]).astype(np.float64) - y  # (M, entries)
+            if scales is not None:
+                err = err / np.broadcast_to(per_window[:, None], target.shape)[seen]
+            finite &= np.isfinite(err).all(axis=1)
+            err = np.where(np.isfinite(err), err, 0.0)
+            if objective == "mse":
+                gram += err @ err.T
+            else:
+                parts.append(err)
+            n += y.size
+        if objective == "mse":
+            finite &= np.isfinite(np.diag(gram))  # errors so large their squares overflow
+        if not finite.any() or n == 0:
+            raise ConfigError("ensemble: no member gives finite forecasts on the validation windows")
+        keep = np.flatnonzero(finite)
+        weights = np.zeros(m)
+        if self.settings.weighting == "equal":
+            weights[keep] = 1.0 / len(keep)
+        elif objective == "mse":
+            weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], n, self.settings.rounds)
+        else:
+            errors = np.concatenate(parts, axis=1)[keep]
+            weights[keep] = greedy_weights_abs(errors, self.settings.rounds)
+        return weights
 
     @classmethod
     def from_weights(

@@ -10,6 +10,9 @@ data's frequency, the horizon and the series' lengths, before anything trains.
   the lookback in segments of one season (SegRNN's 24 steps of hourly data); ``linear``'s trend
   is a moving average over one season (DLinear's 25 for hourly data); a ``tcn`` segment or a
   ``transformer`` patch longer than the lookback allows shrinks to fit it.
+- An ``ensemble`` weighs its members on the point metric selection ranks by
+  (``ensemble_objective``: ``mase`` for ``val_mase``, with the season as its scale's lag; ``mae``
+  for ``val_mae`` and ``val_wape``; ``mse`` otherwise), so that it is built for the race it runs.
 - ``training.max_train_windows``: an epoch draws at most ``EPOCH_WINDOWS`` windows (a fresh random
   sample each epoch), so 400 series do not cost 400 times one series; ``max_val_windows``: early
   stopping scores at most as many validation windows (one fixed sample), for the same reason.
@@ -57,11 +60,32 @@ def _largest_odd_at_most(n: int, limit: int) -> int:
     return max(1, n if n % 2 else n - 1)
 
 
-def model_defaults(spec: ModelSpec, season: int, lookback: int) -> dict[str, Any]:
-    """The settings of ``spec`` that the data decides, for the keys its params leave unset."""
+def ensemble_objective(selection_metric: str) -> str:
+    """The error an ensemble's greedy weights lower for a pipeline that selects on
+    ``selection_metric``: its point metric on the model's scale where the ensemble can weigh on it
+    (``val_mase`` -> ``mase``; ``val_mae``, ``val_wape`` -> ``mae``: WAPE's denominator does not
+    depend on the forecast), ``mse`` for the rest (MSE, RMSE, sMAPE, the interval metrics)."""
+    metric = selection_metric.removeprefix("val_")
+    if metric == "mase":
+        return "mase"
+    if metric in ("mae", "wape"):
+        return "mae"
+    return "mse"
+
+
+def model_defaults(
+    spec: ModelSpec, season: int, lookback: int, selection_metric: str = "val_mse"
+) -> dict[str, Any]:
+    """The settings of ``spec`` that the data (and the selection metric) decide, for the keys its
+    params leave unset."""
     m, L, given = season, lookback, spec.params
     chosen: dict[str, Any] = {}
-    if spec.name == "seasonal_naive":
+    if spec.name == "ensemble":
+        objective = given.get("objective", ensemble_objective(selection_metric))
+        chosen["objective"] = objective
+        if objective == "mase":
+            chosen["season_length"] = m
+    elif spec.name == "seasonal_naive":
         chosen["season_length"] = m if 1 < m <= L else 1
     elif spec.name in _RECURRENT:
         chosen["segment_len"] = m if 2 <= m <= L // 2 else max(1, L // 8)
@@ -88,7 +112,7 @@ def resolve_defaults(cfg: Config, data: IngestResult) -> tuple[Config, dict[str,
         choices["window.lookback"] = lookback
     models = []
     for spec in cfg.models:
-        extra = model_defaults(spec, season, int(window.lookback))
+        extra = model_defaults(spec, season, int(window.lookback), cfg.tracking.selection_metric)
         choices.update({f"models.{spec.run_name}.{k}": v for k, v in extra.items()})
         models.append(spec.model_copy(update={"params": {**spec.params, **extra}}) if extra else spec)
     training = cfg.training
