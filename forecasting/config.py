@@ -134,15 +134,17 @@ class WindowConfig(_Section):
     # Step between the validation and test windows (early stopping's too), counted back from each
     # period's end: 1 scores every origin (the ETT protocol); a horizon gives the competitions'
     # non-overlapping origins, one per validation fold, and divides the cost of scoring by it.
-    eval_stride: int = Field(1, ge=1, description="step between validation and test windows")
+    # ``auto`` (forecasting.pipeline.defaults.auto_eval_stride): 1, except a ``counts`` split of
+    # so many series that every origin would exceed the scoring budget: the horizon there.
+    eval_stride: int | Literal["auto"] = Field("auto", description="step between validation and test windows")
     pad_short: bool = True
 
-    @field_validator("lookback")
+    @field_validator("lookback", "eval_stride")
     @classmethod
-    def _positive(cls, lookback: int | str) -> int | str:
-        if isinstance(lookback, int) and lookback < 1:
-            raise ValueError(f"lookback must be at least 1 (or 'auto'): got {lookback}")
-        return lookback
+    def _positive(cls, value: int | str, info: Any) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{info.field_name} must be at least 1 (or 'auto'): got {value}")
+        return value
 
 
 class FeaturesConfig(_Section):

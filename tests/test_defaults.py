@@ -72,6 +72,7 @@ def test_prepare_resolves_every_open_setting_and_says_so(tmp_path):
     assert prepared.choices == {
         "season_length": 24,
         "window.lookback": 48,
+        "window.eval_stride": 1,
         "models.seasonal_naive.season_length": 24,
         "training.max_train_windows": EPOCH_WINDOWS,
         "training.max_val_windows": EPOCH_WINDOWS,
@@ -228,6 +229,32 @@ def test_eval_stride_keeps_one_origin_per_fold_and_scores_fewer_windows(tmp_path
     n, m = len(fractions.windows(fractions.val)), len(base.windows(base.val))
     assert n == sum((k - 1) // 3 + 1 for k in np.bincount(base.windows(base.val).series))
     assert m > 2.5 * n
+
+
+def test_auto_eval_stride_steps_by_the_horizon_only_for_a_counts_split_of_many_series(tmp_path, monkeypatch):
+    """``eval_stride: auto``: every origin, unless a counts split's validation periods hold more
+    windows than ``EVAL_WINDOWS`` at every origin; then one origin per fold (the last few of each
+    series), as ``eval_stride`` = the horizon gives them. A given stride is never changed."""
+    from forecasting.config import SplitConfig
+    from forecasting.errors import ConfigError
+    from forecasting.pipeline import defaults
+
+    counts, borders = SplitConfig(method="counts"), SplitConfig(method="fractions")
+    assert defaults.auto_eval_stride(counts, 24, 1_000) == 1  # 1,000 x 49 origins: every origin
+    assert defaults.auto_eval_stride(counts, 24, 2_000) == 24  # 98,000 windows: one per fold
+    assert defaults.auto_eval_stride(borders, 24, 1_000_000) == 1  # the published protocols
+    path = _csv(tmp_path, {"a": 200, "b": 150})
+    window = {"lookback": 24, "horizon": 4}
+    every = prepare(_config(path, split={"method": "counts"}, window=window))
+    assert every.spec.eval_stride == 1 and every.choices["window.eval_stride"] == 1
+    monkeypatch.setattr(defaults, "EVAL_WINDOWS", 17)  # 2 series x 9 origins: over it
+    stepped = prepare(_config(path, split={"method": "counts"}, window=window))
+    assert stepped.spec.eval_stride == 4 and stepped.choices["window.eval_stride"] == 4
+    assert len(stepped.windows(stepped.val)) == 6  # 3 origins (one per fold) of each series
+    given = prepare(_config(path, split={"method": "counts"}, window={**window, "eval_stride": 2}))
+    assert given.spec.eval_stride == 2 and "window.eval_stride" not in given.choices
+    with pytest.raises(ConfigError, match="eval_stride must be at least 1"):
+        _config(path, window={**window, "eval_stride": 0})
 
 
 def test_the_gate_scores_each_series_inside_its_own_validation_period(tmp_path):

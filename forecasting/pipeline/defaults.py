@@ -10,6 +10,10 @@ data's frequency, the horizon and the series' lengths, before anything trains.
   the lookback in segments of one season (SegRNN's 24 steps of hourly data); ``linear``'s trend
   is a moving average over one season (DLinear's 25 for hourly data); a ``tcn`` segment or a
   ``transformer`` patch longer than the lookback allows shrinks to fit it.
+- ``window.eval_stride: auto``: every origin (stride 1, the published protocols), except a
+  ``counts`` split over so many series that scoring every origin of the validation period would
+  exceed ``EVAL_WINDOWS`` windows: there the horizon, the competitions' one origin per fold, so
+  that each series is scored at its last few origins (``val_horizons`` + ``test_horizons``).
 - An ``ensemble`` weighs its members on the point metric selection ranks by
   (``ensemble_objective``: ``mase`` for ``val_mase``, with the season as its scale's lag; ``mae``
   for ``val_mae`` and ``val_wape``; ``mse`` otherwise), so that it is built for the race it runs.
@@ -36,6 +40,9 @@ from forecasting.data.seasonality import season_length_for
 from forecasting.data.splits import train_rows
 
 EPOCH_WINDOWS = 65_536  # windows per epoch at most (2**16): ETTh1 with its 7 columns stays whole
+# Validation windows scored at every origin at most before a counts split steps by the horizon
+# (2**16 too: M4 Weekly's 359 series x 27 origins stay whole, 10,000 series x 49 do not).
+EVAL_WINDOWS = 65_536
 _RECURRENT = ("rnn", "lstm", "gru")
 
 
@@ -53,6 +60,16 @@ def auto_lookback(season: int, horizon: int, train_lengths: np.ndarray) -> int:
     base = max(2 * season, 2 * horizon) if season > 1 else 2 * horizon
     cap = int(np.median(train_lengths)) // 2 if len(train_lengths) else base
     return max(1, min(base, cap))
+
+
+def auto_eval_stride(split: Any, horizon: int, n_series: int) -> int:
+    """``window.eval_stride: auto``: 1, or the horizon for a ``counts`` split whose validation
+    period, scored at every origin, would hold more than ``EVAL_WINDOWS`` windows (each series has
+    ``(val_horizons - 1) * horizon + 1`` origins there)."""
+    if split.method != "counts":
+        return 1
+    every = n_series * ((split.val_horizons - 1) * horizon + 1)
+    return horizon if every > EVAL_WINDOWS else 1
 
 
 def _largest_odd_at_most(n: int, limit: int) -> int:
@@ -110,6 +127,11 @@ def resolve_defaults(cfg: Config, data: IngestResult) -> tuple[Config, dict[str,
         lookback = auto_lookback(season, window.horizon, rows)
         window = window.model_copy(update={"lookback": lookback})
         choices["window.lookback"] = lookback
+    if window.eval_stride == "auto":
+        n_series = int(data.frame[SERIES].nunique())
+        eval_stride = auto_eval_stride(cfg.split, window.horizon, n_series)
+        window = window.model_copy(update={"eval_stride": eval_stride})
+        choices["window.eval_stride"] = eval_stride
     models = []
     for spec in cfg.models:
         extra = model_defaults(spec, season, int(window.lookback), cfg.tracking.selection_metric)
