@@ -253,11 +253,12 @@ def run_size(n: int, args: argparse.Namespace, config: Path, host: dict[str, Any
     return rows
 
 
-def plot(rows: list[dict[str, Any]], path: Path, length: int = 500) -> None:
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
     for stage in STAGES:
@@ -268,13 +269,20 @@ def plot(rows: list[dict[str, Any]], path: Path, length: int = 500) -> None:
         n, wall, rss = zip(*pts, strict=True)
         ax_t.plot(n, wall, marker="o", label=stage)
         ax_m.plot(n, [r / 1024 for r in rss], marker="o", label=stage)
+    ax_m.axhline(8.0, color="0.4", linestyle="--", linewidth=1.0, label="issue 24's 8 GB at 100k")
+    per_series = sorted({round(r["rows"] / r["n_series"]) for r in rows if r.get("rows")})
+    hours = f"{per_series[0]}" if len(per_series) == 1 else f"{per_series[0]}-{per_series[-1]}"
     for ax, label in ((ax_t, "wall time (s)"), (ax_m, "peak RSS of the process tree (GB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(f"series (up to {length} hours each)")
+        ax.set_xlabel(f"series ({hours} hours each on average)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend()
+    low, high = ax_m.get_ylim()
+    ax_m.set_yticks([t for t in (0.25, 0.5, 1, 2, 4, 8, 16, 32) if low <= t <= high])
     fig.suptitle("bench/scale.py: configs/many_series.yaml through the CLI")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -295,6 +303,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK, help="data and fresh stores (git-ignored)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of wall time and memory against N")
+    parser.add_argument(
+        "--plot-from",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="draw --plot from the rows of these result files (runs nothing)",
+    )
     parser.add_argument("--regenerate", action="store_true", help="write the data again even if present")
     parser.add_argument("--generate-only", action="store_true", help="write the Parquet files and stop")
     parser.add_argument("--quick", action="store_true", help="200 series of 200 hours, 3 cheap models")
@@ -303,6 +318,13 @@ def main() -> None:
         "--dask-workers", type=int, default=None, help="run on a Dask LocalCluster of this many processes"
     )
     args = parser.parse_args()
+    if args.plot_from:
+        if not args.plot:
+            parser.error("--plot-from needs --plot PNG")
+        rows = [r for f in args.plot_from for r in json.loads(f.read_text())["rows"] if r["returncode"] == 0]
+        plot(rows, args.plot)
+        print(f"plot: {args.plot} ({len(rows)} rows from {len(args.plot_from)} files)")
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.config
     if args.quick:
@@ -326,7 +348,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": host, "config": str(config), "rows": rows}, indent=1))
     if args.plot:
-        plot(rows, args.plot, args.length)
+        plot(rows, args.plot)
         print(f"plot: {args.plot}")
 
 

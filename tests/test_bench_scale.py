@@ -87,3 +87,31 @@ def test_variant_config_sets_the_families_and_the_dask_cluster(tmp_path):
     assert Path(cfg["data"]["path"]).is_absolute()
     same = yaml.safe_load(scale.variant_config(tmp_path, scale.CONFIG, None, None).read_text())
     assert "orchestration" not in same and len(same["models"]) == 7
+
+
+def test_plot_from_draws_the_finished_rows_of_several_result_files(tmp_path):
+    """``--plot-from``: one figure from runs made at different times (1k and 10k in one, 100k in
+    another); a failed stage is left out; nothing is run."""
+    import json
+    import subprocess
+
+    def rows(n: int, failed: str | None = None) -> list[dict]:
+        return [
+            {"n_series": n, "rows": 500 * n, "stage": s, "wall_s": n / 100, "peak_rss_mb": n / 10,
+             "returncode": 1 if s == failed else 0}
+            for s in scale.STAGES
+        ]  # fmt: skip
+
+    small, large = tmp_path / "small.json", tmp_path / "large.json"
+    small.write_text(json.dumps({"rows": rows(1000) + rows(10_000)}))
+    large.write_text(json.dumps({"rows": rows(100_000, failed="predict")}))
+    png = tmp_path / "scale.png"
+    done = subprocess.run(
+        [sys.executable, scale.__file__, "--plot-from", str(small), str(large), "--plot", str(png)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "(8 rows from 2 files)" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "outputs").exists()
