@@ -2,7 +2,8 @@
 pass (Parquet row groups, one per chunk), a bad row in a later chunk is named as the whole file
 names it and leaves nothing behind, Parquet is read column by column, and a real `dask scheduler`
 with two `dask worker` processes on loopback trains a pipeline and forecasts its chunks, giving
-the single process's forecasts to the last digit."""
+the single process's forecasts to the last digit, with an MLflow server on PostgreSQL as the
+store every process shares (the scale-out configuration of docs/scaling-out.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from servers import free_port, stop
+from servers import free_port, mlflow_server, postgres_database, stop
 from test_pipeline import make_config, raw_config
 
 from forecasting import serving
@@ -197,8 +198,21 @@ def _dask(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 @pytest.fixture
-def dask_cluster(tmp_path, prefect_harness):
-    """`dask scheduler` and two `dask worker` processes (one thread each) on loopback."""
+def shared_mlflow(tmp_path, monkeypatch, mlflow_globals):
+    """An MLflow server on a new PostgreSQL database, artifacts proxied through it: the tracking
+    store of this process and of the workers started after it (``MLFLOW_TRACKING_URI``)."""
+    with (
+        postgres_database() as backend,
+        mlflow_server(backend, tmp_path / "artifacts", tmp_path / "mlflow-server.log") as uri,
+    ):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture
+def dask_cluster(tmp_path, prefect_harness, shared_mlflow):
+    """`dask scheduler` and two `dask worker` processes (one thread each) on loopback, whose
+    tracking store is the shared MLflow server."""
     pytest.importorskip("distributed")
     from distributed import Client
     from prefect.settings import PREFECT_API_URL
@@ -260,6 +274,10 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
     from forecasting.tracking import Tracker
 
     address, client = dask_cluster
+    server = os.environ["MLFLOW_TRACKING_URI"]
+    assert server.startswith("http://") and client.run(os.getenv, "MLFLOW_TRACKING_URI") == {
+        w: server for w in client.scheduler_info()["workers"]
+    }
     ar_params = {"max_lag": 24, "solver": "batched", "parallel_above": 1}  # 3 series in chunks, as tasks
     theta = {"name": "theta", "params": {"parallel_above": 1}}  # its 3 series as tasks
     models = [MODELS[0], {"name": "ar", "params": ar_params}, theta]
@@ -314,6 +332,7 @@ def test_a_pipeline_and_its_prediction_run_on_a_dask_cluster(tmp_path, dask_clus
 
     ar_row = next(r for r in outcome["leaderboard"] if r["model"] == "ar")
     ar_run = MlflowClient().get_run(ar_row["run_id"])
+    assert ar_run.info.artifact_uri.startswith("mlflow-artifacts:")  # logged through the server
     # validated in chunks on the workers, the data is the data one process validates
     here_only = cfg.orchestration.model_copy(update={"dask_address": None})
     alone = cfg.model_copy(update={"orchestration": here_only})
