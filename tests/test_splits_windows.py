@@ -180,6 +180,26 @@ def test_stride_steps_back_from_the_last_window(small, stride, starts):
     assert len(Windows(arrays, 3, 2, stride)) == (10 - 5) // stride + 1
 
 
+@pytest.mark.parametrize("stride", [1, 3])
+def test_window_starts_are_compact_and_batches_need_no_series_array(stride):
+    """Starts as int32 (the rows fit), each series' windows stepping back from its last row, as a
+    plain loop places them; a batch finds its windows' series by itself, so a training loop never
+    holds the whole (N,) series array; asked for, it is the same."""
+    lengths = {"a": 9, "b": 5, "c": 4, "d": 12}  # c is too short for a window of 5
+    frame = pd.concat([make_frame(np.arange(n, dtype=float), sid) for sid, n in lengths.items()])
+    w = Windows(to_arrays(frame.reset_index(drop=True)), lookback=3, horizon=2, stride=stride)
+    expected, owners, offset = [], [], 0
+    for k, n in enumerate(lengths.values()):
+        expected += sorted(range(offset + n - 5, offset - 1, -stride))
+        owners += [k] * len(range(offset + n - 5, offset - 1, -stride))
+        offset += n
+    assert w.starts.dtype == np.int32 and w.starts.tolist() == expected
+    batch = w.batch(np.arange(len(w))[::-1])
+    assert batch["series"].tolist() == owners[::-1]
+    assert w._series is None  # not built by batches
+    assert w.series.tolist() == owners
+
+
 def test_iter_batches_cover_every_window_once(small):
     w = Windows(to_arrays(small), 3, 2)
     seen = np.concatenate(list(w.iter_batches(4, shuffle=True, rng=np.random.default_rng(0))))
