@@ -657,6 +657,10 @@ def report(r: dict[str, Any]) -> str:
         views.append(("official test, `--per-family`", r["official_per_family"]))
     for where, scores in views:
         fam = learned(scores)
+        if not fam:
+            target = TARGETS["family_owa"]
+            lines.append(f"| every learned family OWA < {target} ({where}) | no learned family ran |")
+            continue
         above = [k for k, v in fam.items() if not v["owa"] < TARGETS["family_owa"]]
         worst = max(fam, key=lambda k: fam[k]["owa"] if math.isfinite(fam[k]["owa"]) else math.inf)
         lines.append(

@@ -53,6 +53,9 @@ def test_model_settings_follow_the_season_and_never_override_the_config():
     ensemble = ModelSpec(name="ensemble")
     assert model_defaults(ensemble, 52, 104) == {"objective": "mse"}
     assert model_defaults(ensemble, 52, 104, "val_mase") == {"objective": "mase", "season_length": 52}
+    weekly = model_defaults(ensemble, 52, 104, "val_mase", mase_lag=1)  # MASE's lag, not the season
+    assert weekly == {"objective": "mase", "season_length": 1}
+    assert model_defaults(ensemble, 24, 96, "val_mase_orig", mase_lag=24)["objective"] == "mase"
     assert model_defaults(ensemble, 24, 96, "val_wape") == {"objective": "mae"}
     assert model_defaults(ensemble, 24, 96, "val_msis") == {"objective": "mse"}
     chosen = ModelSpec(name="ensemble", params={"objective": "mae"})
@@ -312,3 +315,38 @@ def test_a_pipeline_run_holds_series_ids_as_a_categorical_in_every_frame(tmp_pat
     assert example["series_id"].iloc[0] == "store-000"
     # The two conversions are inverses and leave other columns alone.
     pd.testing.assert_frame_equal(string_ids(categorical_ids(text)), text)
+
+
+def test_an_ensemble_selected_by_val_mase_on_weekly_data_is_weighed_on_val_mase_itself(tmp_path):
+    """Weekly data: the model season is 52, but MASE is scaled at lag 1 (M4's convention). The
+    ensemble's objective and its scale's lag are those of ``val_mase``, so its ``val_mase`` is at
+    most its best member's, by construction."""
+    from forecasting.pipeline.train import train_all, train_model
+
+    path = _csv(tmp_path, {"a": 220, "b": 200, "c": 180}, freq="W-SUN")
+    models = [{"name": n} for n in ("naive", "seasonal_naive", "ar", "ensemble")]
+    cfg = _config(
+        path,
+        split={"method": "counts"},
+        window={"horizon": 4},
+        models=models,
+        tracking={"selection_metric": "val_mase"},
+    )
+    prepared = prepare(cfg)
+    assert prepared.choices["models.ensemble.objective"] == "mase"
+    assert prepared.choices["models.ensemble.season_length"] == 1  # MASE's lag at a weekly step
+    # data stamped W-SUN (as bench/m4.py writes M4): the model season is 52, MASE's lag still 1
+    import dataclasses
+
+    from forecasting.pipeline.defaults import resolve_defaults
+
+    _, choices = resolve_defaults(cfg, dataclasses.replace(prepared.data, freq="W-SUN"))
+    assert choices["season_length"] == 52 and choices["models.ensemble.season_length"] == 1
+
+    def run(jobs):
+        return [train_model(j.prepared, j.spec, None, None, j.tags, j.members) for j in jobs]
+
+    results = {r.name: r for r in train_all(prepared, None, run)}
+    assert all(r.status == "FINISHED" for r in results.values()), results
+    members = [r.metrics["val_mase"] for name, r in results.items() if name != "ensemble"]
+    assert results["ensemble"].metrics["val_mase"] <= min(members) + 1e-12

@@ -46,3 +46,20 @@ def season_length_for(freq: str) -> int:
     cycle = _UNIT_CYCLE.get(unit, 1)
     steps, rest = divmod(cycle, max(offset.n, 1))
     return steps if rest == 0 and steps > 1 else 1
+
+
+def mase_season(freq: str) -> int:
+    """The seasonal lag MASE's scale is measured at (``val_mase``, ``test_mase``, and the
+    ensemble's ``mase`` objective): a day for sub-daily data, a week for daily data, 1 otherwise
+    (M4's convention: weekly, monthly and yearly series are scaled by the naive error, m = 1).
+    Not the model season of ``season_length_for`` (52 for weekly data)."""
+    from pandas.tseries.offsets import Tick
+
+    offset = to_offset(freq)
+    if isinstance(offset, Tick):
+        step = pd.Timedelta(offset)
+        if step < pd.Timedelta(days=1) and pd.Timedelta(days=1) % step == pd.Timedelta(0):
+            return int(pd.Timedelta(days=1) / step)
+    if offset.name == "D" and offset.n == 1:  # Day is calendar-aware (not a Tick) in pandas 3
+        return 7
+    return 1

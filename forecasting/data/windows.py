@@ -95,9 +95,9 @@ def window_starts(arrays: SeriesArrays, lookback: int, horizon: int, stride: int
     room = arrays.lengths() - span  # (S,) how far the last window starts from the first row
     count = np.where(room >= 0, room // stride + 1, 0)  # (S,) windows per series
     total = int(count.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
     dtype = index_dtype(len(arrays.y))
+    if total == 0:
+        return np.zeros(0, dtype=dtype)
     first = arrays.offsets[1:] - span - (count - 1) * stride  # (S,) start of each series' first window
     before = np.cumsum(count) - count  # (S,) windows of the series before each
     starts = np.arange(total, dtype=dtype)  # the window's rank in the whole

@@ -15,7 +15,8 @@ data's frequency, the horizon and the series' lengths, before anything trains.
   exceed ``EVAL_WINDOWS`` windows: there the horizon, the competitions' one origin per fold, so
   that each series is scored at its last few origins (``val_horizons`` + ``test_horizons``).
 - An ``ensemble`` weighs its members on the point metric selection ranks by
-  (``ensemble_objective``: ``mase`` for ``val_mase``, with the season as its scale's lag; ``mae``
+  (``ensemble_objective``: ``mase`` for ``val_mase``, its scale at MASE's lag (``mase_season``:
+  1 for weekly data, where the model season is 52); ``mae``
   for ``val_mae`` and ``val_wape``; ``mse`` otherwise), so that it is built for the race it runs.
 - ``training.max_train_windows``: an epoch draws at most ``EPOCH_WINDOWS`` windows (a fresh random
   sample each epoch), so 400 series do not cost 400 times one series; ``max_val_windows``: early
@@ -36,7 +37,7 @@ import pandas as pd
 from forecasting.config import Config, ModelSpec
 from forecasting.data.ingest import IngestResult
 from forecasting.data.schema import SERIES
-from forecasting.data.seasonality import season_length_for
+from forecasting.data.seasonality import mase_season, season_length_for
 from forecasting.data.splits import train_rows
 
 EPOCH_WINDOWS = 65_536  # windows per epoch at most (2**16): ETTh1 with its 7 columns stays whole
@@ -83,7 +84,7 @@ def ensemble_objective(selection_metric: str) -> str:
     (``val_mase`` -> ``mase``; ``val_mae``, ``val_wape`` -> ``mae``: WAPE's denominator does not
     depend on the forecast), ``mse`` for the rest (MSE, RMSE, sMAPE, the interval metrics)."""
     metric = selection_metric.removeprefix("val_")
-    if metric == "mase":
+    if metric in ("mase", "mase_orig"):  # MASE is scale-free: the same figure on either scale
         return "mase"
     if metric in ("mae", "wape"):
         return "mae"
@@ -91,17 +92,23 @@ def ensemble_objective(selection_metric: str) -> str:
 
 
 def model_defaults(
-    spec: ModelSpec, season: int, lookback: int, selection_metric: str = "val_mse"
+    spec: ModelSpec,
+    season: int,
+    lookback: int,
+    selection_metric: str = "val_mse",
+    mase_lag: int | None = None,
 ) -> dict[str, Any]:
     """The settings of ``spec`` that the data (and the selection metric) decide, for the keys its
-    params leave unset."""
+    params leave unset. ``mase_lag``: the lag MASE is scaled at (``seasonality.mase_season``;
+    default ``season``), which an ensemble weighed on MASE uses, so that it lowers ``val_mase``
+    itself."""
     m, L, given = season, lookback, spec.params
     chosen: dict[str, Any] = {}
     if spec.name == "ensemble":
         objective = given.get("objective", ensemble_objective(selection_metric))
         chosen["objective"] = objective
         if objective == "mase":
-            chosen["season_length"] = m
+            chosen["season_length"] = m if mase_lag is None else mase_lag
     elif spec.name == "seasonal_naive":
         chosen["season_length"] = m if 1 < m <= L else 1
     elif spec.name in _RECURRENT:
@@ -134,7 +141,9 @@ def resolve_defaults(cfg: Config, data: IngestResult) -> tuple[Config, dict[str,
         choices["window.eval_stride"] = eval_stride
     models = []
     for spec in cfg.models:
-        extra = model_defaults(spec, season, int(window.lookback), cfg.tracking.selection_metric)
+        extra = model_defaults(
+            spec, season, int(window.lookback), cfg.tracking.selection_metric, mase_season(data.freq)
+        )
         choices.update({f"models.{spec.run_name}.{k}": v for k, v in extra.items()})
         models.append(spec.model_copy(update={"params": {**spec.params, **extra}}) if extra else spec)
     training = cfg.training

@@ -24,6 +24,7 @@ from forecasting.data.ingest import IngestResult, ingest
 from forecasting.data.padding import left_pad
 from forecasting.data.scaling import Scaler, fit_scaler, flat_target_series
 from forecasting.data.schema import SERIES, TARGET, categorical_ids, string_ids
+from forecasting.data.seasonality import mase_season
 from forecasting.data.splits import SplitPlan, plan_split, segment
 from forecasting.data.windows import Windows, to_arrays
 from forecasting.errors import ConstantSeriesError, format_rows
@@ -196,18 +197,8 @@ def prepare(cfg: Config, data: IngestResult | None = None) -> Prepared:
 
 
 def season_length(freq: str) -> int:
-    """The seasonal period MASE is scaled by: a day for sub-daily data, a week for daily data."""
-    from pandas.tseries.frequencies import to_offset
-    from pandas.tseries.offsets import Tick
-
-    offset = to_offset(freq)
-    if isinstance(offset, Tick):
-        step = pd.Timedelta(offset)
-        if step < pd.Timedelta(days=1) and pd.Timedelta(days=1) % step == pd.Timedelta(0):
-            return int(pd.Timedelta(days=1) / step)
-    if offset.name == "D" and offset.n == 1:  # Day is calendar-aware (not a Tick) in pandas 3
-        return 7
-    return 1
+    """The seasonal period MASE is scaled by (``seasonality.mase_season``)."""
+    return mase_season(freq)
 
 
 def input_example(prepared: Prepared) -> pd.DataFrame:
