@@ -171,7 +171,9 @@ class Ensemble(Forecaster):
             per_series = mase_scales(train, self.settings.season_length)
             scales = per_series.reindex(ids).to_numpy(dtype=np.float64)
         gram, n = np.zeros((m, m)), 0
-        parts: list[np.ndarray] = []  # the (M, entries) errors of each batch: mae and mase only
+        # mae and mase: every scored entry's error per member, in one buffer filled batch by batch
+        # (at most every window's H entries; trimmed to the scored ones, never copied whole)
+        errors = np.empty((m, len(val_windows) * val_windows.horizon)) if objective != "mse" else None
         finite = np.ones(m, dtype=bool)
         for idx, target, forecasts in iter_window_forecasts(models, val_windows):
             seen = np.isfinite(target)  # unobserved targets are not scored
@@ -184,10 +186,10 @@ class Ensemble(Forecaster):
                 err = err / np.broadcast_to(per_window[:, None], target.shape)[seen]
             finite &= np.isfinite(err).all(axis=1)
             err = np.where(np.isfinite(err), err, 0.0)
-            if objective == "mse":
+            if errors is None:
                 gram += err @ err.T
             else:
-                parts.append(err)
+                errors[:, n : n + y.size] = err
             n += y.size
         if objective == "mse":
             finite &= np.isfinite(np.diag(gram))  # errors so large their squares overflow
@@ -200,8 +202,8 @@ class Ensemble(Forecaster):
         elif objective == "mse":
             weights[keep] = greedy_weights(gram[np.ix_(keep, keep)], n, self.settings.rounds)
         else:
-            errors = np.concatenate(parts, axis=1)[keep]
-            weights[keep] = greedy_weights_abs(errors, self.settings.rounds)
+            scored = errors[:, :n] if len(keep) == m else errors[keep, :n]
+            weights[keep] = greedy_weights_abs(scored, self.settings.rounds)
         return weights
 
     @classmethod
