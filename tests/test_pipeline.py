@@ -108,8 +108,6 @@ def test_parent_child_layout_and_metric_keys(pipeline_run):
         assert run.data.tags["model_family"] == r.family
         assert run.data.tags["dataset_hash"] == result.prepared.data.dataset_hash
         assert set(run.data.metrics) >= PER_MODEL_METRICS, r.name
-        wall = (run.info.end_time - run.info.start_time) / 1000
-        assert 0 < run.data.metrics["log_seconds"] < wall, r.name  # its MLflow work, within the run
         # Logged after the model, each metric is linked to it (MLflow 3's logged-model view).
         on_model = {m.key: m.value for m in client.get_logged_model(logged_model_id(r.model_uri)).metrics}
         assert on_model == {k: v for k, v in run.data.metrics.items() if k not in EPOCH_METRICS}, r.name
