@@ -97,6 +97,16 @@ def mase_scales(frame: pd.DataFrame, season: int = 1) -> pd.Series:
     return pd.Series(scale, index=pd.Index(ids).astype(str), name="mase_scale")
 
 
+def window_mase_scales(windows: Windows, train: pd.DataFrame, season: int) -> np.ndarray:
+    """Each window's MASE scale (N,): its series' ``mase_scales`` on the training rows. A series
+    flat on its training rows has no naive error to scale by: NaN, so its windows are left out of
+    the scaled metrics (MASE, MSIS, width, the ensemble's ``mase`` objective) rather than making
+    them infinite."""
+    ids = windows.arrays.series_ids[windows.series].astype(str)
+    scale = mase_scales(train, season).reindex(ids).to_numpy(dtype=np.float64)
+    return np.where(scale == 0, np.nan, scale)
+
+
 def mase(y_true: np.ndarray, y_pred: np.ndarray, scale: float | np.ndarray) -> float:
     """Mean absolute scaled error: mean over scored entries of |y - yhat| / scale of their series.
 
@@ -324,12 +334,7 @@ def evaluate_windows(
     cal = model.calibration_ if bands is not None else None
 
     ids = windows.arrays.series_ids[windows.series]  # (N,)
-    scale = None
-    if train is not None:
-        scale = mase_scales(train, season).reindex(ids.astype(str)).to_numpy(dtype=np.float64)
-        # A series flat on its training rows has no naive error to scale by: its windows are left
-        # out of the scaled metrics (MASE, MSIS, width) rather than making them infinite.
-        scale = np.where(scale == 0, np.nan, scale)
+    scale = window_mase_scales(windows, train, season) if train is not None else None
     metrics = score(y, yhat, scale)
     if folds is not None:
         metrics |= {f"fold{int(k)}_mse": mse(y[folds == k], yhat[folds == k]) for k in np.unique(folds)}

@@ -162,14 +162,12 @@ class Ensemble(Forecaster):
     def _weigh(self, models: list[Forecaster], train: pd.DataFrame, val_windows) -> np.ndarray:
         """The members' weights on the validation windows: greedy on the ``objective`` (or equal),
         members with a non-finite validation error left out."""
-        from forecasting.evaluation.metrics import iter_window_forecasts, mase_scales
+        from forecasting.evaluation.metrics import iter_window_forecasts, window_mase_scales
 
         m, objective = len(models), self.settings.objective
         scales = None
         if objective == "mase":  # each window's series scale, as ``evaluate_windows`` scores MASE
-            ids = val_windows.arrays.series_ids[val_windows.series].astype(str)
-            per_series = mase_scales(train, self.settings.season_length)
-            scales = per_series.reindex(ids).to_numpy(dtype=np.float64)
+            scales = window_mase_scales(val_windows, train, self.settings.season_length)
         gram, n = np.zeros((m, m)), 0
         # mae and mase: every scored entry's error per member, in one buffer filled batch by batch
         # (at most every window's H entries; trimmed to the scored ones, never copied whole)
@@ -179,7 +177,7 @@ class Ensemble(Forecaster):
             seen = np.isfinite(target)  # unobserved targets are not scored
             if scales is not None:  # a window of a series with no scale (flat) is not scored
                 per_window = scales[idx]
-                seen &= (np.isfinite(per_window) & (per_window > 0))[:, None]
+                seen &= np.isfinite(per_window)[:, None]
             y = target[seen].astype(np.float64)
             err = np.stack([f[seen] for f in forecasts]).astype(np.float64) - y  # (M, entries)
             if scales is not None:
