@@ -86,6 +86,29 @@ def test_prepare_resolves_every_open_setting_and_says_so(tmp_path):
     assert prepare(given).cfg.training.max_train_windows == 100
 
 
+@pytest.mark.parametrize(
+    ("freq", "inferred", "season", "mase_lag"),
+    [("D", "24h", 7, 7), ("W-MON", "168h", 52, 1), ("h", "h", 24, 24), ("MS", "MS", 12, 1)],
+)
+def test_an_inferred_step_reads_as_the_data_it_is(tmp_path, freq, inferred, season, mase_lag):
+    """Nothing declared: pandas names a fixed step by its length ("24h", "168h"), and a daily or
+    weekly file still gets its season (lookback, seasonal naive, segment length) and MASE's lag."""
+    path = _csv(tmp_path, {"a": 400, "b": 300}, freq=freq)
+    cfg = _config(
+        path,
+        split={"method": "counts"},
+        window={"horizon": 4},
+        models=[{"name": "seasonal_naive"}, {"name": "ensemble"}],
+        tracking={"selection_metric": "val_mase"},
+    )
+    prepared = prepare(cfg)
+    assert prepared.data.freq == inferred
+    assert prepared.choices["season_length"] == season
+    assert prepared.choices["models.seasonal_naive.season_length"] == season
+    assert prepared.choices["models.ensemble.season_length"] == mase_lag
+    assert prepared.spec.lookback == max(2 * season, 8)  # two seasons or two horizons (short data: capped)
+
+
 def test_left_pad_repeats_the_first_row_before_a_short_series():
     frame = pd.concat([make_frame(np.arange(5.0), "short"), make_frame(np.arange(8.0), "long")])
     padded, rows = left_pad(frame.reset_index(drop=True), 8, "h", max_pad=4)
@@ -334,14 +357,14 @@ def test_an_ensemble_selected_by_val_mase_on_weekly_data_is_weighed_on_val_mase_
     )
     prepared = prepare(cfg)
     assert prepared.choices["models.ensemble.objective"] == "mase"
+    # the step is inferred from the timestamps (pandas calls 7 days "168h"): still weekly data,
+    # whose model season is 52 and whose MASE lag is 1
+    assert prepared.data.freq == "168h" and prepared.choices["season_length"] == 52
     assert prepared.choices["models.ensemble.season_length"] == 1  # MASE's lag at a weekly step
-    # data stamped W-SUN (as bench/m4.py writes M4): the model season is 52, MASE's lag still 1
-    import dataclasses
-
-    from forecasting.pipeline.defaults import resolve_defaults
-
-    _, choices = resolve_defaults(cfg, dataclasses.replace(prepared.data, freq="W-SUN"))
-    assert choices["season_length"] == 52 and choices["models.ensemble.season_length"] == 1
+    assert prepared.choices["models.seasonal_naive.season_length"] == 52
+    # data declared W-SUN (as bench/m4.py stamps M4) reads the same
+    declared = prepare(cfg.model_copy(update={"data": cfg.data.model_copy(update={"freq": "W-SUN"})}))
+    assert declared.data.freq == "W-SUN" and declared.choices == prepared.choices
 
     def run(jobs):
         return [train_model(j.prepared, j.spec, None, None, j.tags, j.members) for j in jobs]

@@ -16,7 +16,7 @@ from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from statsmodels.tsa.forecasting.theta import ThetaModel
 
 from forecasting.data.scaling import fit_scaler
-from forecasting.data.seasonality import season_length_for
+from forecasting.data.seasonality import mase_season, season_length_for
 from forecasting.errors import ConfigError
 from forecasting.evaluation import evaluate_windows
 from forecasting.models.base import DataSpec, Forecaster
@@ -42,10 +42,20 @@ SPEC = DataSpec(lookback=48, horizon=12)
 @pytest.mark.parametrize(
     ("freq", "m"),
     [("h", 24), ("2h", 12), ("30min", 48), ("D", 7), ("B", 5), ("W-SUN", 52), ("MS", 12), ("ME", 12),
-     ("3MS", 4), ("QS-OCT", 4), ("QE-DEC", 4), ("YE", 1), ("5D", 1), ("7min", 1)],
+     ("3MS", 4), ("QS-OCT", 4), ("QE-DEC", 4), ("YE", 1), ("5D", 1), ("7min", 1),
+     # a fixed step by its length: pandas infers "24h" for daily and "168h" for weekly timestamps
+     ("24h", 7), ("168h", 52), ("7D", 52), ("14D", 26), ("336h", 26), ("48h", 1), ("12h", 2)],
 )  # fmt: skip
 def test_season_length_for(freq: str, m: int) -> None:
     assert season_length_for(freq) == m
+
+
+@pytest.mark.parametrize(
+    ("freq", "lag"),
+    [("h", 24), ("30min", 48), ("D", 7), ("24h", 7), ("168h", 1), ("W-SUN", 1), ("MS", 1), ("B", 1)],
+)  # fmt: skip
+def test_mase_season_is_a_day_for_sub_daily_a_week_for_daily_and_one_otherwise(freq: str, lag: int) -> None:
+    assert mase_season(freq) == lag
 
 
 def structured_panel(rng: np.random.Generator, n: int = 360) -> pd.DataFrame:

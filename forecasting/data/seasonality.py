@@ -5,6 +5,10 @@ The cycle is the one forecasting practice uses for that sampling (the M4 competi
 (7; 5 for business days), a year for weekly (52), monthly (12) and quarterly (4) data, none for
 yearly data. A multiple of the unit divides the cycle when it can (``2h`` -> 12, ``3MS`` -> 4) and
 gives 1 (no seasonality) when it cannot (``5D``).
+
+A fixed step is read by its length, whatever its spelling: an inferred daily step is ``24h`` and an
+inferred weekly one ``168h`` (pandas names a length of time in hours), and both are the daily and
+weekly data they are (7 and 52), as ``D``, ``7D`` and ``W-SUN`` are.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 _DAY_NS = 86_400 * 10**9
+_DAY = pd.Timedelta(days=1)
+_WEEKS_PER_YEAR = 52
 
 # Steps of one unit per cycle, by the offset's rule code without its anchor or begin/end letter.
 _UNIT_CYCLE = {
@@ -38,9 +44,19 @@ def season_length_for(freq: str) -> int:
     Raises ``ValueError`` for a string pandas does not read as a frequency.
     """
     offset = to_offset(freq)
-    if isinstance(offset, pd.offsets.Tick):  # sub-daily: steps per day
-        steps, rest = divmod(_DAY_NS, offset.nanos)
+    step = fixed_step(offset)
+    if step is not None and step < _DAY:  # sub-daily: steps per day
+        steps, rest = divmod(_DAY_NS, step.value)
         return int(steps) if rest == 0 and steps > 1 else 1
+    if step is not None:  # whole days: steps per week, or weeks per year
+        days, rest = divmod(step, _DAY)
+        if rest or days < 1:
+            return 1
+        if 7 % days == 0 and days < 7:
+            return 7 // days
+        weeks, rest = divmod(int(days), 7)
+        steps, left = divmod(_WEEKS_PER_YEAR, weeks) if not rest else (1, 1)
+        return steps if left == 0 and steps > 1 else 1
     code = offset.rule_code.split("-")[0]  # "MS", "QE", "W", "B", "SMS"
     unit = code if code in _UNIT_CYCLE else code[:-1] if code[-1:] in ("S", "E") else code
     cycle = _UNIT_CYCLE.get(unit, 1)
@@ -53,13 +69,22 @@ def mase_season(freq: str) -> int:
     ensemble's ``mase`` objective): a day for sub-daily data, a week for daily data, 1 otherwise
     (M4's convention: weekly, monthly and yearly series are scaled by the naive error, m = 1).
     Not the model season of ``season_length_for`` (52 for weekly data)."""
-    from pandas.tseries.offsets import Tick
+    step = fixed_step(to_offset(freq))
+    if step is None:
+        return 1
+    if step < _DAY and _DAY % step == pd.Timedelta(0):
+        return int(_DAY / step)
+    return 7 if step == _DAY else 1
 
-    offset = to_offset(freq)
-    if isinstance(offset, Tick):
-        step = pd.Timedelta(offset)
-        if step < pd.Timedelta(days=1) and pd.Timedelta(days=1) % step == pd.Timedelta(0):
-            return int(pd.Timedelta(days=1) / step)
-    if offset.name == "D" and offset.n == 1:  # Day is calendar-aware (not a Tick) in pandas 3
-        return 7
-    return 1
+
+def fixed_step(offset: pd.DateOffset) -> pd.Timedelta | None:
+    """The length of a fixed-length step: a ``Tick`` (``h``, ``24h``, ``168h``), whole days (``D``:
+    calendar-aware in pandas 3, 24 hours on the naive and UTC clocks the data is on) or whole
+    weeks not anchored to a weekday; None for calendar steps (weeks on a weekday, months, ...)."""
+    if isinstance(offset, pd.offsets.Tick):
+        return pd.Timedelta(offset)
+    if isinstance(offset, pd.offsets.Day):
+        return pd.Timedelta(days=offset.n)
+    if isinstance(offset, pd.offsets.Week) and offset.weekday is None:
+        return pd.Timedelta(weeks=offset.n)
+    return None
