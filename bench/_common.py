@@ -64,12 +64,15 @@ def ett_config(
     horizon: int,
     training: dict[str, Any] | None = None,
     models: list[dict[str, Any]] | None = None,
+    calendar: str | list[str] = "auto",
 ) -> Any:
     """The standard ETT protocol as a pipeline ``Config``.
 
     ``features="S"``: OT alone. ``"M"``: the seven columns as seven series (wide format), one
     global channel-independent model. Split at the published borders; the pipeline fits the
-    scaler (mean, population std per series) on the training rows only.
+    scaler (mean, population std per series) on the training rows only. ``calendar`` is the
+    config's ``features.calendar`` (``auto``, the pipeline's default; ``none``: the protocol as the
+    published models ran it, with no calendar features).
     """
     from forecasting.config import config_from_dict
 
@@ -77,6 +80,7 @@ def ett_config(
         **ett_protocol(dataset, features),
         "window": {"lookback": lookback, "horizon": horizon, "stride": 1},
         "training": {"progress": False, **(training or {})},
+        "features": {"calendar": calendar},
     }
     if models:
         raw["models"] = models

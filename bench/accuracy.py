@@ -310,7 +310,7 @@ def run_cell(
     if args.max_steps:
         training["max_steps"] = args.max_steps
     t0 = time.perf_counter()
-    base_cfg = ett_config(dataset, features, lookback, horizon, training)
+    base_cfg = ett_config(dataset, features, lookback, horizon, training, calendar=args.calendar)
     prepared = prepare(base_cfg)
     prep_s = time.perf_counter() - t0
     test_windows = prepared.windows(prepared.test)
@@ -384,6 +384,7 @@ def run_cell(
             "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "error": error,
             "declared": declaration(features),
+            "calendar": args.calendar,
         }
         append_row(args.out, row)
         done.add(key_of(row_key))
@@ -968,6 +969,14 @@ def main() -> None:
         metavar="CSV",
         help="deep families run only the variant that this CSV's rows choose on validation (with "
         "--seeds: seed-average a cell without refitting its other variants)",
+    )
+    parser.add_argument(
+        "--calendar",
+        default="auto",
+        choices=["auto", "none"],
+        help="features.calendar of every fit: auto (the pipeline's default since 2026-12-06: hour of "
+        "day for ETTh) or none (no calendar features, as the rows before that date ran); give each "
+        "its own --out",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.csv")
     parser.add_argument("--fresh", action="store_true", help="ignore (and move aside) rows already in --out")

@@ -96,6 +96,17 @@ def test_accuracy(tmp_path):
     assert all(r["dataset"] == "ETTh1" and r["features"] == "S" and not r["error"] for r in rows)
     assert all(finite(float(r["val_mse"]), float(r["test_mse"]), float(r["test_mae"])) for r in rows)
     assert "| ETTh1 | S | 336 | 96 |" in out.with_suffix(".md").read_text()
+    assert {r["calendar"] for r in rows} == {"auto"}  # the pipeline's default, recorded per row
+
+
+def test_ett_config_calendar_reaches_the_prepared_windows():
+    """``accuracy.py --calendar none`` runs the protocol as the published models ran it."""
+    from _common import ett_config
+
+    from forecasting.pipeline import prepare
+
+    assert prepare(ett_config("ETTh1", "S", 96, 24)).spec.calendar == ["hour_of_day"]
+    assert prepare(ett_config("ETTh1", "S", 96, 24, calendar="none")).spec.calendar == []
 
 
 def test_ar_batched(tmp_path):
