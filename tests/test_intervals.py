@@ -3,6 +3,8 @@ its metrics, and the path from a fitted model to the pyfunc's columns."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,6 +40,36 @@ def test_conformal_offsets_take_the_finite_sample_order_statistic():
     out = iv.conformal_offsets(r, [0.1, 0.9])
     # n = 19: upper ceil(20 * 0.9) = 18th smallest, lower floor(20 * 0.1) = 2nd smallest
     assert out[0].tolist() == [2.0, 18.0]
+
+
+def _order_statistic(column: np.ndarray, tau: float) -> float:
+    """The definition, one column at a time: the ceil((n+1) tau)-th smallest of the n observed
+    residuals for tau >= 1/2, the floor((n+1) tau)-th for tau < 1/2; NaN with none."""
+    r = np.sort(column[~np.isnan(column)])
+    if not len(r):
+        return float("nan")
+    k = min(math.ceil((len(r) + 1) * tau), len(r)) if tau >= 0.5 else max(math.floor((len(r) + 1) * tau), 1)
+    return float(r[k - 1])
+
+
+def test_conformal_offsets_equal_the_order_statistic_of_each_step_and_level():
+    """Shared (N, H) residuals (one base forecast) and per-level (N, H, Q) ones (native quantiles)
+    give each step and level its own order statistic, NaNs left out per column."""
+    rng = np.random.default_rng(3)
+    taus = [0.025, 0.1, 0.5, 0.9, 0.975]
+    shared = rng.standard_normal((57, 6))
+    shared[rng.random(shared.shape) < 0.2] = np.nan
+    shared[:, 5] = np.nan  # a step nobody observed
+    per_level = rng.standard_normal((57, 6, len(taus)))
+    per_level[rng.random(per_level.shape) < 0.3] = np.nan
+    expect_shared = [[_order_statistic(shared[:, h], t) for t in taus] for h in range(6)]
+    expect_level = [[_order_statistic(per_level[:, h, j], t) for j, t in enumerate(taus)] for h in range(6)]
+    np.testing.assert_array_equal(iv.conformal_offsets(shared, taus), expect_shared)
+    np.testing.assert_array_equal(iv.conformal_offsets(per_level, taus), expect_level)
+    # the shared path is the per-level one with every level's column alike
+    repeated = np.repeat(shared[:, :, None], len(taus), axis=2)
+    np.testing.assert_array_equal(iv.conformal_offsets(repeated, taus), expect_shared)
+    assert np.isnan(iv.conformal_offsets(shared[:0], taus)).all()  # no windows at all
 
 
 def test_window_scale_kinds_and_left_padding():

@@ -30,7 +30,6 @@ asked quantiles (``q0.1``, ``q0.5``, ``q0.9``).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,25 +109,35 @@ def window_scale(y: np.ndarray, season: int, kind: str = "naive") -> np.ndarray:
 
 
 def conformal_offsets(residuals: np.ndarray, taus: Sequence[float]) -> np.ndarray:
-    """Finite-sample conformal quantiles of scaled residuals (N, H, Q) per step and level: (H, Q).
+    """Finite-sample conformal quantiles of scaled residuals per step and level: (H, Q).
 
+    ``residuals`` (N, H, Q), one column per level (native quantiles: each level has its own base
+    forecast), or (N, H) when every level shares one base forecast (the point forecast), which
+    sorts each step once for all levels. The offset of level tau is the ceil((n + 1) tau)-th
+    smallest of the step's n residuals for tau >= 1/2, the floor((n + 1) tau)-th for tau < 1/2.
     NaN residuals (unobserved targets) are left out per step. A step with no residual gets NaN.
     """
     residuals = np.asarray(residuals, dtype=np.float64)
-    _, horizon, n_q = residuals.shape
-    out = np.full((horizon, n_q), np.nan)
-    for j, tau in enumerate(taus):
-        for h in range(horizon):
-            r = np.sort(residuals[:, h, j][~np.isnan(residuals[:, h, j])])
-            n = len(r)
-            if n == 0:
-                continue
-            if tau >= 0.5:
-                k = min(math.ceil((n + 1) * tau), n)
-            else:
-                k = max(math.floor((n + 1) * tau), 1)
-            out[h, j] = r[k - 1]
-    return out
+    taus = np.asarray(taus, dtype=np.float64)
+    horizon = residuals.shape[1]
+    shared = residuals.ndim == 2
+    columns = residuals if shared else residuals.reshape(len(residuals), -1)  # (N, H) or (N, H * Q)
+    ordered = np.sort(columns, axis=0)  # NaN sort last
+    n = (~np.isnan(columns)).sum(axis=0)  # (C,) residuals per column
+    n = np.repeat(n[:, None], len(taus), axis=1) if shared else n.reshape(horizon, len(taus))  # (H, Q)
+    rank = np.where(
+        taus[None, :] >= 0.5,
+        np.minimum(np.ceil((n + 1) * taus[None, :]), n),
+        np.maximum(np.floor((n + 1) * taus[None, :]), 1),
+    ).astype(np.int64)  # (H, Q), 1-based
+    col = (
+        np.repeat(np.arange(horizon)[:, None], len(taus), axis=1)
+        if shared
+        else np.arange(horizon * len(taus)).reshape(horizon, len(taus))
+    )
+    if not len(ordered):
+        return np.full(n.shape, np.nan)
+    return np.where(n > 0, ordered[np.clip(rank - 1, 0, len(ordered) - 1), col], np.nan)
 
 
 @dataclass
@@ -228,13 +237,14 @@ def calibrate(
     taus = quantile_levels(levels, quantiles)
     y = np.asarray(y, dtype=np.float64)
     base = np.asarray(base, dtype=np.float64)
-    if base.ndim == 2:
-        base = np.repeat(base[:, :, None], len(taus), axis=2)
     scale = np.asarray(scale, dtype=np.float64)
     positive = scale[np.isfinite(scale) & (scale > 0)]
     floor = float(SCALE_FLOOR * np.median(positive)) if positive.size else 1.0
     floored = np.maximum(scale, floor)
-    residuals = (y[:, :, None] - base) / floored[:, None, None]
+    if base.ndim == 2:  # one base forecast for every level: (N, H) residuals, each step sorted once
+        residuals = (y - base) / floored[:, None]
+    else:
+        residuals = (y[:, :, None] - base) / floored[:, None, None]
     return Calibration(
         levels=[float(v) for v in levels],
         quantiles=[float(q) for q in quantiles],
