@@ -5,8 +5,10 @@ config, and nothing pickled::
 
     bundle.json    format version, family, lookback, horizon, frequency, covariate roles and the
                    data's column roles (time column, target, id column, timezone, repairs)
-    scaler.json    the scaler fitted on the model's training rows (``Scaler.to_dict``): the target
-                   and past/future covariates per series, static covariates across series
+    scaler.npz     the scaler fitted on the model's training rows (``Scaler.save``: plain text and
+                   float64 arrays, read with ``allow_pickle=False``): the target and past/future
+                   covariates per series, static covariates across series (bundles written
+                   before 2026-12-07 hold it as ``scaler.json``, ``Scaler.to_dict``; both load)
     model/         the model's own ``Forecaster.save`` output (JSON + the family's state files)
 
 ``Bundle.forecast`` validates a history frame exactly as training validated its data (same named
@@ -45,6 +47,7 @@ import os
 import tempfile
 import threading
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,8 @@ from forecasting.integrity import (
 from forecasting.models.base import Forecaster
 
 BUNDLE_FORMAT_VERSION = 1
+SCALER_FILE = "scaler.npz"
+LEGACY_SCALER_FILE = "scaler.json"  # bundles written before 2026-12-07
 TAG_BUDGET = 5000  # characters of a tag value that every MLflow backend keeps
 SHORT_HASH = 16  # hex digits per file when the full manifest does not fit a tag
 REGISTERED_MODEL_META = "registered_model_meta"  # MLflow's, not the model's (``_download_model``)
@@ -239,7 +244,7 @@ def write_bundle(model: Forecaster, scaler: Scaler, data_cfg: DataConfig, freq: 
         )
     dest.mkdir(parents=True, exist_ok=True)
     model.save(dest / "model")
-    (dest / "scaler.json").write_text(json.dumps(scaler.to_dict()))
+    scaler.save(dest / SCALER_FILE)
     meta = {
         "format_version": BUNDLE_FORMAT_VERSION,
         "family": model.name,
@@ -258,8 +263,12 @@ def load_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     try:
         meta = json.loads((path / "bundle.json").read_text())
-        scaler = Scaler.from_dict(json.loads((path / "scaler.json").read_text()))
-    except (OSError, ValueError, KeyError) as err:
+        scaler = (
+            Scaler.load(path / SCALER_FILE)
+            if (path / SCALER_FILE).exists()
+            else Scaler.from_dict(json.loads((path / LEGACY_SCALER_FILE).read_text()))
+        )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ModelLoadError(f"{path}: not a readable forecasting bundle ({err})") from None
     if meta.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise ModelLoadError(

@@ -118,7 +118,7 @@ def test_the_artifact_is_data_and_its_hashes_are_run_tags(logged):
     listed = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=logged["uri"])}
     assert "code" not in listed and not any(p.endswith((".py", ".pkl")) for p in listed), listed
     files = store_files(store)
-    assert "data/bundle/model/ar.npz" in files and "data/bundle/scaler.json" in files
+    assert "data/bundle/model/ar.npz" in files and "data/bundle/scaler.npz" in files
     assert not [f for f in files if f.startswith("code/") or f.endswith((".py", ".pkl"))], files
     flavor = yaml.safe_load((store / "MLmodel").read_text())["flavors"]["python_function"]
     assert flavor["loader_module"] == "forecasting.pyfunc_model" and "python_model" not in flavor
@@ -147,7 +147,7 @@ def test_every_kind_of_uri_is_checked_and_forecasts_as_the_bundle(logged, bundle
 
 
 # --- a tampered artifact is refused before anything of it is loaded ----------------------------------
-@pytest.mark.parametrize("path", ["data/bundle/scaler.json", "data/bundle/model/ar.npz", "MLmodel"])
+@pytest.mark.parametrize("path", ["data/bundle/scaler.npz", "data/bundle/model/ar.npz", "MLmodel"])
 def test_one_flipped_byte_is_refused_naming_the_file(logged, never_loaded, path):
     target = logged["store"] / path
     text = target.read_bytes()
@@ -230,9 +230,9 @@ def test_a_manifest_too_large_for_a_tag(tracking, bundle_dir, monkeypatch, budge
     if named:
         assert {len(v) for v in json.loads(tags["small_manifest"]).values()} == {serving.SHORT_HASH}
     store = Path(mlflow.MlflowClient().get_logged_model(uri.removeprefix("models:/")).artifact_location)
-    flip_one_byte(store / "data" / "bundle" / "scaler.json")
+    flip_one_byte(store / "data" / "bundle" / "scaler.npz")
     monkeypatch.setattr(mlflow.pyfunc, "load_model", refuse_to_load)
-    match = "changed data/bundle/scaler.json" if named else "the record does not say which files"
+    match = "changed data/bundle/scaler.npz" if named else "the record does not say which files"
     with pytest.raises(ModelIntegrityError, match=match):
         load_pyfunc(f"runs:/{run.info.run_id}/small")
 
@@ -241,8 +241,8 @@ def test_a_manifest_too_large_for_a_tag(tracking, bundle_dir, monkeypatch, budge
 def test_the_loader_checks_the_bundle_against_the_mlmodel(logged, tmp_path):
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged["uri"], dst_path=str(tmp_path)))
     mlflow.pyfunc.load_model(str(local))  # untouched: loads
-    flip_one_byte(local / "data" / "bundle" / "scaler.json")
-    with pytest.raises(ModelIntegrityError, match=r"changed data/bundle/scaler\.json"):
+    flip_one_byte(local / "data" / "bundle" / "scaler.npz")
+    with pytest.raises(ModelIntegrityError, match=r"changed data/bundle/scaler\.npz"):
         mlflow.pyfunc.load_model(str(local))
     spec = yaml.safe_load((local / "MLmodel").read_text())
     del spec["metadata"]
@@ -265,10 +265,10 @@ def test_forecast_predict_with_a_tampered_model_exits_1(logged, tracking, histor
             }
         )
     )
-    flip_one_byte(logged["store"] / "data" / "bundle" / "scaler.json")
+    flip_one_byte(logged["store"] / "data" / "bundle" / "scaler.npz")
     out = tmp_path / "f.csv"
     args = ["predict", "--model", f"{REGISTERED}/{logged['version']}", "--input", str(src)]
     assert main([*args, "--output", str(out), "--config", str(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: ModelIntegrityError: ") and "data/bundle/scaler.json" in err, err
+    assert err.startswith("error: ModelIntegrityError: ") and "data/bundle/scaler.npz" in err, err
     assert not out.exists()

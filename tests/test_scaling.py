@@ -232,6 +232,26 @@ def test_static_statistics_round_trip_through_json():
     pd.testing.assert_frame_equal(again.transform(frame), scaler.transform(frame))
 
 
+def test_saved_as_arrays_the_scaler_equals_its_json_form(tmp_path):
+    """``save``/``load`` (the bundle's ``scaler.npz``, no pickle) give what the JSON form gives,
+    ids that look like numbers kept as text."""
+    padded = make_frame(np.arange(30.0) % 7, series_id="007", x=np.ones(30), size=[3.0] * 30)
+    frame = pd.concat([stores(), padded])
+    frame["flat"] = 1.0
+    scaler = fit_scaler(frame, ["y", "x"], static=["size", "flat"])
+    scaler.save(tmp_path / "scaler.npz")
+    again = Scaler.load(tmp_path / "scaler.npz")
+    as_json = Scaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
+    assert again.columns == as_json.columns and again.static == as_json.static == ["size", "flat"]
+    assert list(again.mean.index) == list(as_json.mean.index) and "007" in again.mean.index
+    pd.testing.assert_frame_equal(again.mean, as_json.mean)
+    pd.testing.assert_frame_equal(again.std, as_json.std)
+    pd.testing.assert_series_equal(again.static_mean, as_json.static_mean)
+    pd.testing.assert_frame_equal(again.transform(frame), scaler.transform(frame))
+    with np.load(tmp_path / "scaler.npz", allow_pickle=False) as z:  # no object arrays in it
+        assert all(z[k].dtype != object for k in z.files)
+
+
 def test_a_scaler_saved_before_cross_series_statics_loads_with_its_old_scaling():
     frame = stores()
     old = fit_scaler(frame, ["y", "x", "size"]).to_dict()

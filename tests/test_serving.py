@@ -179,10 +179,21 @@ def test_bundle_holds_everything_to_forecast_without_config(bundle_dir, bundle):
     assert meta["covariates"] == {"past": [], "future": ["hour"], "static": []}
     assert meta["data"]["time_column"] == "ts" and meta["data"]["target"] == "load"
     assert meta["data"]["id_column"] == "site" and "path" not in meta["data"]
-    assert (bundle_dir / "scaler.json").is_file() and (bundle_dir / "model" / "model.json").is_file()
+    assert (bundle_dir / "scaler.npz").is_file() and (bundle_dir / "model" / "model.json").is_file()
     no_pickles(bundle_dir)
     assert (bundle.lookback, bundle.horizon, bundle.freq) == (L, H, "h")
     assert bundle.model.name == "naive"
+
+
+def test_a_bundle_written_with_a_json_scaler_still_loads(tmp_path, bundle_dir, bundle, history):
+    """Bundles before 2026-12-07 hold ``scaler.json``: they load and forecast as they did."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle_dir, old)
+    (old / "scaler.npz").unlink()
+    (old / "scaler.json").write_text(json.dumps(bundle.scaler.to_dict()))
+    pd.testing.assert_frame_equal(load_bundle(old).forecast(history), bundle.forecast(history))
 
 
 def test_forecast_in_original_units(bundle, history):
