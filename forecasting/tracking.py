@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,12 +325,16 @@ class RunLogger:
         self._log_bytes(buf.getvalue(), artifact_file)
 
     def log_frame(self, frame: pd.DataFrame, artifact_file: str) -> None:
-        buf = io.BytesIO()
-        if artifact_file.endswith(".parquet"):
-            frame.to_parquet(buf, index=False)
-        else:
-            frame.to_csv(buf, index=False)
-        self._log_bytes(buf.getvalue(), artifact_file)
+        """A frame as Parquet or CSV (by the name's suffix), written straight to the file MLflow
+        logs (no copy of its bytes in memory first: a test frame of millions of rows)."""
+
+        def write(local: Path) -> None:
+            if artifact_file.endswith(".parquet"):
+                frame.to_parquet(local, index=False)
+            else:
+                frame.to_csv(local, index=False)
+
+        self._log_file(write, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._log_bytes(text.encode(), artifact_file)
@@ -339,10 +343,14 @@ class RunLogger:
         self.log_text(json.dumps(data, indent=2, default=str), artifact_file)
 
     def _log_bytes(self, payload: bytes, artifact_file: str) -> None:
+        self._log_file(lambda local: local.write_bytes(payload), artifact_file)
+
+    def _log_file(self, write: Callable[[Path], Any], artifact_file: str) -> None:
+        """Log the file ``write`` writes at a temporary path named like ``artifact_file``."""
         path = Path(artifact_file)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / path.name
-            local.write_bytes(payload)
+            write(local)
             parent = str(path.parent) if str(path.parent) != "." else None
             self.client.log_artifact(self.run_id, str(local), parent)
 
