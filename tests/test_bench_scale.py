@@ -115,3 +115,19 @@ def test_plot_from_draws_the_finished_rows_of_several_result_files(tmp_path):
     assert "(8 rows from 2 files)" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "outputs").exists()
+
+
+def test_quick_log_cost_measures_a_model_runs_logging(tmp_path):
+    """``bench/log_cost.py --quick``: one measured model run at 50 series, with a profile."""
+    import json
+
+    from test_bench_quick import python, run_bench
+
+    out = tmp_path / "log_cost.json"
+    command = python("log_cost.py", "--quick", "--profile", "5", "--out", out, "--work", tmp_path / "w")
+    printed = run_bench(tmp_path, command, timeout=300).stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["series"] == 50 and row["family"] == "naive" and len(row["log_seconds"]) == 1
+    assert row["log_seconds_median"] > 0 and row["run_seconds_median"] > 0  # recorded, not judged
+    assert row["rows"] > 50 * 120  # every series kept its rows (none shorter than the split needs)
+    assert "cumulative" in printed  # the profile was printed
