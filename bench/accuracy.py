@@ -211,6 +211,11 @@ def is_seed_average(row: dict[str, str]) -> bool:
         return False
 
 
+def calendar_of(row: dict[str, str]) -> str:
+    """The row's ``--calendar`` (rows from before the option ran with none)."""
+    return row.get("calendar") or "none"
+
+
 def key_of(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(
         str(row[k]) for k in ("dataset", "features", "lookback", "horizon", "family", "variant", "device")
@@ -646,7 +651,9 @@ def report(path: Path) -> str:
         "Cells: test MSE / MAE (normalised scale). Variant per family chosen by validation MSE; the "
         'headline family too (lowest validation MSE, as the pipeline selects). "Best on test" chose '
         "its family on the test rows and is shown for information only; `bench/cells.py` gives the "
-        "pipeline's own champion per cell."
+        "pipeline's own champion per cell. Calendar features (`--calendar`): "
+        + ", ".join(sorted({calendar_of(r) for r in every}))
+        + "."
     )
     lines.append(
         "Loader's windows: the published test loaders dropped their last partial batch "
@@ -972,16 +979,23 @@ def main() -> None:
     )
     parser.add_argument(
         "--calendar",
-        default="auto",
+        default="none",
         choices=["auto", "none"],
-        help="features.calendar of every fit: auto (the pipeline's default since 2026-12-06: hour of "
-        "day for ETTh) or none (no calendar features, as the rows before that date ran); give each "
-        "its own --out",
+        help="features.calendar of every fit: none (the protocol as the published models and every "
+        "row of bench/results/accuracy.csv ran it) or auto (the pipeline's default since 2026-12-06: "
+        "hour of day for ETTh); an --out holds one setting (a run with the other is refused)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.csv")
     parser.add_argument("--fresh", action="store_true", help="ignore (and move aside) rows already in --out")
     parser.add_argument("--report", action="store_true", help="only print the tables from --out")
     args = parser.parse_args()
+    kept = args.out.exists() and not args.fresh
+    settings = {calendar_of(r) for r in read_rows(args.out)} if kept else set()
+    if not args.report and settings - {args.calendar}:
+        parser.error(
+            f"{args.out} holds rows run with calendar {sorted(settings)}; give --calendar {args.calendar} "
+            "its own --out (a table mixes no two settings)"
+        )
     if args.report:
         print(write_report(args.out))
         return

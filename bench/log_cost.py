@@ -90,13 +90,15 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "log_seconds": [round(r["log_seconds"], 3) for r in runs],
         "log_seconds_median": round(statistics.median(r["log_seconds"] for r in runs), 3),
         "run_seconds_median": round(statistics.median(r["run_seconds"] for r in runs), 3),
+        "fit_seconds_median": round(statistics.median(r["fit_seconds"] for r in runs), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_before": load_before,
         "load_after": load_average(),
     }
     print(
         f"{n:>8} series {row['rows']:>11,} rows  log_seconds median {row['log_seconds_median']:.3f} s "
-        f"{row['log_seconds']}  model run {row['run_seconds_median']:.2f} s  load {row['load_after']}",
+        f"{row['log_seconds']}  model run {row['run_seconds_median']:.2f} s "
+        f"(fit {row['fit_seconds_median']:.2f} s)  load {row['load_after']}",
         flush=True,
     )
     if profile:

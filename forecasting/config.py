@@ -151,7 +151,8 @@ class FeaturesConfig(_Section):
     """Features derived from the data, for the deep families (``forecasting.data.calendar``).
 
     ``calendar``: ``auto`` (the default) picks the calendar features the data's frequency
-    resolves (hourly data: hour_of_day and day_of_week); ``none`` turns them off; a list names
+    resolves (the cycles within its season: hour_of_day for hourly data, day_of_week for daily);
+    ``none`` turns them off; a list names
     them (minute_of_hour, hour_of_day, day_of_week, day_of_month, day_of_year, week_of_year,
     month_of_year). They are future-known covariates recomputed from the timestamps at
     prediction, so the resolved names are saved with every model and predicting needs no new input.

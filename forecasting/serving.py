@@ -5,10 +5,11 @@ config, and nothing pickled::
 
     bundle.json    format version, family, lookback, horizon, frequency, covariate roles and the
                    data's column roles (time column, target, id column, timezone, repairs)
-    scaler.npz     the scaler fitted on the model's training rows (``Scaler.save``: plain text and
-                   float64 arrays, read with ``allow_pickle=False``): the target and past/future
-                   covariates per series, static covariates across series (bundles written
-                   before 2026-12-07 hold it as ``scaler.json``, ``Scaler.to_dict``; both load)
+    scaler.npz     the scaler fitted on the model's training rows (``Scaler.save``: plain text,
+                   UTF-8 and float64 arrays, read with ``allow_pickle=False``): the target and
+                   past/future covariates per series, static covariates across series (format
+                   version 2; version 1, before 2026-12-07, held it as ``scaler.json``,
+                   ``Scaler.to_dict``; both load)
     model/         the model's own ``Forecaster.save`` output (JSON + the family's state files)
 
 ``Bundle.forecast`` validates a history frame exactly as training validated its data (same named
@@ -93,9 +94,10 @@ from forecasting.integrity import (
 )
 from forecasting.models.base import Forecaster
 
-BUNDLE_FORMAT_VERSION = 1
-SCALER_FILE = "scaler.npz"
-LEGACY_SCALER_FILE = "scaler.json"  # bundles written before 2026-12-07
+# 2: the scaler as scaler.npz (2026-12-07); 1: as scaler.json. Both load; older code refuses a 2 by
+# its version rather than by a missing file.
+BUNDLE_FORMAT_VERSION = 2
+SCALER_FILES = {2: "scaler.npz", 1: "scaler.json"}
 TAG_BUDGET = 5000  # characters of a tag value that every MLflow backend keeps
 SHORT_HASH = 16  # hex digits per file when the full manifest does not fit a tag
 REGISTERED_MODEL_META = "registered_model_meta"  # MLflow's, not the model's (``_download_model``)
@@ -244,7 +246,7 @@ def write_bundle(model: Forecaster, scaler: Scaler, data_cfg: DataConfig, freq: 
         )
     dest.mkdir(parents=True, exist_ok=True)
     model.save(dest / "model")
-    scaler.save(dest / SCALER_FILE)
+    scaler.save(dest / SCALER_FILES[BUNDLE_FORMAT_VERSION])
     meta = {
         "format_version": BUNDLE_FORMAT_VERSION,
         "family": model.name,
@@ -263,17 +265,22 @@ def load_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     try:
         meta = json.loads((path / "bundle.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: not a readable forecasting bundle ({err})") from None
+    version = meta.get("format_version")
+    if version not in SCALER_FILES:
+        raise ModelLoadError(
+            f"{path}: bundle format version {version} is not one of {sorted(SCALER_FILES)} (this "
+            f"release writes {BUNDLE_FORMAT_VERSION})"
+        )
+    try:
         scaler = (
-            Scaler.load(path / SCALER_FILE)
-            if (path / SCALER_FILE).exists()
-            else Scaler.from_dict(json.loads((path / LEGACY_SCALER_FILE).read_text()))
+            Scaler.load(path / SCALER_FILES[version])
+            if version >= 2
+            else Scaler.from_dict(json.loads((path / SCALER_FILES[version]).read_text()))
         )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ModelLoadError(f"{path}: not a readable forecasting bundle ({err})") from None
-    if meta.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path}: bundle format version {meta.get('format_version')} is not {BUNDLE_FORMAT_VERSION}"
-        )
     model = Forecaster.load(path / "model")
     data = DataConfig.model_validate({**meta["data"], "path": str(path), "freq": meta["freq"]})
     spec = model.spec

@@ -96,7 +96,13 @@ def test_accuracy(tmp_path):
     assert all(r["dataset"] == "ETTh1" and r["features"] == "S" and not r["error"] for r in rows)
     assert all(finite(float(r["val_mse"]), float(r["test_mse"]), float(r["test_mae"])) for r in rows)
     assert "| ETTh1 | S | 336 | 96 |" in out.with_suffix(".md").read_text()
-    assert {r["calendar"] for r in rows} == {"auto"}  # the pipeline's default, recorded per row
+    assert {r["calendar"] for r in rows} == {"none"}  # the published protocol's, recorded per row
+    # one setting per file: a run with the other calendar setting is refused before any fit
+    again = subprocess.run(
+        python("accuracy.py", "--quick", "--calendar", "auto", "--out", out), capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "holds rows run with calendar ['none']" in again.stderr
+    assert len(read_csv(out)) == len(rows)
 
 
 def test_ett_config_calendar_reaches_the_prepared_windows():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -128,6 +129,6 @@ def test_quick_log_cost_measures_a_model_runs_logging(tmp_path):
     printed = run_bench(tmp_path, command, timeout=300).stdout
     (row,) = json.loads(out.read_text())["rows"]
     assert row["series"] == 50 and row["family"] == "naive" and len(row["log_seconds"]) == 1
-    assert row["log_seconds_median"] > 0 and row["run_seconds_median"] > 0  # recorded, not judged
+    assert all(math.isfinite(row[k]) for k in ("log_seconds_median", "run_seconds_median"))  # recorded
     assert row["rows"] > 50 * 120  # every series kept its rows (none shorter than the split needs)
     assert "cumulative" in printed  # the profile was printed

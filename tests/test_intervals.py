@@ -69,7 +69,9 @@ def test_conformal_offsets_equal_the_order_statistic_of_each_step_and_level():
     # the shared path is the per-level one with every level's column alike
     repeated = np.repeat(shared[:, :, None], len(taus), axis=2)
     np.testing.assert_array_equal(iv.conformal_offsets(repeated, taus), expect_shared)
-    assert np.isnan(iv.conformal_offsets(shared[:0], taus)).all()  # no windows at all
+    for empty in (shared[:0], per_level[:0]):  # no windows at all
+        out = iv.conformal_offsets(empty, taus)
+        assert out.shape == (6, len(taus)) and np.isnan(out).all()
 
 
 def test_window_scale_kinds_and_left_padding():

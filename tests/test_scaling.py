@@ -235,15 +235,20 @@ def test_static_statistics_round_trip_through_json():
 def test_saved_as_arrays_the_scaler_equals_its_json_form(tmp_path):
     """``save``/``load`` (the bundle's ``scaler.npz``, no pickle) give what the JSON form gives,
     ids that look like numbers kept as text."""
-    padded = make_frame(np.arange(30.0) % 7, series_id="007", x=np.ones(30), size=[3.0] * 30)
-    frame = pd.concat([stores(), padded])
+    odd = {"007": 3.0, "a\x00": 4.0, "é" * 3000: 5.0}  # digits, a trailing NUL, a long id
+    extra = [
+        make_frame(np.arange(30.0) % 7, series_id=k, x=np.ones(30), size=[v] * 30) for k, v in odd.items()
+    ]
+    frame = pd.concat([stores(), *extra])
     frame["flat"] = 1.0
     scaler = fit_scaler(frame, ["y", "x"], static=["size", "flat"])
     scaler.save(tmp_path / "scaler.npz")
     again = Scaler.load(tmp_path / "scaler.npz")
     as_json = Scaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
     assert again.columns == as_json.columns and again.static == as_json.static == ["size", "flat"]
-    assert list(again.mean.index) == list(as_json.mean.index) and "007" in again.mean.index
+    assert list(again.mean.index) == list(as_json.mean.index) and set(odd) <= set(again.mean.index)
+    # ids stored by their own length: 6 ids padded to the longest would take 6 x 3000 x 4 bytes
+    assert (tmp_path / "scaler.npz").stat().st_size < 20_000
     pd.testing.assert_frame_equal(again.mean, as_json.mean)
     pd.testing.assert_frame_equal(again.std, as_json.std)
     pd.testing.assert_series_equal(again.static_mean, as_json.static_mean)

@@ -193,7 +193,13 @@ def test_a_bundle_written_with_a_json_scaler_still_loads(tmp_path, bundle_dir, b
     shutil.copytree(bundle_dir, old)
     (old / "scaler.npz").unlink()
     (old / "scaler.json").write_text(json.dumps(bundle.scaler.to_dict()))
+    meta = json.loads((old / "bundle.json").read_text())
+    assert meta["format_version"] == 2
+    (old / "bundle.json").write_text(json.dumps({**meta, "format_version": 1}))
     pd.testing.assert_frame_equal(load_bundle(old).forecast(history), bundle.forecast(history))
+    (old / "bundle.json").write_text(json.dumps({**meta, "format_version": 3}))  # a newer release's
+    with pytest.raises(ModelLoadError, match=r"format version 3 is not one of \[1, 2\]"):
+        load_bundle(old)
 
 
 def test_forecast_in_original_units(bundle, history):

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import DateOffset, Day, Tick
+from pandas.tseries.offsets import DateOffset
 
 from forecasting.config import DataConfig
 from forecasting.data.repair import RepairReport, fill_missing, listing, run_length_at
 from forecasting.data.schema import ROW, SERIES, TARGET, TIME
+from forecasting.data.seasonality import fixed_step
 from forecasting.errors import (
     ConfigError,
     FrequencyMismatchError,
@@ -64,12 +65,9 @@ class Step:
 
     @property
     def delta(self) -> pd.Timedelta | None:
-        """The fixed length of a step (Tick offsets, and whole days on naive or UTC clocks)."""
-        if isinstance(self.offset, Tick):
-            return pd.Timedelta(self.offset)
-        if isinstance(self.offset, Day):  # pandas 3: Day is a calendar offset, 24 h in UTC
-            return pd.Timedelta(days=self.offset.n)
-        return None
+        """The fixed length of a step (Tick offsets, and whole days on naive or UTC clocks):
+        ``seasonality.fixed_step``, the length the season is read from too."""
+        return fixed_step(self.offset)
 
     @property
     def delta_us(self) -> int | None:

@@ -121,7 +121,7 @@ def conformal_offsets(residuals: np.ndarray, taus: Sequence[float]) -> np.ndarra
     taus = np.asarray(taus, dtype=np.float64)
     horizon = residuals.shape[1]
     shared = residuals.ndim == 2
-    columns = residuals if shared else residuals.reshape(len(residuals), -1)  # (N, H) or (N, H * Q)
+    columns = residuals if shared else residuals.reshape(len(residuals), horizon * len(taus))  # (N, H[*Q])
     ordered = np.sort(columns, axis=0)  # NaN sort last
     n = (~np.isnan(columns)).sum(axis=0)  # (C,) residuals per column
     n = np.repeat(n[:, None], len(taus), axis=1) if shared else n.reshape(horizon, len(taus))  # (H, Q)
