@@ -329,9 +329,9 @@ class RunLogger:
         logs (no copy of its bytes in memory first: a test frame of millions of rows)."""
 
         def write(local: Path) -> None:
-            if artifact_file.endswith(".parquet"):
+            if artifact_file.lower().endswith((".parquet", ".pq")):  # as batch prediction names them
                 frame.to_parquet(local, index=False)
-            else:
+            else:  # CSV, gzipped when the name ends in .gz
                 frame.to_csv(local, index=False)
 
         self._log_file(write, artifact_file)

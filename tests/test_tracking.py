@@ -8,6 +8,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -227,6 +228,29 @@ def test_a_dataset_is_stored_as_mlflow_log_input_stores_it(tmp_path, mlflow_glob
         return fields, sorted((tag.key, tag.value) for tag in given.tags)
 
     assert stored(run.run_id) == stored(fluent.info.run_id)
+
+
+def test_a_frame_is_logged_in_the_format_its_name_says(tmp_path, mlflow_globals):
+    """``log_frame``: Parquet for .parquet / .pq (any case, as batch prediction accepts them), CSV
+    otherwise, gzipped for .csv.gz; each read back equal to the frame."""
+    import gzip
+
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}", experiment="frames"))
+    frame = pd.DataFrame({"series_id": ["a", "b"], "yhat": [1.5, 2.5]})
+    run = tracker.start("frames")
+    names = ["f.parquet", "f.PQ", "f.csv", "f.csv.gz"]
+    for name in names:
+        run.log_frame(frame, f"out/{name}")
+    tracker.finish(run)
+    local = Path(
+        mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path="out", dst_path=str(tmp_path))
+    )
+    for name in names[:2]:
+        assert (local / name).read_bytes()[:4] == b"PAR1"
+        pd.testing.assert_frame_equal(pd.read_parquet(local / name), frame)
+    assert (local / "f.csv").read_text().startswith("series_id,yhat")
+    with gzip.open(local / "f.csv.gz", "rt") as fh:
+        pd.testing.assert_frame_equal(pd.read_csv(fh), frame)
 
 
 def test_code_version_is_read_once_per_process(monkeypatch):
