@@ -123,6 +123,27 @@ def test_parent_child_layout_and_metric_keys(pipeline_run):
             assert "plots/learning_curve.png" in names
 
 
+def test_per_series_scores_by_hand():
+    """Series in the order they first appear; NaN targets left out; a series with no observed
+    target scores NaN; windows counted per series; categorical and text ids alike."""
+    from forecasting.pipeline.train import per_series_scores
+
+    pred = pd.DataFrame(
+        {
+            "series_id": ["b", "b", "b", "b", "a", "a", "c", "c"],
+            "window": [0, 0, 1, 1, 2, 2, 3, 3],
+            "y": [1.0, np.nan, 2.0, 4.0, 0.0, 0.0, np.nan, np.nan],
+            "yhat": [2.0, 5.0, 2.0, 1.0, 1.0, -1.0, 1.0, 1.0],
+        }
+    )
+    for ids in (pred["series_id"], pred["series_id"].astype("category")):
+        out = per_series_scores(pred.assign(series_id=ids))
+        assert out["series_id"].tolist() == ["b", "a", "c"] and out["windows"].tolist() == [2, 1, 1]
+        np.testing.assert_allclose(out["mse"], [(1 + 0 + 9) / 3, 1.0, np.nan])
+        np.testing.assert_allclose(out["mae"], [(1 + 0 + 3) / 3, 1.0, np.nan])
+        assert "mse_orig" not in out
+
+
 @pytest.mark.slow
 def test_per_series_scores_are_one_artifact_not_one_metric_per_series(pipeline_run):
     """Each model run logs a Parquet of per-series test scores; their mean over series equals the
