@@ -88,10 +88,10 @@ def test_prepare_resolves_every_open_setting_and_says_so(tmp_path):
 
 @pytest.mark.parametrize(
     ("freq", "inferred", "season", "mase_lag"),
-    [("D", "24h", 7, 7), ("W-MON", "168h", 52, 1), ("h", "h", 24, 24), ("MS", "MS", 12, 1)],
+    [("D", "D", 7, 7), ("W-MON", "7D", 52, 1), ("h", "h", 24, 24), ("MS", "MS", 12, 1)],
 )
 def test_an_inferred_step_reads_as_the_data_it_is(tmp_path, freq, inferred, season, mase_lag):
-    """Nothing declared: pandas names a fixed step by its length ("24h", "168h"), and a daily or
+    """Nothing declared: whole days read as days ("D", "7D"; pandas would say "24h", "168h"), and a daily or
     weekly file still gets its season (lookback, seasonal naive, segment length) and MASE's lag."""
     path = _csv(tmp_path, {"a": 400, "b": 300}, freq=freq)
     cfg = _config(
@@ -357,9 +357,9 @@ def test_an_ensemble_selected_by_val_mase_on_weekly_data_is_weighed_on_val_mase_
     )
     prepared = prepare(cfg)
     assert prepared.choices["models.ensemble.objective"] == "mase"
-    # the step is inferred from the timestamps (pandas calls 7 days "168h"): still weekly data,
+    # the step is inferred from the timestamps (7 days, "7D"; pandas would say "168h"): weekly data,
     # whose model season is 52 and whose MASE lag is 1
-    assert prepared.data.freq == "168h" and prepared.choices["season_length"] == 52
+    assert prepared.data.freq == "7D" and prepared.choices["season_length"] == 52
     assert prepared.choices["models.ensemble.season_length"] == 1  # MASE's lag at a weekly step
     assert prepared.choices["models.seasonal_naive.season_length"] == 52
     # data declared W-SUN (as bench/m4.py stamps M4) reads the same

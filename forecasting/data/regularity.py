@@ -154,6 +154,9 @@ def step_of_table(chunks: Sequence[dict[str, Any]], declared: str | None, time_c
     return _inferred_step(values, counts, lambda: calendar, series, time_column)
 
 
+_DAY_US = 86_400 * 10**6
+
+
 def _inferred_step(
     values: np.ndarray,
     counts: np.ndarray,
@@ -186,7 +189,10 @@ def _inferred_step(
             "grid or declare data.freq"
         )
     try:
-        offset = to_offset(pd.Timedelta(typical, unit="us"))
+        # Whole days read as days ("D", "7D"), as a user would declare them; pandas would name the
+        # length in hours ("24h", "168h").
+        days, rest = divmod(typical, _DAY_US)
+        offset = to_offset(f"{days}D") if days and not rest else to_offset(pd.Timedelta(typical, unit="us"))
     except (OverflowError, ValueError):
         raise IrregularSamplingError(
             f"column {time_column!r}: the sampling interval {pd.Timedelta(typical, unit='us')} is "
