@@ -6,9 +6,9 @@ The cycle is the one forecasting practice uses for that sampling (the M4 competi
 yearly data. A multiple of the unit divides the cycle when it can (``2h`` -> 12, ``3MS`` -> 4) and
 gives 1 (no seasonality) when it cannot (``5D``).
 
-A fixed step is read by its length, whatever its spelling: an inferred daily step is ``24h`` and an
-inferred weekly one ``168h`` (pandas names a length of time in hours), and both are the daily and
-weekly data they are (7 and 52), as ``D``, ``7D`` and ``W-SUN`` are.
+A fixed step is read by its length, whatever its spelling: ``24h`` is daily data (7) as ``D`` is,
+and ``168h`` and ``7D`` are weekly data (52) as ``W-SUN`` is (pandas names a length of time in
+hours; ingest names an inferred step of whole days in days, ``regularity._inferred_step``).
 """
 
 from __future__ import annotations
