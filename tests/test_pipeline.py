@@ -142,6 +142,9 @@ def test_per_series_scores_by_hand():
         np.testing.assert_allclose(out["mse"], [(1 + 0 + 9) / 3, 1.0, np.nan])
         np.testing.assert_allclose(out["mae"], [(1 + 0 + 3) / 3, 1.0, np.nan])
         assert "mse_orig" not in out
+    # window numbers that restart in each series count per series too
+    local = per_series_scores(pred.assign(window=[0, 0, 1, 1, 0, 0, 0, 0]))
+    assert local["windows"].tolist() == [2, 1, 1]
 
 
 @pytest.mark.slow

@@ -447,11 +447,12 @@ def per_series_scores(pred: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / count
 
-    windows = pred["window"].to_numpy()
-    _, first_row = np.unique(windows, return_index=True)  # a window belongs to one series
+    windows = pred["window"].to_numpy(dtype=np.int64)
+    span = int(windows.max(initial=0)) + 1
+    pairs = np.unique(codes.astype(np.int64) * span + windows)  # distinct (series, window)
     out = {
         "series_id": np.asarray(uniques).astype(str),
-        "windows": np.bincount(codes[first_row], minlength=n),
+        "windows": np.bincount(pairs // span, minlength=n),
     }
     columns = [("", "yhat", "y")] + ([("_orig", "yhat_orig", "y_orig")] if "y_orig" in pred else [])
     for suffix, forecast, actual in columns:
