@@ -211,7 +211,7 @@ def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
         return row, y
 
     rows, y, cut = run_ladder(fit, args.budgets, default, args)
-    np.save(args.tmp / f"y-ours-{args.model}.npy", np.asarray(y, dtype=np.float64))
+    np.save(args.tmp / f"y-ours-{args.model}.npy", np.asarray(y, dtype=np.float64), allow_pickle=False)
     return {
         "startup_s": started,
         "default_budget": default,
@@ -276,7 +276,7 @@ def worker_peer(args: argparse.Namespace) -> dict[str, Any]:
         return row, y
 
     rows, y, cut = run_ladder(fit, args.budgets, default, args)
-    np.save(args.tmp / f"y-peer-{args.model}.npy", y)
+    np.save(args.tmp / f"y-peer-{args.model}.npy", y, allow_pickle=False)
     import neuralforecast
     import pytorch_lightning
 
@@ -489,7 +489,7 @@ def main_parent(args: argparse.Namespace) -> None:
     target_diff: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="peers-") as name:
         tmp = Path(name)
-        np.save(tmp / "series.npy", z)
+        np.save(tmp / "series.npy", z, allow_pickle=False)
         (tmp / "protocol.json").write_text(json.dumps(protocol))
 
         def run_worker(side: str, name: str) -> dict[str, Any] | None:

@@ -153,11 +153,13 @@ def test_no_import_cycles(graph):
 
 
 PICKLING = ("pickle", "cloudpickle", "dill", "joblib", "concurrent.futures", "multiprocessing.pool")
+SAVES = tuple(f"{np}.{f}" for np in ("np", "numpy") for f in ("save", "savez", "savez_compressed"))
 
 
 def test_nothing_executes_data(graph):
     """No module pickles (no pickle module, no process pool that pickles its arguments), every
-    ``torch.load`` passes ``weights_only=True`` and every ``np.load`` ``allow_pickle=False``, and
+    ``torch.load`` passes ``weights_only=True``, every ``np.load`` and ``np.save``/``np.savez``
+    ``allow_pickle=False``, and
     no Prefect task or flow persists its result (Prefect persists results as cloudpickles) or
     serialises anything by pickle: a failed run's exception, which Prefect writes whatever
     ``persist_result`` says, goes out as JSON (``result_serializer="json"``)."""
@@ -173,6 +175,9 @@ def test_nothing_executes_data(graph):
             if call == "torch.load" and kwargs.get("weights_only") != "True":
                 unsafe.append((name, node.lineno, call))
             if call in ("np.load", "numpy.load") and kwargs.get("allow_pickle") != "False":
+                unsafe.append((name, node.lineno, call))
+            # the writing side too: with allow_pickle=False an object array is refused, not pickled
+            if call in SAVES and kwargs.get("allow_pickle") != "False":
                 unsafe.append((name, node.lineno, call))
             if call in ("task", "flow") and (
                 kwargs.get("persist_result") != "False" or kwargs.get("result_serializer") != "'json'"

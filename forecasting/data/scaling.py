@@ -126,6 +126,7 @@ class Scaler:
         with path.open("wb") as fh:
             np.savez(
                 fh,
+                allow_pickle=False,
                 columns=np.asarray(self.columns, dtype=str),
                 ids_utf8=np.frombuffer(b"".join(ids), dtype=np.uint8),
                 ids_offsets=np.cumsum([0, *map(len, ids)], dtype=np.int64),

@@ -38,7 +38,7 @@ def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     """Named arrays as the bytes of an ``.npz`` (numeric arrays only: ``unpack_arrays`` reads them
     without pickle), what a scoring task takes and gives back."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     return buf.getvalue()
 
 

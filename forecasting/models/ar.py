@@ -581,7 +581,7 @@ class AR(Forecaster):
             # A model loaded from a state without them has none: nothing is written then (None
             # would be saved as an object array, that is a pickle, which loading refuses).
             arrays |= {"sigma2": self.sigma2_, "pooled_sigma2": np.float64(self.pooled_sigma2_)}
-        np.savez(path / _STATE_FILE, **arrays)
+        np.savez(path / _STATE_FILE, allow_pickle=False, **arrays)
 
     def _load_state(self, path: Path) -> None:
         try:

@@ -125,7 +125,7 @@ def fit_series(
         for k, (a, b) in enumerate(itertools.pairwise(bounds)):
             chunk = list(ys[a:b])
             offsets = np.concatenate([[0], np.cumsum([len(y) for y in chunk])]).astype(np.int64)
-            np.savez(folder / f"in-{k}.npz", y=np.concatenate(chunk), offsets=offsets)
+            np.savez(folder / f"in-{k}.npz", allow_pickle=False, y=np.concatenate(chunk), offsets=offsets)
         processes = []
         for w in range(workers):
             mine = [str(k) for k in range(w, n_chunks, workers)]
@@ -194,7 +194,7 @@ def _work(family: str, options: str, folder: str, chunks: list[str]) -> None:
         with np.load(Path(folder) / f"in-{k}.npz", allow_pickle=False) as data:
             y, offsets = data["y"], data["offsets"]
         ys = [y[a:b] for a, b in itertools.pairwise(offsets)]
-        np.savez(Path(folder) / f"out-{k}.npz", params=fit_chunk(fit_one, ys, opts))
+        np.savez(Path(folder) / f"out-{k}.npz", allow_pickle=False, params=fit_chunk(fit_one, ys, opts))
 
 
 def window_params(
@@ -219,7 +219,7 @@ def window_params(
 
 def save_params(path: Path, name: str, params: np.ndarray, season_length: int) -> None:
     """A per-series family's state: its parameter rows and season, as NPZ ``name`` (no pickle)."""
-    np.savez(path / name, params=params, season_length=np.int64(season_length))
+    np.savez(path / name, allow_pickle=False, params=params, season_length=np.int64(season_length))
 
 
 def load_params(path: Path, name: str, family: str, n_series: int, n_columns: int) -> tuple[np.ndarray, int]:
