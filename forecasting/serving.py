@@ -62,6 +62,7 @@ from forecasting.data.ingest import (  # ingest's own checks, so that messages m
     _NAN_WORDS,
     _check_columns,
     _configured,
+    _detect_format,
     _to_numeric,
     parse_timestamps,
     prepare_frame,
@@ -69,6 +70,7 @@ from forecasting.data.ingest import (  # ingest's own checks, so that messages m
 )
 from forecasting.data.scaling import Scaler
 from forecasting.data.schema import SERIES, TARGET, TIME
+from forecasting.data.series_reader import SeriesChunks
 from forecasting.errors import (
     ConfigError,
     DuplicateTimestampError,
@@ -773,7 +775,9 @@ def batch_predict(
     ids = [c for c in (cfg.id_column, SERIES) if c]  # read as text: ids like 007 keep their zeros
     # The training file's format says nothing about this file: detect it unless overridden.
     fmt = (data_cfg_overrides or {}).get("format", "auto")
-    raw = read_table(input_path, fmt, text_columns=ids, columns=[*_configured(cfg), SERIES, TIME, TARGET])
+    wanted = [*_configured(cfg), SERIES, TIME, TARGET]
+    streamed = _series_chunks_of(input_path, fmt, cfg, data_cfg_overrides, chunk_series, [*wanted, *ids])
+    raw = None if streamed is not None else read_table(input_path, fmt, text_columns=ids, columns=wanted)
     uri_name, uri_version, uri_run = model_identity(model_uri, getattr(metadata, "run_id", None))
     identity = {
         "model_name": model_name if model_name is not None else uri_name,
@@ -781,8 +785,13 @@ def batch_predict(
         "run_id": run_id if run_id is not None else uri_run,
     }
     source = str(input_path)
-    key = _id_column_of(raw, cfg, data_cfg_overrides)
-    chunks = series_chunks(raw[key], chunk_series) if key and chunk_series else []
+    if streamed is not None:
+        chunks: Any = streamed  # read one at a time: the file is never whole in memory
+        frames: Any = iter(streamed)
+    else:
+        key = _id_column_of(raw, cfg, data_cfg_overrides)
+        chunks = series_chunks(raw[key], chunk_series) if key and chunk_series else []
+        frames = (raw.iloc[rows] for rows in chunks)
     parts: list[pd.DataFrame] = []
     on_dask = len(chunks) > 1 and bool(dask_address or dask_local_workers)  # one chunk: here
     try:
@@ -795,7 +804,7 @@ def batch_predict(
             elif on_dask:
                 import mlflow
 
-                pieces = (to_ipc(raw.iloc[rows]) for rows in chunks)
+                pieces = (to_ipc(frame) for frame in frames)
                 uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
                 pinned = _pinned_uri(model_uri)  # every worker loads the same version
                 results = (
@@ -803,9 +812,7 @@ def batch_predict(
                     for part in run(forecast_chunk, pieces, pinned, *uris, data_cfg_overrides, source)
                 )
             else:
-                results = (
-                    bundle.forecast(raw.iloc[rows], data_cfg_overrides, source=source) for rows in chunks
-                )
+                results = (bundle.forecast(frame, data_cfg_overrides, source=source) for frame in frames)
             for forecasts in results:
                 forecasts = forecasts.assign(**identity)[output_columns(forecasts)]
                 writer.write(forecasts)
@@ -815,11 +822,36 @@ def batch_predict(
         # validation reports it (its first offending rows, the file's row numbers), whatever
         # failed first; a file that cannot be written is reported as it is.
         if len(chunks) > 1 and not isinstance(err, OutputPathError):
+            if raw is None:  # streamed: the whole file, read only to name its first bad rows
+                raw = read_table(input_path, fmt, text_columns=ids, columns=wanted)
             bundle.canonical(raw, data_cfg_overrides, source=source)
         raise
     forecasts = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     forecasts.attrs["freq"] = bundle.freq  # the step between rows: the archive's origin and steps
     return forecasts
+
+
+def _series_chunks_of(
+    path: Path,
+    fmt: str,
+    cfg: DataConfig,
+    overrides: dict[str, Any] | None,
+    chunk_series: int | None,
+    columns: list[str],
+) -> SeriesChunks | None:
+    """The chunks of a long Parquet input read one at a time (``SeriesChunks``), or None where the
+    file is read whole: CSV (a text file cannot be read by series without parsing all of it), a
+    wide or one-series table, ids not stored as text, no ``chunk_series``, or one chunk in all."""
+    if not chunk_series or _detect_format(Path(path), fmt) != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception:  # not Parquet after all, or unreadable: read_table names what is wrong
+        return None
+    key = _id_column_of(pd.DataFrame(columns=names), cfg, overrides)
+    return SeriesChunks.open(path, key, chunk_series, columns) if key else None
 
 
 def _pinned_uri(model_uri: str) -> str:

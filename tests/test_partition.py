@@ -1,6 +1,7 @@
 """Per-series work in chunks and on Dask: chunked batch prediction writes the same file as one
 pass (Parquet row groups, one per chunk), a bad row in a later chunk is named as the whole file
-names it and leaves nothing behind, Parquet is read column by column, and a real `dask scheduler`
+names it and leaves nothing behind, Parquet is read column by column and, in chunks, a chunk of
+series at a time, and a real `dask scheduler`
 with two `dask worker` processes on loopback trains a pipeline and forecasts its chunks, giving
 the single process's forecasts to the last digit, with an MLflow server on PostgreSQL as the
 store every process shares (the scale-out configuration of docs/scaling-out.md)."""
@@ -23,7 +24,7 @@ from test_pipeline import make_config, raw_config
 from forecasting import serving
 from forecasting.config import config_from_dict, load_config
 from forecasting.data.ingest import read_table
-from forecasting.errors import NonNumericValueError
+from forecasting.errors import ForecastingError, NonNumericValueError
 from forecasting.partition import from_ipc, series_chunks, to_ipc
 
 MODELS = [{"name": "naive"}, {"name": "ar", "params": {"max_lag": 24}}]
@@ -70,6 +71,58 @@ def test_parquet_is_read_column_by_column(tmp_path):
     assert list(read.columns) == ["ts", "Sales", "id"]  # "Sales" kept: it differs only in case
     assert read.attrs["columns_in_file"] == 4
     assert list(read_table(tmp_path / "wide.parquet").columns) == ["ts", "Sales", "blob", "id"]
+
+
+def _long_file(path: Path, order: str, row_group: int, dictionary: bool = False) -> pd.DataFrame:
+    """12 series x 10 hours (one with a missing id) as Parquet, grouped by series or shuffled."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "series_id": np.repeat([f"s{i:02d}" for i in range(12)], 10),
+            "timestamp": np.tile(pd.date_range("2024-01-01", periods=10, freq="h"), 12),
+            "y": rng.normal(size=120),
+        }
+    )
+    frame.loc[25, "series_id"] = None
+    if order == "shuffled":
+        frame = frame.sample(frac=1.0, random_state=4)
+    if dictionary:
+        frame = frame.astype({"series_id": "category"})
+    frame.to_parquet(path, index=False, row_group_size=row_group)
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("order", "dictionary", "groups_read"),
+    [("grouped", False, 4), ("grouped", True, 4), ("shuffled", False, 4 * 4)],
+)
+def test_a_parquet_file_is_read_a_chunk_of_series_at_a_time(tmp_path, order, dictionary, groups_read):
+    """Each chunk holds the rows ``read_table`` + ``series_chunks`` give it, with the file's row
+    numbers, in file order; a file grouped by series is read once (each row group a chunk's),
+    a shuffled one once per chunk."""
+    from forecasting.data.series_reader import SeriesChunks
+
+    path = tmp_path / "long.parquet"
+    _long_file(path, order, row_group=30, dictionary=dictionary)  # 3 series per row group
+    chunks = SeriesChunks.open(path, "series_id", 3, ["series_id", "timestamp", "y"])
+    raw = read_table(path, columns=["series_id", "timestamp", "y"])
+    expected = series_chunks(raw["series_id"], 3)
+    assert chunks is not None and len(chunks) == len(expected) == 4
+    for got, rows in zip(chunks, expected, strict=True):
+        pd.testing.assert_frame_equal(got, raw.iloc[np.sort(rows)], check_categorical=False)
+    assert chunks.groups_read == groups_read  # 4 row groups, each read by its chunk (or by all 4)
+    assert chunks.read(0)["series_id"].isna().sum() == 1  # the row with no id goes with the first chunk
+
+
+def test_what_cannot_be_streamed_is_read_whole(tmp_path):
+    from forecasting.data.series_reader import SeriesChunks
+
+    path = tmp_path / "long.parquet"
+    frame = _long_file(path, "grouped", row_group=30)
+    assert SeriesChunks.open(path, "series_id", 12) is None  # one chunk
+    frame.assign(series_id=frame["series_id"].str[1:].astype(float)).to_parquet(tmp_path / "n.parquet")
+    assert SeriesChunks.open(tmp_path / "n.parquet", "series_id", 3) is None  # numbers: no text order
+    assert SeriesChunks.open(path, "store", 3) is None  # no such column: a wide or one-series table
 
 
 def test_a_chunk_of_windows_forecast_from_the_models_archive_is_the_models_forecast(tmp_path):
@@ -151,6 +204,33 @@ def test_chunked_prediction_writes_the_same_forecasts(trained, suffix):
         assert pq.ParquetFile(tmp / "whole.parquet").metadata.num_row_groups == 1
     two = serving.batch_predict(uri, source, tmp / f"two.{suffix}", chunk_series=2)
     pd.testing.assert_frame_equal(two, whole)
+
+
+@pytest.mark.slow
+def test_chunked_prediction_of_parquet_never_reads_the_whole_file(trained, monkeypatch):
+    """Parquet in chunks streams (``SeriesChunks``): the same forecasts, and ``read_table`` (the
+    whole file at once) is never called; a bad row in a later chunk still gets the whole file's
+    message, the only time the file is read whole."""
+    uri, tmp, csv = trained
+    whole = serving.batch_predict(uri, tmp / "sales.parquet", tmp / "whole-pq.parquet")
+    frame = pd.read_csv(csv, dtype={"store": str}, keep_default_na=False)
+    last = frame.index[frame["store"] == "store-2"][-5]
+    frame.loc[last, "sales"] = np.inf
+    frame.to_parquet(tmp / "bad.parquet", index=False)
+    with pytest.raises(ForecastingError) as named:
+        serving.batch_predict(uri, tmp / "bad.parquet", tmp / "bad-out.parquet")
+
+    def whole_read(*args, **kwargs):
+        raise AssertionError("the whole file was read")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(serving, "read_table", whole_read)
+        streamed = serving.batch_predict(uri, tmp / "sales.parquet", tmp / "streamed.parquet", chunk_series=1)
+    pd.testing.assert_frame_equal(streamed, whole)
+    with pytest.raises(type(named.value)) as chunked:
+        serving.batch_predict(uri, tmp / "bad.parquet", tmp / "bad-out.parquet", chunk_series=1)
+    assert str(chunked.value) == str(named.value) and f"row {last}" in str(named.value)
+    assert not (tmp / "bad-out.parquet").exists()
 
 
 @pytest.mark.slow
