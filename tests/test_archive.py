@@ -143,6 +143,41 @@ def test_one_append_is_all_or_nothing(tmp_path, monkeypatch):
         assert archive.read("m").empty
 
 
+def test_sqlite_rows_are_written_as_sqlalchemy_writes_them(tmp_path):
+    """``append`` writes SQLite through the driver (``_insert_sqlite``); what it relies on is
+    SQLAlchemy's storage of the same rows (``DateTime`` as ``YYYY-MM-DD HH:MM:SS.ffffff``): the
+    rows are identical to SQLAlchemy's, a batch SQLAlchemy wrote is not inserted again, and
+    bounds read back as the same floats (a negative zero and a missing bound too)."""
+    import sqlalchemy as sa
+
+    written = batch(tz="Europe/Paris", horizon=3)
+    written.loc[0, "t"] += pd.Timedelta(microseconds=7)
+    written.loc[1, "q0.1"], written.loc[2, "q0.9"] = -0.0, np.nan
+    columns = archive_module._columns(written, "h", "p1")
+    raw = {}
+    for name in ("driver", "sqlalchemy"):
+        path = tmp_path / f"{name}.db"
+        with Archive(f"sqlite:///{path}") as archive:
+            if name == "driver":
+                assert archive.append(written, "h", "p1") == len(written)
+            else:
+                with archive.engine.begin() as conn:
+                    statement = sa.dialects.sqlite.insert(archive_module.FORECASTS).on_conflict_do_nothing()
+                    conn.execute(statement, archive_module._as_dicts(columns))
+                assert archive.append(written, "h", "p1") == 0  # the same keys, whoever wrote them
+                got = archive.read("m")
+        with sqlite3.connect(path) as db:
+            raw[name] = db.execute("SELECT * FROM forecasts ORDER BY series_id, step").fetchall()
+        db.close()
+    assert [r[:-1] for r in raw["driver"]] == [r[:-1] for r in raw["sqlalchemy"]]  # all but created_at
+    assert raw["driver"][0][2] == "2023-12-31 23:00:00.000007"  # origin: UTC wall time, microseconds
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", raw["driver"][0][-1])  # created_at
+    same = ["series_id", "t", "yhat", *BANDS]
+    got = got.sort_values(same[:2], ignore_index=True)  # read sorts by origin: s0's is 7 us later
+    pd.testing.assert_frame_equal(got[same], written[same], check_dtype=False)
+    assert np.signbit(got.loc[1, "q0.1"]) and np.isnan(got.loc[2, "q0.9"])
+
+
 def test_more_rows_than_one_chunk(archive_url):
     written = batch(n_series=120, horizon=96, bands=BANDS[:2])  # 11,520 rows: three executemany
     with Archive(archive_url) as archive:
