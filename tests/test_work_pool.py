@@ -1,6 +1,8 @@
 """Scheduled flows out of the `forecast serve` process: `forecast deploy` registers a config's
 deployments to a `process` work pool of a real `prefect server` on a new PostgreSQL database, and a
-`prefect worker` process started elsewhere runs a flow run of one of them, all on loopback."""
+`prefect worker` processes started elsewhere run its flow runs, all on loopback: two workers of one
+pool, each taking one flow run at a time, share two runs of the nightly deployment (one per
+config, each with its own MLflow store), so the work leaves any one process."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from forecasting.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "forecast-test-pool"  # not the command's default, `forecasting`: --pool must take effect
-WORKER = "forecast-test-worker"
+WORKERS = ("forecast-test-worker-a", "forecast-test-worker-b")
 
 
 def test_deploy_without_schedules_names_the_config(tmp_path, capsys):
@@ -51,6 +53,10 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
         {"flow": "batch_predict", "cron": "5 * * * *", "name": "hourly"},
     ]
     path = write_config(tmp_path, "pooled", orchestration={"schedules": schedules})
+    (tmp_path / "b").mkdir()
+    b_store = {"tracking_uri": f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"}
+    tracking_b = {"experiment": "pooled-b", "registered_model": "pooled-b-model", **b_store}
+    second = write_config(tmp_path / "b", "pooled-b", tracking=tracking_b)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     elsewhere = tmp_path / "worker-cwd"  # the worker starts outside the checkout
     elsewhere.mkdir()
@@ -68,9 +74,12 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
         template = ProcessWorker.get_default_base_job_template()
         for pool in (POOL, "forecasting"):  # `forecasting`: prefect.yaml's
             client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template))
-        worker_log = tmp_path / "worker.log"
-        worker = _start_worker(api, tracking, tmp_path / "worker-home", elsewhere, worker_log)
-        stack.callback(stop, worker)
+        logs_of, workers = {}, []
+        for name in WORKERS:
+            logs_of[name] = tmp_path / f"{name}.log"
+            worker = _start_worker(api, tracking, tmp_path / f"{name}-home", elsewhere, logs_of[name], name)
+            stack.callback(stop, worker)
+            workers.append(worker)
 
         assert main(["deploy", str(path), "--pool", "no-such-pool"]) == 1
         err = capsys.readouterr().err.strip().splitlines()
@@ -100,8 +109,12 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
         assert [s.schedule.cron for s in deployments["nightly"].schedules] == ["0 2 * * *"]
         assert [s.schedule.cron for s in deployments["hourly"].schedules] == ["5 * * * *"]
 
-        # A run of the nightly deployment, picked up from the pool by the worker process.
+        # Two runs of the nightly deployment, the second for another config (its own experiment
+        # and MLflow store): each worker takes one flow run at a time, so each takes one of them.
         run = client.create_flow_run_from_deployment(deployments["nightly"].id)
+        other = client.create_flow_run_from_deployment(
+            deployments["nightly"].id, parameters={"config_path": str(second.resolve())}
+        )
         # Meanwhile `prefect deploy` registers prefect.yaml's deployments in the same shape.
         deployed = _prefect_deploy(api, tmp_path / "deploy-home", elsewhere)
         declared = client.read_deployments(
@@ -115,16 +128,23 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
             assert d.pull_steps == deployments["nightly"].pull_steps
             assert d.parameters == {"config_path": str(ROOT / "configs" / "demo.yaml")}
 
-        run = _wait_until_final(client, run.id, worker, worker_log, timeout=300)
-        assert run.state.is_completed(), (run.state, worker_log.read_text()[-3000:])
-        assert "won" in run.state.message
-        assert run.work_pool_name == POOL and run.deployment_id == deployments["nightly"].id
-        pid = int(run.infrastructure_pid)  # the process the worker started for the flow run
-        assert pid not in (os.getpid(), worker.pid)
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-        messages = [log.message for log in logs]
-        assert f"Worker '{WORKER}' submitting flow run '{run.id}'" in messages
-        assert [w.name for w in client.read_workers_for_work_pool(POOL)] == [WORKER]
+        run = _wait_until_final(client, run.id, workers, logs_of, timeout=300)
+        other = _wait_until_final(client, other.id, workers, logs_of, timeout=300)
+        texts = {name: log.read_text() for name, log in logs_of.items()}
+        worker_logs = "\n".join(text[-2000:] for text in texts.values())
+        ran = {}
+        for r in (run, other):
+            assert r.state.is_completed(), (r.state, worker_logs)
+            assert "won" in r.state.message
+            assert r.work_pool_name == POOL and r.deployment_id == deployments["nightly"].id
+            pid = int(r.infrastructure_pid)  # the process a worker started for the flow run
+            assert pid not in (os.getpid(), *(w.pid for w in workers))
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])))
+            assert any(log.message.startswith("Worker 'forecast-test-worker-") for log in logs)
+            # The worker that ran it: both may try to submit a run, and one is told it is taken.
+            ran[r.id] = [n for n in WORKERS if f"Flow run '{r.name}' submitted to infrastructure" in texts[n]]
+        assert sorted(name for names in ran.values() for name in names) == sorted(WORKERS), ran  # one each
+        assert sorted(w.name for w in client.read_workers_for_work_pool(POOL)) == sorted(WORKERS)
 
     # What the flow run produced: runs in the MLflow store the worker's environment names, the
     # config's forecast file.
@@ -137,10 +157,19 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
     forecast = pd.read_csv(tmp_path / "forecast.csv")
     assert len(forecast) == 3 * 12 and forecast["series_id"].nunique() == 3
     assert set(forecast["model_version"].astype(str)) == {str(champion.version)}
+    # The other config's run: its own store, experiment, champion and forecast file.
+    mlflow = MlflowClient(f"sqlite:///{second.parent / 'mlflow.db'}")
+    runs = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("pooled-b").experiment_id], "tags.role = 'model'"
+    )
+    assert {r.data.tags.get("prefect_flow_run_id") for r in runs} == {str(other.id)} and len(runs) == 2
+    assert str(mlflow.get_model_version_by_alias("pooled-b-model", "champion").version) == "1"
+    assert len(pd.read_csv(second.parent / "forecast.csv")) == 3 * 12
 
 
-def _start_worker(api: str, tracking: str, home: Path, cwd: Path, log: Path) -> subprocess.Popen:
-    """`prefect worker start` for the pool, polling every second (Prefect's default is 10 s)."""
+def _start_worker(api: str, tracking: str, home: Path, cwd: Path, log: Path, name: str) -> subprocess.Popen:
+    """`prefect worker start` for the pool, polling every second (Prefect's default is 10 s), one
+    flow run at a time (``--limit 1``)."""
     bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,
@@ -152,7 +181,8 @@ def _start_worker(api: str, tracking: str, home: Path, cwd: Path, log: Path) -> 
         "MLFLOW_TRACKING_URI": tracking,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
-    cmd = [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", WORKER]
+    cmd = [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", name]
+    cmd += ["--limit", "1"]
     with open(log, "wb") as fh:
         return subprocess.Popen(
             cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
@@ -176,13 +206,14 @@ def _prefect_deploy(api: str, home: Path, cwd: Path) -> subprocess.CompletedProc
     )
 
 
-def _wait_until_final(client, run_id, worker: subprocess.Popen, log: Path, timeout: float):
+def _wait_until_final(client, run_id, workers: list[subprocess.Popen], logs: dict[str, Path], timeout: float):
     """The flow run once its state is final (or as it is after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while True:
         run = client.read_flow_run(run_id)
         if run.state.is_final() or time.monotonic() > deadline:
             return run
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode}:\n{log.read_text()[-3000:]}")
+        for worker, log in zip(workers, logs.values(), strict=True):
+            if worker.poll() is not None:
+                raise RuntimeError(f"a worker exited with {worker.returncode}:\n{log.read_text()[-3000:]}")
         time.sleep(1)
