@@ -13,7 +13,6 @@ from conftest import make_frame
 from forecasting.config import ConfigError, config_from_dict
 from forecasting.data.schema import string_ids
 from forecasting.evaluation import intervals as iv
-from forecasting.evaluation.intervals import Calibration
 from forecasting.evaluation.metrics import collect_forecasts
 from forecasting.models.base import Forecaster
 from forecasting.pipeline import prepare, train_model
@@ -268,44 +267,7 @@ def test_the_refit_keeps_the_evaluated_calibration_and_an_ensemble_is_calibrated
     assert ensemble.model.calibration_ is not None and not ensemble.model.calibration_.native
     assert 0.85 < ensemble.metrics["test_coverage_95"] <= 1.0
     model, _, _ = refit(prepared, ensemble, [naive, ar, ensemble])
-    evaluated = Calibration.from_dict(ensemble.calibration)
-    assert model.calibration_.to_dict() == evaluated.for_refit().to_dict()
-    if evaluated.refit_offsets is not None:  # the nearest fold's windows, enough of them
-        np.testing.assert_array_equal(model.calibration_.offsets, evaluated.refit_offsets)
-        assert 0 < model.calibration_.n_windows == evaluated.refit_windows < evaluated.n_windows
-
-
-def test_a_refit_is_calibrated_on_the_validation_fold_nearest_its_training_end():
-    """Errors that grow with the distance from the training end: the refit's bands come from the
-    nearest fold alone (narrower), the evaluated model's from all; too few windows in that fold
-    for the outermost quantile leave the refit the evaluated model's bands."""
-    from types import SimpleNamespace
-
-    from forecasting.evaluation.intervals import calibrate, tail_windows
-    from forecasting.pipeline.train import calibrate_model
-
-    rng = np.random.default_rng(5)
-    intervals = SimpleNamespace(levels=[80.0, 95.0], quantiles=[], scale="naive")
-    assert tail_windows([0.025, 0.1, 0.9, 0.975]) == 400  # 10 residuals beyond 2.5 % on each side
-    for per_fold, refit_own in [(500, True), (120, False)]:
-        folds = np.repeat([0, 1, 2], per_fold)
-        noise = rng.normal(size=(len(folds), 4)) * np.array([1.0, 3.0, 3.0])[folds][:, None]
-        val = SimpleNamespace(y=noise, yhat=np.zeros_like(noise), native=None, scale=np.ones(len(folds)))
-        model = SimpleNamespace(calibration_=None)
-        calibrate_model(model, val, folds, intervals, season=1)
-        cal = model.calibration_
-        assert cal.n_windows == len(folds) and val.bands.shape == (len(folds), 4, 4)
-        refit = Calibration.from_dict(cal.to_dict()).for_refit()  # through the logged JSON, as refit reads it
-        if not refit_own:
-            assert cal.refit_offsets is None and refit.to_dict() == cal.to_dict()
-            continue
-        alone = calibrate(val.y[:per_fold], val.yhat[:per_fold], val.scale[:per_fold], levels=[80, 95],
-                          quantiles=[], season=1, floor=cal.floor)  # fmt: skip
-        np.testing.assert_array_equal(refit.offsets, alone.offsets)
-        assert refit.n_windows == per_fold and refit.refit_offsets is None and "nearest" in refit.method
-        width = refit.offsets[:, -1] - refit.offsets[:, 0]  # 95 % band per step
-        assert (width < 0.6 * (cal.offsets[:, -1] - cal.offsets[:, 0])).all()
-        assert np.allclose(width, 2 * 1.96, rtol=0.25)  # the nearest fold's own noise, sd 1
+    assert model.calibration_.to_dict() == ensemble.calibration
 
 
 def test_the_scale_key_chooses_what_residuals_are_divided_by(tmp_path):

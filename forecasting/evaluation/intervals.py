@@ -30,7 +30,6 @@ asked quantiles (``q0.1``, ``q0.5``, ``q0.9``).
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ import numpy as np
 # Relative floor of a window's scale: a flat lookback (a constant stretch) would otherwise give a
 # zero-width band. The floor is this fraction of the median scale of the calibration windows.
 SCALE_FLOOR = 0.1
-TAIL_RESIDUALS = 10  # residuals beyond the outermost quantile a refit's own fold must hold
 
 
 def level_label(level: float) -> str:
@@ -149,9 +147,7 @@ class Calibration:
     ``taus`` (Q,) sorted; ``offsets`` (H, Q) in units of the window scale; ``levels`` and
     ``quantiles`` as configured (the column names); ``season`` of the window scale; ``floor``: the
     smallest window scale used; ``native``: whether the base forecasts were the family's own
-    quantiles; ``n_windows``: calibration windows. ``refit_offsets`` (H, Q) or None, from
-    ``refit_windows`` of them: the offsets of the validation windows nearest the training end, for
-    the model refit on every row (``for_refit``).
+    quantiles; ``n_windows``: calibration windows.
     """
 
     levels: list[float]
@@ -164,8 +160,6 @@ class Calibration:
     n_windows: int = 0
     scale_kind: str = "naive"
     method: str = "split conformal, per step, window-scaled residuals"
-    refit_offsets: np.ndarray | None = None
-    refit_windows: int = 0
 
     @property
     def columns(self) -> list[str]:
@@ -196,27 +190,7 @@ class Calibration:
             cols[quantile_label(q)] = bands[..., at[round(float(q), 10)]]
         return cols
 
-    def for_refit(self) -> Calibration:
-        """The calibration of this model refit on every row (``forecasting.pipeline.refit``): the
-        offsets of the validation fold nearest the training end where there are enough of its
-        windows (``refit_offsets``), else these. A refit forecasts from just after its last
-        training row, as the evaluated model forecast that fold; the later folds' origins lie
-        further from what it trained on, and their larger errors would make its bands too wide."""
-        if self.refit_offsets is None:
-            return self
-        return dataclasses.replace(
-            self,
-            offsets=self.refit_offsets,
-            n_windows=self.refit_windows,
-            method=f"{self.method}; refit: the validation fold nearest the training end",
-            refit_offsets=None,
-            refit_windows=0,
-        )
-
     def to_dict(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if self.refit_offsets is not None:
-            extra = {"refit_offsets": self.refit_offsets.tolist(), "refit_windows": int(self.refit_windows)}
         return {
             "levels": list(self.levels),
             "quantiles": list(self.quantiles),
@@ -228,12 +202,10 @@ class Calibration:
             "n_windows": int(self.n_windows),
             "scale_kind": self.scale_kind,
             "method": self.method,
-            **extra,
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
-        refit = raw.get("refit_offsets")
         return cls(
             levels=[float(v) for v in raw["levels"]],
             quantiles=[float(v) for v in raw["quantiles"]],
@@ -245,8 +217,6 @@ class Calibration:
             n_windows=int(raw.get("n_windows", 0)),
             scale_kind=str(raw.get("scale_kind", "naive")),
             method=str(raw.get("method", "")),
-            refit_offsets=None if refit is None else np.asarray(refit, dtype=np.float64),
-            refit_windows=int(raw.get("refit_windows", 0)),
         )
 
 
@@ -260,18 +230,16 @@ def calibrate(
     season: int,
     native: bool = False,
     scale_kind: str = "naive",
-    floor: float | None = None,
 ) -> Calibration:
     """The calibration of out-of-sample forecasts: targets ``y`` (N, H), base forecasts (N, H) or
     (N, H, Q) with Q = ``len(quantile_levels(levels, quantiles))``, raw window scales (N,) of
-    ``scale_kind``; ``floor``: the smallest scale (default: ``SCALE_FLOOR`` x their median)."""
+    ``scale_kind``."""
     taus = quantile_levels(levels, quantiles)
     y = np.asarray(y, dtype=np.float64)
     base = np.asarray(base, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
-    if floor is None:
-        positive = scale[np.isfinite(scale) & (scale > 0)]
-        floor = float(SCALE_FLOOR * np.median(positive)) if positive.size else 1.0
+    positive = scale[np.isfinite(scale) & (scale > 0)]
+    floor = float(SCALE_FLOOR * np.median(positive)) if positive.size else 1.0
     floored = np.maximum(scale, floor)
     if base.ndim == 2:  # one base forecast for every level: (N, H) residuals, each step sorted once
         residuals = (y - base) / floored[:, None]
@@ -288,13 +256,6 @@ def calibrate(
         n_windows=len(y),
         scale_kind=scale_kind,
     )
-
-
-def tail_windows(taus: Sequence[float]) -> int:
-    """The fewest calibration windows that put ``TAIL_RESIDUALS`` residuals beyond the outermost
-    quantile of ``taus`` on each side: below it a conformal quantile rests on a handful of them."""
-    outer = min(min(taus), 1 - max(taus))
-    return int(np.ceil(TAIL_RESIDUALS / outer)) if outer > 0 else 0
 
 
 def cross_bands(

@@ -5,12 +5,9 @@ and test periods, the most recent data of every series. What is registered and s
 same configuration trained on all of it: the family's settings, the number of epochs selection
 kept (its best epoch; no early stopping, since no row is held out), and a scaler fit on the same
 rows. An ensemble refits each member it weighs and keeps the weights chosen in selection. The
-refit has no held-out rows to calibrate its intervals on: it takes the evaluated model's
-calibration (offsets per step in units of each window's own scale) from the validation fold
-nearest the training end, the forecasts made from just after the last training row as the refit's
-are, where that fold holds enough windows, else from every validation window
-(``Calibration.for_refit``). The later folds' origins lie further from the training rows, and
-their larger errors would make the refit's bands too wide.
+refit keeps the interval calibration of the evaluated model (offsets per step in units of each
+window's own scale): it has no held-out rows to calibrate on, and with more data its errors are,
+if anything, smaller, so its bands err on the wide side.
 
 The refit is its own MLflow run (``role: refit``), a child of the pipeline run, tagged with the
 evaluation run it came from (``evaluation_run_id``). It logs no ``val_*`` or ``test_*`` metric:
@@ -76,8 +73,8 @@ def refit(
     else:
         model = again(best.name)
         epochs = {"refit_epochs": float(model.training.epochs)} if model.uses_training_loop else {}
-    if best.calibration is not None:  # the bands selection measured, on its nearest fold
-        model.calibration_ = Calibration.from_dict(best.calibration).for_refit()
+    if best.calibration is not None:  # the bands selection measured, on the model it measured
+        model.calibration_ = Calibration.from_dict(best.calibration)
     metrics = {
         "fit_seconds": time.perf_counter() - start,
         "refit_rows": float(len(full)),

@@ -167,14 +167,10 @@ def calibrate_model(model: Forecaster, val: Any, folds: Any, intervals: Any, sea
     """Calibrate ``model``'s intervals on its validation forecasts (``collect_forecasts``), rows it
     did not train on, and set the out-of-fold bands on ``val`` for scoring: each validation fold
     banded by a calibration of the others, so no ``val_*`` interval metric is scored on the
-    residuals that set its bands. One fold: the earlier and later halves of the windows.
-
-    With several folds, the windows of the oldest (the origins nearest the training end) are also
-    calibrated alone, for the model refit on every row (``Calibration.for_refit``), where they
-    hold enough residuals beyond the outermost quantile (``tail_windows``)."""
+    residuals that set its bands. One fold: the earlier and later halves of the windows."""
     import numpy as np
 
-    from forecasting.evaluation.intervals import calibrate, cross_bands, quantile_levels, tail_windows
+    from forecasting.evaluation.intervals import calibrate, cross_bands
 
     base = val.native if val.native is not None else val.yhat
     args = dict(
@@ -184,13 +180,7 @@ def calibrate_model(model: Forecaster, val: Any, folds: Any, intervals: Any, sea
         native=val.native is not None,
         scale_kind=intervals.scale,
     )
-    model.calibration_ = cal = calibrate(val.y, base, val.scale, **args)
-    folds = np.asarray(folds)
-    nearest = folds == folds.min()
-    need = tail_windows(quantile_levels(intervals.levels, intervals.quantiles))
-    if not nearest.all() and nearest.sum() >= max(need, 1):
-        fresh = calibrate(val.y[nearest], base[nearest], val.scale[nearest], floor=cal.floor, **args)
-        cal.refit_offsets, cal.refit_windows = fresh.offsets, int(nearest.sum())
+    model.calibration_ = calibrate(val.y, base, val.scale, **args)
     if len(np.unique(folds)) < 2:
         folds = np.arange(len(val.y)) * 2 // max(len(val.y), 1)
     val.bands = cross_bands(val.y, base, val.scale, folds, **args)
