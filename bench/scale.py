@@ -198,7 +198,7 @@ def run_size(n: int, args: argparse.Namespace, config: Path, host: dict[str, Any
         print(
             f"generated {n:,} series, {made['rows']:,} rows in {made['seconds']:.1f} s ({data})", flush=True
         )
-    stores = args.work / f"n{n}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stores = args.stores or args.work / f"n{n}-{time.strftime('%Y%m%d-%H%M%S')}"
     stores.mkdir(parents=True, exist_ok=True)
     env = cli_env(stores)
     commands = {
@@ -310,6 +310,12 @@ def main() -> None:
         default=None,
         help="draw --plot from the rows of these result files (runs nothing)",
     )
+    parser.add_argument(
+        "--stores",
+        type=Path,
+        default=None,
+        help="an earlier run's stores folder (its MLflow store and champion): time --stages predict again",
+    )
     parser.add_argument("--regenerate", action="store_true", help="write the data again even if present")
     parser.add_argument("--generate-only", action="store_true", help="write the Parquet files and stop")
     parser.add_argument("--quick", action="store_true", help="200 series of 200 hours, 3 cheap models")
@@ -325,6 +331,8 @@ def main() -> None:
         plot(rows, args.plot)
         print(f"plot: {args.plot} ({len(rows)} rows from {len(args.plot_from)} files)")
         return
+    if args.stores and len(args.sizes) != 1:
+        parser.error("--stores is one run's folder: give one size with it")
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.config
     if args.quick:

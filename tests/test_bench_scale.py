@@ -72,9 +72,27 @@ def test_quick_scale_run_measures_every_stage(tmp_path):
     assert all(r["returncode"] == 0 and r["n_series"] == 200 and r["wall_s"] > 0 for r in rows)
     assert all(r["peak_rss_mb"] > 0 and r["commit"] for r in rows)
     assert rows[1]["mlflow_runs"] == 5  # the pipeline run, 3 models and the refit: not one per series
-    forecast = pd.read_parquet(next((tmp_path / "w").glob("n200-*")) / "forecast.parquet")
+    stores = next((tmp_path / "w").glob("n200-*"))
+    forecast = pd.read_parquet(stores / "forecast.parquet")
     assert forecast["series_id"].nunique() == 200  # every series forecast, the short ones too
     assert (tmp_path / "scale.png").stat().st_size > 0
+    # --stores: that run's champion forecasts again (a fresh folder would have none to load)
+    (stores / "forecast.parquet").unlink()
+    again = python(
+        "scale.py",
+        "--quick",
+        "--stages",
+        "predict",
+        "--stores",
+        stores,
+        "--out",
+        out,
+        "--work",
+        tmp_path / "w",
+    )
+    run_bench(tmp_path, again, timeout=400)
+    assert [(r["stage"], r["returncode"]) for r in json.loads(out.read_text())["rows"]] == [("predict", 0)]
+    pd.testing.assert_frame_equal(pd.read_parquet(stores / "forecast.parquet"), forecast)
 
 
 def test_variant_config_sets_the_families_and_the_dask_cluster(tmp_path):
