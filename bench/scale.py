@@ -331,13 +331,13 @@ def main() -> None:
         plot(rows, args.plot)
         print(f"plot: {args.plot} ({len(rows)} rows from {len(args.plot_from)} files)")
         return
-    if args.stores and len(args.sizes) != 1:
-        parser.error("--stores is one run's folder: give one size with it")
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.config
     if args.quick:
         args.sizes, args.length = [200], 200
         config = quick_config(args.work, args.config)
+    if args.stores and len(args.sizes) != 1:
+        parser.error("--stores is one run's folder: give one size with it")
     if args.models or args.dask_workers:
         config = variant_config(args.work, config, args.models, args.dask_workers)
     if args.generate_only:

@@ -61,6 +61,7 @@ from forecasting.config import DataConfig
 from forecasting.data.ingest import (  # ingest's own checks, so that messages match training's
     _NAN_WORDS,
     _check_columns,
+    _check_regular_file,
     _configured,
     _detect_format,
     _to_numeric,
@@ -796,6 +797,7 @@ def batch_predict(
     on_dask = len(chunks) > 1 and bool(dask_address or dask_local_workers)  # one chunk: here
     try:
         with (
+            contextlib.closing(streamed) if streamed is not None else contextlib.nullcontext(),
             TableWriter(output_path) as writer,
             chunk_map(dask_address if on_dask else None, dask_local_workers if on_dask else None) as run,
         ):
@@ -842,6 +844,7 @@ def _series_chunks_of(
     """The chunks of a long Parquet input read one at a time (``SeriesChunks``), or None where the
     file is read whole: CSV (a text file cannot be read by series without parsing all of it), a
     wide or one-series table, ids not stored as text, no ``chunk_series``, or one chunk in all."""
+    _check_regular_file(Path(path))  # a pipe or device is refused before anything reads it
     if not chunk_series or _detect_format(Path(path), fmt) != "parquet":
         return None
     import pyarrow.parquet as pq

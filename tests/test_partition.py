@@ -114,6 +114,42 @@ def test_a_parquet_file_is_read_a_chunk_of_series_at_a_time(tmp_path, order, dic
     assert chunks.read(0)["series_id"].isna().sum() == 1  # the row with no id goes with the first chunk
 
 
+def test_a_nested_column_before_the_ids_and_a_pipe(tmp_path):
+    """The id's statistics are its own leaf's, whatever nested columns come first; and a pipe
+    named ``.parquet`` is refused as ``read_table`` refuses it, before anything reads it."""
+    import pyarrow as pa
+
+    from forecasting.config import DataConfig
+    from forecasting.data.series_reader import SeriesChunks
+    from forecasting.errors import UnreadableFileError
+
+    frame = _long_file(tmp_path / "flat.parquet", "grouped", row_group=20)
+    info = pa.array([{"a": i, "b": f"z{i % 3}"} for i in range(len(frame))])
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    path = tmp_path / "nested.parquet"
+    pq.write_table(
+        pa.table({"info": info, **{c: table[c] for c in table.column_names}}), path, row_group_size=20
+    )
+    raw = read_table(path, columns=["series_id", "timestamp", "y"])
+    with SeriesChunks.open(path, "series_id", 3, ["series_id", "timestamp", "y"]) as chunks:
+        got = [len(c) for c in chunks]
+        assert chunks.groups_read == 8  # 6 row groups of 2 series, 2 of them holding ids of two chunks
+    assert got == [len(rows) for rows in series_chunks(raw["series_id"], 3)] == chunks.rows
+    # Statistics a writer got wrong (every group said to hold none of the ids): the chunk comes up
+    # short of the rows counted from the id column, and is read again without them.
+    with SeriesChunks.open(path, "series_id", 3, ["series_id", "timestamp", "y"]) as chunks:
+        chunks._bounds = [("x", "y", False)] * 6
+        pd.testing.assert_frame_equal(
+            chunks.read(1), raw.iloc[np.sort(series_chunks(raw["series_id"], 3)[1])]
+        )
+
+    fifo = tmp_path / "input.parquet"
+    os.mkfifo(fifo)
+    cfg = DataConfig(path=fifo, id_column="series_id", time_column="timestamp")
+    with pytest.raises(UnreadableFileError, match="not a regular file"):
+        serving._series_chunks_of(fifo, "auto", cfg, None, 3, ["series_id"])
+
+
 def test_what_cannot_be_streamed_is_read_whole(tmp_path):
     from forecasting.data.series_reader import SeriesChunks
 

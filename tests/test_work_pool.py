@@ -49,8 +49,9 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
     from prefect.workers.process import ProcessWorker
 
     schedules = [
-        {"flow": "forecast_pipeline", "cron": "0 2 * * *", "name": "nightly"},
-        {"flow": "batch_predict", "cron": "5 * * * *", "name": "hourly"},
+        # Crons that fire only on 29 February: no scheduled run takes a worker's one slot mid-test.
+        {"flow": "forecast_pipeline", "cron": "0 2 29 2 *", "name": "nightly"},
+        {"flow": "batch_predict", "cron": "5 3 29 2 *", "name": "hourly"},
     ]
     path = write_config(tmp_path, "pooled", orchestration={"schedules": schedules})
     (tmp_path / "b").mkdir()
@@ -106,8 +107,8 @@ def test_a_prefect_worker_runs_a_deployed_flow_from_a_work_pool(tmp_path, capsys
             ]
             assert d.path is None  # nothing for the worker to copy
             assert d.parameters == {"config_path": str(path.resolve())}
-        assert [s.schedule.cron for s in deployments["nightly"].schedules] == ["0 2 * * *"]
-        assert [s.schedule.cron for s in deployments["hourly"].schedules] == ["5 * * * *"]
+        assert [s.schedule.cron for s in deployments["nightly"].schedules] == ["0 2 29 2 *"]
+        assert [s.schedule.cron for s in deployments["hourly"].schedules] == ["5 3 29 2 *"]
 
         # Two runs of the nightly deployment, the second for another config (its own experiment
         # and MLflow store): each worker takes one flow run at a time, so each takes one of them.

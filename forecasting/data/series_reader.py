@@ -45,9 +45,20 @@ class SeriesChunks:
         meta = self._file.metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        column = self._file.schema_arrow.get_field_index(key)
-        self._bounds = [_text_bounds(meta.row_group(g), column) for g in range(meta.num_row_groups)]
+        # The id's leaf column (a nested column before it holds several leaves), for its statistics.
+        leaf = next((i for i in range(meta.num_columns) if meta.schema.column(i).path == key), None)
+        self._bounds = [_text_bounds(meta.row_group(g), leaf) for g in range(meta.num_row_groups)]
+        self.rows: list[int] = []  # each chunk's rows, as counted from the id column (``open``)
         self.groups_read = 0  # row groups read whole, over every chunk so far
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> SeriesChunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def open(cls, path: str | Path, key: str, size: int, columns: Sequence[str] = ()) -> SeriesChunks | None:
@@ -75,19 +86,26 @@ class SeriesChunks:
             ids = pq.read_table(path, columns=[key]).column(key)
             if pa.types.is_dictionary(kind):
                 ids = pc.cast(ids, value)
-            distinct = pc.unique(ids).drop_null().to_pylist()
+            counts = pc.value_counts(ids)
+            distinct = counts.field("values").to_pylist()
+            per_id = counts.field("counts").to_numpy()
         except ForecastingError:
             raise
         except Exception as err:  # pyarrow raises many unrelated types for a bad file
             raise UnreadableFileError(f"cannot read {str(path)!r} as Parquet: {err}") from None
         if len(ids) == 0:
             raise EmptyDataError(f"data file {str(path)!r} has a header but no data rows")
-        distinct.sort()  # Python's order of text: code points, as UTF-8 bytes sort in Parquet
-        if len(distinct) <= size:
+        missing = int(sum(c for v, c in zip(distinct, per_id, strict=True) if v is None))
+        order = sorted((v, int(c)) for v, c in zip(distinct, per_id, strict=True) if v is not None)
+        # ^ Python's order of text: code points, as UTF-8 bytes sort in Parquet's statistics
+        if len(order) <= size:
             return None
-        cuts = range(0, len(distinct), size)
-        ranges = [(distinct[a], distinct[min(a + size, len(distinct)) - 1]) for a in cuts]
-        return cls(path, key, ranges, _parquet_columns(names, [*columns, key]))
+        cuts = range(0, len(order), size)
+        ranges = [(order[a][0], order[min(a + size, len(order)) - 1][0]) for a in cuts]
+        chunks = cls(path, key, ranges, _parquet_columns(names, [*columns, key]))
+        chunks.rows = [sum(c for _, c in order[a : a + size]) for a in cuts]
+        chunks.rows[0] += missing  # rows with no id go with the first chunk
+        return chunks
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -97,7 +115,18 @@ class SeriesChunks:
             yield self.read(i)
 
     def read(self, i: int) -> pd.DataFrame:
-        """Chunk ``i``: its rows (index: the file's row numbers), in file order."""
+        """Chunk ``i``: its rows (index: the file's row numbers), in file order. Should the
+        row groups' statistics skip a group that holds some of its ids (a writer that recorded
+        them wrong), the chunk comes up short of the rows counted in ``open``: it is read again
+        without them."""
+        frame = self._read(i, trust_statistics=True)
+        if frame is None or (self.rows and len(frame) != self.rows[i]):
+            frame = self._read(i, trust_statistics=False)
+        if frame is None:  # no row at all: the id column counted some, so the file changed
+            raise UnreadableFileError(f"cannot read {str(self.path)!r}: it changed while it was read")
+        return frame
+
+    def _read(self, i: int, trust_statistics: bool) -> pd.DataFrame | None:
         import pyarrow as pa
 
         from forecasting.data.ingest import _has_named_index
@@ -106,7 +135,8 @@ class SeriesChunks:
         pieces, rows = [], []
         try:
             for g, (lo, hi, nulls) in enumerate(self._bounds):
-                if lo is not None and hi is not None and (hi < first or lo > last) and not (i == 0 and nulls):
+                known = trust_statistics and lo is not None and hi is not None
+                if known and (hi < first or lo > last) and not (i == 0 and nulls):  # type: ignore[operator]
                     continue  # statistics: no id of this group is in the chunk
                 take = self._rows_of(g, first, last, with_missing=i == 0)
                 if len(take) == 0:
@@ -115,6 +145,8 @@ class SeriesChunks:
                 self.groups_read += 1
                 pieces.append(group.take(pa.array(take)))
                 rows.append(self._starts[g] + take)
+            if not pieces:
+                return None
             table = pa.concat_tables(pieces)
             frame = table.to_pandas()
         except Exception as err:
@@ -140,14 +172,17 @@ class SeriesChunks:
         return np.flatnonzero(pc.fill_null(inside, False).to_numpy())
 
 
-def _text_bounds(group: object, column: int) -> tuple[str | None, str | None, bool]:
-    """The smallest and largest id of a row group by its statistics (None: not recorded) and
-    whether it may hold rows with no id."""
-    stats = group.column(column).statistics  # type: ignore[attr-defined]
+def _text_bounds(group: object, column: int | None) -> tuple[str | None, str | None, bool]:
+    """The smallest and largest id of a row group by its statistics (None: not recorded, or not
+    text) and whether it may hold rows with no id."""
+    stats = None if column is None else group.column(column).statistics  # type: ignore[attr-defined]
     if stats is None or not stats.has_min_max:
         return None, None, True
-    lo, hi = stats.min, stats.max
-    lo = lo.decode() if isinstance(lo, bytes) else lo
-    hi = hi.decode() if isinstance(hi, bytes) else hi
+    try:
+        lo, hi = stats.min, stats.max
+        lo = lo.decode() if isinstance(lo, bytes) else lo
+        hi = hi.decode() if isinstance(hi, bytes) else hi
+    except (UnicodeDecodeError, ValueError, TypeError):  # a bound cut inside a character
+        return None, None, True
     nulls = stats.null_count is None or stats.null_count > 0 or not stats.has_null_count
     return (lo if isinstance(lo, str) else None), (hi if isinstance(hi, str) else None), nulls

@@ -314,9 +314,10 @@ def _insert_sqlite(conn: sa.Connection, columns: dict[str, Any]) -> int:
 def _sqlite_text(stamps: pd.Series) -> list[str]:
     """Naive datetime64 values as SQLAlchemy's SQLite ``DateTime`` stores them,
     ``YYYY-MM-DD HH:MM:SS.ffffff``; each distinct value formatted once (a batch holds a few)."""
-    codes, uniques = pd.factorize(stamps)
+    codes, uniques = pd.factorize(stamps)  # NaT: code -1, stored as NULL (and refused: NOT NULL)
     iso = np.datetime_as_string(np.asarray(uniques, dtype="datetime64[us]"), unit="us")
-    return np.asarray(np.char.replace(iso, "T", " "), dtype=object)[codes].tolist()
+    text = np.append(np.asarray(np.char.replace(iso, "T", " "), dtype=object), None)
+    return text[codes].tolist()
 
 
 def _intervals_json(bands: list[str], bounds: np.ndarray) -> list[str]:
