@@ -5,8 +5,8 @@ distinct ids and cuts them, in the order of their text (the canonical order of
 ``forecasting.partition.series_chunks``), into chunks of at most ``size`` series. Each chunk is
 then one range of ids, ``first <= id <= last``: every id of the file in that range belongs to
 the chunk. A chunk is read row group by row group: a row group whose statistics put every id
-outside the range is skipped unread, the id column of the others is read to find the chunk's
-rows, and only row groups that hold some of them are read whole (the selected columns). Each
+outside the range is skipped unread; each other one is read once (the selected columns) and
+the chunk's rows taken from it. Each
 chunk comes out with the file's row numbers as its index and its rows in file order, the rows
 ``read_table`` followed by ``series_chunks`` gives (as a set, and in file order within each
 series; validation sorts the rest).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ class SeriesChunks:
         leaf = next((i for i in range(meta.num_columns) if meta.schema.column(i).path == key), None)
         self._bounds = [_text_bounds(meta.row_group(g), leaf) for g in range(meta.num_row_groups)]
         self.rows: list[int] = []  # each chunk's rows, as counted from the id column (``open``)
-        self.groups_read = 0  # row groups read whole, over every chunk so far
+        self.groups_read = 0  # row groups read, over every chunk so far
 
     def close(self) -> None:
         self._file.close()
@@ -138,11 +139,11 @@ class SeriesChunks:
                 known = trust_statistics and lo is not None and hi is not None
                 if known and (hi < first or lo > last) and not (i == 0 and nulls):  # type: ignore[operator]
                     continue  # statistics: no id of this group is in the chunk
-                take = self._rows_of(g, first, last, with_missing=i == 0)
-                if len(take) == 0:
-                    continue
                 group = self._file.read_row_group(g, columns=self.selected, use_pandas_metadata=True)
                 self.groups_read += 1
+                take = _in_range(group.column(self.key), first, last, with_missing=i == 0)
+                if len(take) == 0:
+                    continue
                 pieces.append(group.take(pa.array(take)))
                 rows.append(self._starts[g] + take)
             if not pieces:
@@ -157,19 +158,19 @@ class SeriesChunks:
             frame.attrs["columns_in_file"] = len(self._file.schema_arrow.names)
         return frame
 
-    def _rows_of(self, g: int, first: str, last: str, with_missing: bool) -> np.ndarray:
-        """Row numbers within row group ``g`` whose id is in ``[first, last]`` (and, for the first
-        chunk, those with no id)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
 
-        ids = self._file.read_row_group(g, columns=[self.key]).column(self.key)
-        if pa.types.is_dictionary(ids.type):
-            ids = pc.cast(ids, ids.type.value_type)
-        inside = pc.and_(pc.greater_equal(ids, first), pc.less_equal(ids, last))
-        if with_missing:
-            inside = pc.or_kleene(inside, pc.is_null(ids))
-        return np.flatnonzero(pc.fill_null(inside, False).to_numpy())
+def _in_range(ids: Any, first: str, last: str, with_missing: bool) -> np.ndarray:
+    """Positions of the ids (an Arrow column) with ``first <= id <= last`` (and, for the first
+    chunk, those with no id)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(ids.type):
+        ids = pc.cast(ids, ids.type.value_type)
+    inside = pc.and_(pc.greater_equal(ids, first), pc.less_equal(ids, last))
+    if with_missing:
+        inside = pc.or_kleene(inside, pc.is_null(ids))
+    return np.flatnonzero(pc.fill_null(inside, False).to_numpy())
 
 
 def _text_bounds(group: object, column: int | None) -> tuple[str | None, str | None, bool]:
